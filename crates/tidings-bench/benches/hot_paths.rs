@@ -1,0 +1,111 @@
+//! Micro-benchmarks of hot paths (criterion, short runs).
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench -p tidings-bench --bench hot_paths
+//! ```
+//!
+//! * `trie/match_10k`: `tidings_core::trie::Trie::matches` over the
+//!   `patterns` scenario's 10,000 subscriptions, per event name (no cache);
+//!   `trie/linear_10k` is the linear token scan over the same patterns.
+//! * `envelope/json`: `serde_json::to_string` of a committed `Event` (what
+//!   the server does per event per WebSocket/SSE subscriber).
+//! * `sqlite/append_1_none`: one-event `EventLog::append` on a SQLite log
+//!   with `Durability::None` (the writer thread round trip, no fsync).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tidings_bench::matcher::LinearScan;
+use tidings_bench::workload::{event_names, patterns, payload};
+use tidings_core::trie::Trie;
+use tidings_core::{EventLog, NewEvent, Pattern};
+use tidings_sqlite::{Durability, OpenCheck, SqliteLog, SqliteOptions};
+
+fn trie(c: &mut Criterion) {
+    let pats = patterns(10_000);
+    let mut trie = Trie::new();
+    for (i, p) in pats.iter().enumerate() {
+        trie.insert(&Pattern::parse(p).expect("valid"), i as u64);
+    }
+    let names = event_names(10_000, 1024, 11);
+    let scan = LinearScan::new(&pats);
+    let mut g = c.benchmark_group("trie");
+    g.throughput(Throughput::Elements(names.len() as u64));
+    g.bench_function("match_10k", |b| {
+        let mut out = Vec::with_capacity(16);
+        b.iter(|| {
+            for n in &names {
+                out.clear();
+                trie.matches(n, &mut out);
+                black_box(&out);
+            }
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("linear_10k", |b| {
+        b.iter(|| {
+            for n in &names {
+                black_box(scan.for_each_match(n, |i| {
+                    black_box(i);
+                }));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn envelope(c: &mut Criterion) {
+    let e = NewEvent::new("player.move", payload())
+        .expect("valid")
+        .source("http")
+        .commit(42);
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("json", |b| {
+        b.iter(|| black_box(serde_json::to_string(black_box(&e)).expect("json")))
+    });
+    g.finish();
+}
+
+fn sqlite(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = SqliteLog::open(
+        dir.path().join("bench.db"),
+        SqliteOptions {
+            durability: Durability::None,
+            check_on_open: OpenCheck::Off,
+            ..SqliteOptions::default()
+        },
+    )
+    .expect("open");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let data = payload();
+    let mut g = c.benchmark_group("sqlite");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("append_1_none", |b| {
+        b.iter(|| {
+            let ev = NewEvent::new("orders.placed", data.clone()).expect("valid");
+            black_box(rt.block_on(log.append(vec![ev], None)).expect("append"))
+        })
+    });
+    g.finish();
+    log.close().expect("close");
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = trie, envelope, sqlite
+}
+criterion_main!(benches);

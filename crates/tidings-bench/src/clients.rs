@@ -1,0 +1,204 @@
+//! Clients the network scenarios share: a Tidings server in this process,
+//! WebSocket and SSE subscribers, and a sequence tracker that counts loss.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use tidings_server::config::Config;
+use tidings_server::server::{start, RunningServer};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A client WebSocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where an in-process server keeps its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// `memory:` (retention raised to hold the whole run).
+    Memory,
+    /// SQLite in a temporary directory, `durability = "none"`.
+    Sqlite,
+}
+
+/// A Tidings server started in this process on 127.0.0.1:0.
+pub struct LocalServer {
+    pub server: RunningServer,
+    pub http_base: String,
+    pub ws_base: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LocalServer {
+    /// Starts a server; `retain` is the number of events the memory store
+    /// keeps (the default of 10,000 would make a subscriber that falls
+    /// further behind than that lag, which is a retention setting, not the
+    /// delivery speed being measured).
+    pub async fn start(store: StoreKind, retain: u64) -> Result<LocalServer> {
+        let dir = match store {
+            StoreKind::Memory => None,
+            StoreKind::Sqlite => Some(tempfile::tempdir()?),
+        };
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        match &dir {
+            None => {
+                config.store = Some("memory:".into());
+                config.retention_max_count = Some(retain.max(10_000));
+            }
+            Some(d) => {
+                config.data_dir = d.path().to_owned();
+                config.durability = "none".into();
+            }
+        }
+        config.validate()?;
+        let server = start(config)
+            .await
+            .context("cannot start the Tidings server")?;
+        let addr = server.addr;
+        Ok(LocalServer {
+            server,
+            http_base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            _dir: dir,
+        })
+    }
+}
+
+/// A pattern as a query value (`>` is not a valid URI character).
+pub fn q(pattern: &str) -> String {
+    pattern.replace('>', "%3E")
+}
+
+/// Opens a WebSocket and waits for the welcome message.
+pub async fn ws_subscribe(url: &str) -> Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .with_context(|| format!("no welcome from {url} within 10 s"))?;
+    match first {
+        Some(Ok(Message::Text(t))) if t.as_str().contains("\"connection\"") => Ok(ws),
+        other => bail!("unexpected first message from {url}: {other:?}"),
+    }
+}
+
+/// Tracks the sequence numbers one subscriber received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqTracker {
+    /// The highest seq seen.
+    pub last: u64,
+    /// Events received (each seq once).
+    pub received: u64,
+    /// Seqs skipped over without a notice.
+    pub gaps: u64,
+    /// Seqs reported missed by `lagged` notices.
+    pub lagged: u64,
+    /// Seqs received twice or out of order.
+    pub duplicates: u64,
+}
+
+impl SeqTracker {
+    /// Records an event with `seq`.
+    pub fn event(&mut self, seq: u64) {
+        if seq <= self.last {
+            self.duplicates += 1;
+            return;
+        }
+        self.gaps += seq - self.last - 1;
+        self.last = seq;
+        self.received += 1;
+    }
+
+    /// Records a lag notice: `missed` events, resuming at `resume_from`.
+    pub fn lagged(&mut self, missed: u64, resume_from: u64) {
+        self.lagged += missed;
+        self.last = self.last.max(resume_from.saturating_sub(1));
+    }
+
+    /// Whether everything up to `seq` is accounted for.
+    pub fn done(&self, seq: u64) -> bool {
+        self.last >= seq
+    }
+
+    /// Events of `1..=total` this subscriber did not receive.
+    pub fn lost(&self, total: u64) -> u64 {
+        total.saturating_sub(self.received)
+    }
+}
+
+/// Splits SSE text into complete events (`\n\n`-terminated); returns the
+/// `data:` payload of each and leaves any incomplete tail in `buf`.
+pub fn sse_events(buf: &mut String) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        let mut event = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = Some(v.trim().to_owned());
+            }
+        }
+        if !data.is_empty() {
+            out.push((event, data));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_escaped_for_urls() {
+        assert_eq!(q("fan.>"), "fan.%3E");
+        assert_eq!(q("a.*"), "a.*");
+    }
+
+    #[test]
+    fn tracker_counts_gaps_lags_and_duplicates() {
+        let mut t = SeqTracker::default();
+        t.event(1);
+        t.event(2);
+        t.event(5);
+        t.event(5);
+        t.lagged(3, 9);
+        t.event(9);
+        assert_eq!(t.received, 4);
+        assert_eq!(t.gaps, 2);
+        assert_eq!(t.lagged, 3);
+        assert_eq!(t.duplicates, 1);
+        assert!(t.done(9));
+        assert_eq!(t.lost(10), 6);
+    }
+
+    #[test]
+    fn sse_blocks_are_split_and_tails_kept() {
+        let mut buf = String::from(
+            ": keepalive\n\nid: 1\ndata: {\"seq\":1}\n\nevent: lagged\nid: 4\ndata: {\"type\":\"lagged\"}\n\nid: 5\ndata: {\"se",
+        );
+        let ev = sse_events(&mut buf);
+        assert_eq!(
+            ev,
+            vec![
+                (None, "{\"seq\":1}".to_owned()),
+                (
+                    Some("lagged".to_owned()),
+                    "{\"type\":\"lagged\"}".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(buf, "id: 5\ndata: {\"se");
+    }
+}

@@ -1,0 +1,49 @@
+//! `tidings-bench SCENARIO [options]`: measures Tidings and its peer in the
+//! same run; progress on stderr, the result as the last line on stdout
+//! (one JSON object). See BENCHMARKS.md at the workspace root.
+
+use clap::{Parser, Subcommand};
+use tidings_bench::scenarios::{durable, fanout, inproc, latency, memory, patterns, replay};
+
+#[derive(Parser)]
+#[command(
+    name = "tidings-bench",
+    about = "Measures Tidings against a peer in the same run; prints one JSON line last"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Bus::emit + one sync handler vs tokio::sync::broadcast send + recv.
+    Inproc(inproc::Args),
+    /// Emit rate with 10,000 wildcard subscriptions vs a linear scan.
+    Patterns(patterns::Args),
+    /// Acknowledged SQLite appends (32 publishers) vs JetStream file store.
+    Durable(durable::Args),
+    /// Server WebSocket fan-out to 100 subscribers vs NATS core.
+    Fanout(fanout::Args),
+    /// Catch-up reads from the SQLite log vs plain rusqlite.
+    Replay(replay::Args),
+    /// Publish -> WebSocket / SSE latency at 10k events/s vs NATS core.
+    Latency(latency::Args),
+    /// RSS per idle WebSocket connection (separate server process) vs nats-server.
+    Memory(memory::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match &cli.scenario {
+        Scenario::Inproc(a) => inproc::run(a)?,
+        Scenario::Patterns(a) => patterns::run(a)?,
+        Scenario::Durable(a) => durable::run(a)?,
+        Scenario::Fanout(a) => fanout::run(a)?,
+        Scenario::Replay(a) => replay::run(a)?,
+        Scenario::Latency(a) => latency::run(a)?,
+        Scenario::Memory(a) => memory::run(a)?,
+    };
+    println!("{}", report.to_line());
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The one-line JSON result every scenario prints last.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The result of one scenario. Serialized with the fixed fields first, in
+/// this order, then the scenario's own fields (sorted by name).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario's name (`inproc`, `patterns`, ...).
+    pub scenario: String,
+    /// Tidings' figure, "higher is better" (events/s, or 1/latency, or
+    /// connections per GiB: see the scenario).
+    pub tidings_per_s: f64,
+    /// What Tidings was compared with ("none" if nothing).
+    pub peer: String,
+    /// The peer's figure in the same unit; `null` without a peer.
+    pub peer_per_s: Option<f64>,
+    /// `tidings_per_s / peer_per_s`; `null` without a peer.
+    pub ratio: Option<f64>,
+    /// The goal, in words.
+    pub goal: String,
+    /// Whether every part of the goal was met.
+    pub goal_met: bool,
+    /// Scenario-specific figures (raw latencies, losses, settings...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Report {
+    /// A report with a peer; `ratio` is computed.
+    pub fn new(scenario: &str, tidings_per_s: f64, peer: &str, peer_per_s: Option<f64>) -> Report {
+        let ratio = peer_per_s.filter(|p| *p > 0.0).map(|p| tidings_per_s / p);
+        Report {
+            scenario: scenario.to_owned(),
+            tidings_per_s,
+            peer: peer.to_owned(),
+            peer_per_s,
+            ratio,
+            goal: String::new(),
+            goal_met: false,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the goal text and whether it was met.
+    pub fn goal(mut self, text: &str, met: bool) -> Report {
+        self.goal = text.to_owned();
+        self.goal_met = met;
+        self
+    }
+
+    /// Adds a scenario-specific field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Report {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The report as one line of JSON (floats rounded to 4 significant
+    /// decimals where that keeps them readable).
+    pub fn to_line(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("a report always serializes");
+        round_floats(&mut v);
+        // `to_value` sorts keys (serde_json without preserve_order); write the
+        // fixed fields first by hand so the line reads naturally.
+        let obj = v.as_object().expect("a report is an object");
+        let fixed = [
+            "scenario",
+            "tidings_per_s",
+            "peer",
+            "peer_per_s",
+            "ratio",
+            "goal",
+            "goal_met",
+        ];
+        let mut out = String::from("{");
+        let mut first = true;
+        let keys = fixed
+            .iter()
+            .map(|k| k.to_string())
+            .chain(obj.keys().filter(|k| !fixed.contains(&k.as_str())).cloned());
+        for k in keys {
+            if let Some(val) = obj.get(&k) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&serde_json::to_string(&k).expect("a key serializes"));
+                out.push(':');
+                out.push_str(&serde_json::to_string(val).expect("a value serializes"));
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Rounds floats to keep the line short: 4 decimals below 10, 2 below
+/// 10,000, whole numbers above.
+fn round_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(0.0);
+            let r = if f.abs() < 10.0 {
+                (f * 1e4).round() / 1e4
+            } else if f.abs() < 1e4 {
+                (f * 100.0).round() / 100.0
+            } else {
+                f.round()
+            };
+            if let Some(n) = serde_json::Number::from_f64(r) {
+                *v = Value::Number(n);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(round_floats),
+        Value::Object(o) => o.values_mut().for_each(round_floats),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_has_the_fixed_fields_first_and_is_one_json_object() {
+        let r = Report::new(
+            "inproc",
+            2_000_000.0,
+            "tokio::sync::broadcast",
+            Some(1_000_000.0),
+        )
+        .goal("ratio >= 1.0", true)
+        .with("window", 1024)
+        .with("p99_ns", 12_345.678);
+        let line = r.to_line();
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with(
+            r#"{"scenario":"inproc","tidings_per_s":2000000.0,"peer":"tokio::sync::broadcast","peer_per_s":1000000.0,"ratio":2.0,"goal":"ratio >= 1.0","goal_met":true,"#
+        ));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["scenario"], "inproc");
+        assert_eq!(v["ratio"], 2.0);
+        assert_eq!(v["window"], 1024);
+        assert_eq!(v["p99_ns"], 12_346.0);
+        for k in ["scenario", "tidings_per_s", "peer", "peer_per_s", "ratio"] {
+            assert!(v.get(k).is_some(), "{k} missing");
+        }
+    }
+
+    #[test]
+    fn no_peer_gives_null_ratio() {
+        let r = Report::new("replay", 1.5e6, "none", None).goal("x", false);
+        let v: Value = serde_json::from_str(&r.to_line()).unwrap();
+        assert!(v["ratio"].is_null());
+        assert!(v["peer_per_s"].is_null());
+        assert_eq!(v["goal_met"], false);
+    }
+
+    #[test]
+    fn small_ratios_keep_their_decimals() {
+        let r = Report::new("x", 1.0, "p", Some(3.0));
+        let v: Value = serde_json::from_str(&r.to_line()).unwrap();
+        assert_eq!(v["ratio"], 0.3333);
+    }
+}

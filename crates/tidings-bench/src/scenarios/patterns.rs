@@ -1,0 +1,283 @@
+//! `patterns`: publish rate with 10,000 wildcard subscriptions of
+//! realistic shape against seed 001's linear scan over the same patterns.
+//!
+//! * Subscriptions: [`workload::patterns`] (`room.<id>.*`, `player.<id>.>`,
+//!   `chat.<id>.message`, `game.<id>.round.*`, `user.<id>.notify.>`,
+//!   `match.<id>.score`, `lobby.*.player.<id>`, `trivia.<id>.>`), each a
+//!   sync handler bumping a counter.
+//! * Events: [`workload::event_names`], ~60,000 distinct names (more than
+//!   the bus's 4,096-name match cache), about half matching one or more
+//!   subscriptions.
+//! * Tidings: `Bus::emit` (memory log, history on) to those handlers.
+//! * Peer (`ratio`): per event, build the same envelope (UUID v7, time,
+//!   clone of the payload), split the name once, then test every
+//!   pre-split pattern token by token and call each matching handler
+//!   ([`matcher::LinearScan`], same semantics as Tidings; match counts are
+//!   checked equal on a sample). Seed 001's literal `fnmatch` glob scan
+//!   ([`matcher::GlobScan`]) is reported as `peer_glob_per_s`.
+//! * Cost of many subscriptions: Tidings' emit rate with 1 subscription
+//!   (`room.1.*`) over the same names, divided by its rate with 10,000
+//!   (`cost_10k_vs_1`).
+//!
+//! * Matching alone (`match_only_*`): `tidings_core::trie::Trie::matches`
+//!   (no cache) against the linear token scan, per name, no envelope, no
+//!   handler: what the trie itself buys.
+//!
+//! Goal: ratio >= 100 and cost_10k_vs_1 <= 2.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tidings_core::trie::Trie;
+use tidings_core::{Bus, Pattern, Subscription};
+use uuid::Uuid;
+
+use super::run_for;
+use crate::matcher::{GlobScan, LinearScan};
+use crate::progress;
+use crate::stats::median;
+use crate::workload::{event_names, patterns, payload};
+use crate::Report;
+
+/// Options of `patterns`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Wildcard subscriptions.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscriptions: usize,
+    /// Seconds per timed measurement.
+    #[arg(long, default_value_t = 2.0)]
+    pub duration_secs: f64,
+    /// Timed rounds of the Tidings measurements (10k and 1 subscription,
+    /// alternating); the median counts. The peers run once.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Event names generated (cycled through).
+    #[arg(long, default_value_t = 65_536)]
+    pub names: usize,
+}
+
+#[allow(dead_code)]
+struct Envelope {
+    id: Uuid,
+    time: DateTime<Utc>,
+    name: String,
+    data: serde_json::Value,
+}
+
+type PeerHandler = Box<dyn Fn(&Arc<Envelope>) + Send + Sync>;
+
+fn bus_with(
+    patterns: &[String],
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<(Bus, Vec<Subscription>)> {
+    let bus = Bus::new();
+    let subs = patterns
+        .iter()
+        .map(|p| {
+            let c = counter.clone();
+            bus.on(p.as_str(), move |_e| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((bus, subs))
+}
+
+/// Emits names for `secs`; returns (events/s, matches per event).
+fn tidings_rate(
+    bus: &Bus,
+    names: &[String],
+    counter: &AtomicU64,
+    secs: f64,
+) -> anyhow::Result<(f64, f64)> {
+    let data = payload();
+    let before = counter.load(Ordering::Relaxed);
+    let mut failed = None;
+    let (n, el) = run_for(Duration::from_secs_f64(secs), |i| {
+        let name = &names[i as usize % names.len()];
+        match bus.emit(name.as_str(), data.clone()) {
+            Ok(e) => {
+                black_box(e);
+            }
+            Err(e) => failed = Some(e),
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let matches = counter.load(Ordering::Relaxed) - before;
+    Ok((n as f64 / el, matches as f64 / n as f64))
+}
+
+/// Builds an envelope, then scans; returns (events/s, matches per event).
+fn peer_rate(
+    scan: impl Fn(&str, &mut dyn FnMut(usize)) -> usize,
+    handlers: &[PeerHandler],
+    names: &[String],
+    counter: &AtomicU64,
+    secs: f64,
+) -> (f64, f64) {
+    let data = payload();
+    let before = counter.load(Ordering::Relaxed);
+    let (n, el) = run_for(Duration::from_secs_f64(secs), |i| {
+        let name = &names[i as usize % names.len()];
+        let env = Arc::new(Envelope {
+            id: Uuid::now_v7(),
+            time: Utc::now(),
+            name: name.clone(),
+            data: data.clone(),
+        });
+        scan(&env.name, &mut |k| handlers[k](&env));
+    });
+    let matches = counter.load(Ordering::Relaxed) - before;
+    (n as f64 / el, matches as f64 / n as f64)
+}
+
+/// Names matched per second by the trie alone and by the linear scan alone.
+fn match_only(pats: &[String], names: &[String], secs: f64) -> anyhow::Result<(f64, f64)> {
+    let mut trie = Trie::new();
+    for (i, p) in pats.iter().enumerate() {
+        trie.insert(&Pattern::parse(p)?, i as u64);
+    }
+    let scan = LinearScan::new(pats);
+    let mut out = Vec::with_capacity(16);
+    let (n, el) = run_for(Duration::from_secs_f64(secs), |i| {
+        out.clear();
+        trie.matches(&names[i as usize % names.len()], &mut out);
+        black_box(&out);
+    });
+    let trie_rate = n as f64 / el;
+    let (n, el) = run_for(Duration::from_secs_f64(secs), |i| {
+        black_box(scan.for_each_match(&names[i as usize % names.len()], |k| {
+            black_box(k);
+        }));
+    });
+    Ok((trie_rate, n as f64 / el))
+}
+
+/// Runs the scenario.
+pub fn run(args: &Args) -> anyhow::Result<Report> {
+    let pats = patterns(args.subscriptions);
+    let names = event_names(args.subscriptions, args.names, 0x5EED);
+    progress::phase(&format!(
+        "patterns: {} subscriptions, {} names, {} s per measurement",
+        pats.len(),
+        names.len(),
+        args.duration_secs
+    ));
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let (bus_many, _subs_many) = bus_with(&pats, &counter)?;
+    let one = vec!["room.1.*".to_owned()];
+    let (bus_one, _subs_one) = bus_with(&one, &counter)?;
+
+    // The peer's handlers bump the same counter.
+    let handlers: Vec<PeerHandler> = (0..pats.len())
+        .map(|_| {
+            let c = counter.clone();
+            Box::new(move |e: &Arc<Envelope>| {
+                black_box(e);
+                c.fetch_add(1, Ordering::Relaxed);
+            }) as PeerHandler
+        })
+        .collect();
+    let token = LinearScan::new(&pats);
+    let glob = GlobScan::new(&pats);
+
+    // The two sides must agree on what matches.
+    let mut total_matches = 0usize;
+    for name in names.iter().take(5_000) {
+        let t = bus_many.handler_count(name)?;
+        let p = token.for_each_match(name, |_| {});
+        anyhow::ensure!(
+            t == p,
+            "tidings matches {t} subscriptions for {name}, the linear scan {p}"
+        );
+        total_matches += t;
+    }
+    eprintln!(
+        "match check: 5000 names agree ({:.2} matches per event)",
+        total_matches as f64 / 5000.0
+    );
+
+    let rounds = args.rounds.max(1);
+    let pb = progress::bar(rounds as u64 * 2 + 2, "patterns");
+    let (mut many, mut single) = (Vec::new(), Vec::new());
+    let mut matches_per_event = 0.0;
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            let (rate, m) = tidings_rate(&bus_many, &names, &counter, args.duration_secs)?;
+            many.push(rate);
+            matches_per_event = m;
+            pb.inc(1);
+            single.push(tidings_rate(&bus_one, &names, &counter, args.duration_secs)?.0);
+            pb.inc(1);
+        } else {
+            single.push(tidings_rate(&bus_one, &names, &counter, args.duration_secs)?.0);
+            pb.inc(1);
+            let (rate, m) = tidings_rate(&bus_many, &names, &counter, args.duration_secs)?;
+            many.push(rate);
+            matches_per_event = m;
+            pb.inc(1);
+        }
+    }
+    let (peer, peer_matches) = peer_rate(
+        |n, f| token.for_each_match(n, f),
+        &handlers,
+        &names,
+        &counter,
+        args.duration_secs,
+    );
+    pb.inc(1);
+    let (peer_glob, glob_matches) = peer_rate(
+        |n, f| glob.for_each_match(n, f),
+        &handlers,
+        &names,
+        &counter,
+        args.duration_secs,
+    );
+    pb.inc(1);
+    pb.finish_and_clear();
+    let (trie_only, linear_only) = match_only(&pats, &names, args.duration_secs / 2.0)?;
+
+    let tidings = median(&many);
+    let tidings_one = median(&single);
+    let cost = tidings_one / tidings;
+    let ratio = tidings / peer;
+    eprintln!(
+        "tidings 10k subs {tidings:.0}/s, 1 sub {tidings_one:.0}/s (cost x{cost:.2}); \
+         linear token scan {peer:.0}/s; fnmatch glob scan {peer_glob:.0}/s; \
+         matching alone: trie {trie_only:.0}/s, linear {linear_only:.0}/s"
+    );
+    Ok(Report::new(
+        "patterns",
+        tidings,
+        "linear token-wise scan of every pattern per event (seed 001's loop)",
+        Some(peer),
+    )
+    .goal(
+        "ratio >= 100 and cost_10k_vs_1 <= 2",
+        ratio >= 100.0 && cost <= 2.0,
+    )
+    .with("subscriptions", pats.len())
+    .with("distinct_names_max", names.len())
+    .with("matches_per_event", matches_per_event)
+    .with("peer_matches_per_event", peer_matches)
+    .with("tidings_1_sub_per_s", tidings_one)
+    .with("cost_10k_vs_1", cost)
+    .with("peer_glob_per_s", peer_glob)
+    .with("peer_glob_matches_per_event", glob_matches)
+    .with("ratio_vs_glob", tidings / peer_glob)
+    .with("match_only_trie_per_s", trie_only)
+    .with("match_only_linear_per_s", linear_only)
+    .with("match_only_ratio", trie_only / linear_only)
+    .with(
+        "tidings_rounds",
+        json!({"subs_10k": many, "subs_1": single}),
+    ))
+}

@@ -1,0 +1,357 @@
+//! Ordered dispatch by combining.
+//!
+//! Events are committed concurrently (so a log can group-commit them) and
+//! arrive here in any order. Whoever hands in the batch whose turn it is,
+//! while nobody else is dispatching, becomes the *combiner*: it dispatches
+//! that batch and then every consecutive batch already queued. Everyone
+//! else queues their batch and returns at once; an emitter that must not
+//! return before its handlers ran then waits for [`Dispatcher::done`] to
+//! pass its seqs, blocking (sync) or awaiting (async).
+//!
+//! Nobody ever waits *for a turn* while holding something another emitter
+//! needs, so there is no deadlock between emitters, including async tasks
+//! sharing a runtime's workers, and an emit from inside a handler simply
+//! queues behind the event being dispatched.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::thread::ThreadId;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::event::SharedEvent;
+
+/// A committed batch waiting for its turn.
+struct Queued {
+    /// Consecutive seqs, ascending, non-empty.
+    events: Vec<SharedEvent>,
+    depth: u32,
+}
+
+struct State {
+    /// Invariant: every seq below `next` has been dispatched or is being
+    /// dispatched by the combiner; none at or above it has started.
+    next: u64,
+    /// Batches not yet dispatched, by first seq. Invariant: all keys are
+    /// `>= next`.
+    ready: BTreeMap<u64, Queued>,
+    /// The thread currently dispatching, if any.
+    combiner: Option<ThreadId>,
+}
+
+/// What [`Dispatcher::submit`] did with a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Submitted {
+    /// Dispatched by the caller before returning.
+    Dispatched,
+    /// Queued for another thread's combiner; wait for `done` to pass it.
+    Queued,
+    /// Queued behind the event this very thread is dispatching (an emit
+    /// from inside a handler); it will run when that event is done.
+    Nested,
+}
+
+pub(crate) struct Dispatcher {
+    state: Mutex<State>,
+    /// Every seq below this has been fully dispatched. Only grows.
+    done: AtomicU64,
+    sync_waiters: AtomicUsize,
+    cv: Condvar,
+    async_waiters: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose first seq is `next`.
+    pub fn new(next: u64) -> Self {
+        Dispatcher {
+            state: Mutex::new(State {
+                next,
+                ready: BTreeMap::new(),
+                combiner: None,
+            }),
+            done: AtomicU64::new(next),
+            sync_waiters: AtomicUsize::new(0),
+            cv: Condvar::new(),
+            async_waiters: AtomicUsize::new(0),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Every seq below the returned value has been dispatched.
+    pub fn done(&self) -> u64 {
+        self.done.load(SeqCst)
+    }
+
+    /// Hands in the committed batch `events` (consecutive seqs starting at
+    /// `first`). `run` dispatches one event at the given depth; it is
+    /// called on this thread, in seq order, for this batch and any others
+    /// this thread ends up combining.
+    pub fn submit<'a, I>(
+        &self,
+        first: u64,
+        events: I,
+        depth: u32,
+        run: &dyn Fn(&SharedEvent, u32),
+    ) -> Submitted
+    where
+        I: Iterator<Item = &'a SharedEvent> + Clone,
+    {
+        let me = std::thread::current().id();
+        let mut st = self.state.lock();
+        // The same seqs may arrive twice (the emitter and, on a shared log,
+        // the log follower): whatever is below `next` was dispatched.
+        let mut first = first;
+        if first < st.next {
+            let mut rest = events.clone().filter(|e| e.seq >= st.next).peekable();
+            match rest.peek() {
+                None => return Submitted::Dispatched,
+                Some(e) => first = e.seq,
+            }
+        }
+        let fresh = {
+            let next = st.next;
+            events.filter(move |e| e.seq >= next)
+        };
+        if st.combiner.is_some() || st.next != first {
+            let nested = st.combiner == Some(me);
+            let events: Vec<SharedEvent> = fresh.cloned().collect();
+            // Two sources may queue batches starting at the same seq: keep
+            // the longer (both hold the same events where they overlap).
+            if st
+                .ready
+                .get(&first)
+                .is_none_or(|q| q.events.len() < events.len())
+            {
+                st.ready.insert(first, Queued { events, depth });
+            }
+            return if nested {
+                Submitted::Nested
+            } else {
+                Submitted::Queued
+            };
+        }
+        st.combiner = Some(me);
+        drop(st);
+
+        /// Releases the combiner role even if a bug unwinds through `run`.
+        struct Release<'a>(&'a Dispatcher);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut st = self.0.state.lock();
+                    st.combiner = None;
+                }
+            }
+        }
+        let _release = Release(self);
+
+        let mut last = first;
+        for e in fresh {
+            run(e, depth);
+            last = e.seq;
+        }
+        let mut st = self.state.lock();
+        st.next = last + 1;
+        loop {
+            let next = st.next;
+            match st.ready.first_key_value() {
+                Some((&k, _)) if k <= next => {
+                    let (_, q) = st.ready.pop_first().expect("just seen");
+                    if q.events.last().is_none_or(|e| e.seq < next) {
+                        continue; // already dispatched from another source
+                    }
+                    self.publish_done(next, &st);
+                    drop(st);
+                    let mut last = next - 1;
+                    for e in q.events.iter().filter(|e| e.seq >= next) {
+                        run(e, q.depth);
+                        last = e.seq;
+                    }
+                    st = self.state.lock();
+                    st.next = last + 1;
+                }
+                _ => break,
+            }
+        }
+        st.combiner = None;
+        let next = st.next;
+        self.publish_done(next, &st);
+        drop(st);
+        Submitted::Dispatched
+    }
+
+    /// Declares every seq below `seq` gone (pruned from a shared log before
+    /// this bus dispatched it), so dispatch goes on from `seq`.
+    pub fn skip_to(&self, seq: u64) {
+        let mut st = self.state.lock();
+        if st.combiner.is_none() && seq > st.next {
+            st.next = seq;
+            while st.ready.first_key_value().is_some_and(|(&k, _)| k < seq) {
+                st.ready.pop_first();
+            }
+            self.publish_done(seq, &st);
+        }
+    }
+
+    /// Records progress (called with the state lock held) and wakes waiters.
+    fn publish_done(&self, next: u64, _locked: &State) {
+        self.done.store(next, SeqCst);
+        if self.sync_waiters.load(SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+        if self.async_waiters.load(SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Blocks until `seq` has been dispatched.
+    pub fn wait_done(&self, seq: u64) {
+        if self.done.load(SeqCst) > seq {
+            return;
+        }
+        self.sync_waiters.fetch_add(1, SeqCst);
+        let mut st = self.state.lock();
+        while self.done.load(SeqCst) <= seq {
+            self.cv.wait(&mut st);
+        }
+        drop(st);
+        self.sync_waiters.fetch_sub(1, SeqCst);
+    }
+
+    /// Waits, without blocking the thread, until `seq` has been dispatched.
+    pub async fn wait_done_async(&self, seq: u64) {
+        while self.done.load(SeqCst) <= seq {
+            self.async_waiters.fetch_add(1, SeqCst);
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.done.load(SeqCst) <= seq {
+                notified.await;
+            }
+            self.async_waiters.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+    use std::sync::Arc;
+
+    fn ev(seq: u64) -> SharedEvent {
+        Arc::new(
+            NewEvent::new("t", serde_json::Value::Null)
+                .unwrap()
+                .commit(seq),
+        )
+    }
+
+    #[test]
+    fn out_of_order_submissions_are_dispatched_in_order() {
+        let d = Arc::new(Dispatcher::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut hs = Vec::new();
+        for seq in (1..=40u64).rev() {
+            let (d, order) = (d.clone(), order.clone());
+            hs.push(std::thread::spawn(move || {
+                let e = ev(seq);
+                let o = order.clone();
+                d.submit(seq, std::iter::once(&e), 0, &move |e, _| {
+                    o.lock().push(e.seq)
+                });
+                d.wait_done(seq);
+                assert!(
+                    order.lock().contains(&seq),
+                    "{seq} returned before it was dispatched"
+                );
+            }));
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(*order.lock(), (1..=40).collect::<Vec<_>>());
+        assert_eq!(d.done(), 41);
+    }
+
+    #[test]
+    fn a_gap_holds_later_batches_until_filled() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let (e2, e3, e1) = (ev(2), ev(3), ev(1));
+        assert_eq!(
+            d.submit(2, [&e2, &e3].into_iter(), 0, &run),
+            Submitted::Queued
+        );
+        assert!(seen.lock().is_empty());
+        assert_eq!(
+            d.submit(1, std::iter::once(&e1), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), vec![1, 2, 3]);
+        assert_eq!(d.done(), 4);
+    }
+
+    #[test]
+    fn seqs_arriving_twice_are_dispatched_once() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let evs: Vec<SharedEvent> = (1..=5).map(ev).collect();
+        // The follower queues 2..=3 and dispatches 1; the emitter then
+        // brings 1..=3 again, and 3..=5 overlaps both.
+        assert_eq!(d.submit(2, evs[1..3].iter(), 0, &run), Submitted::Queued);
+        assert_eq!(
+            d.submit(1, evs[0..1].iter(), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(
+            d.submit(1, evs[0..3].iter(), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(
+            d.submit(3, evs[2..5].iter(), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), vec![1, 2, 3, 4, 5]);
+        // A queued batch overlapping what was dispatched meanwhile.
+        let evs: Vec<SharedEvent> = (6..=9).map(ev).collect();
+        assert_eq!(d.submit(7, evs[1..4].iter(), 0, &run), Submitted::Queued);
+        assert_eq!(
+            d.submit(6, evs[0..2].iter(), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), (1..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn skip_to_moves_past_pruned_seqs() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        d.skip_to(10);
+        let e = ev(10);
+        assert_eq!(
+            d.submit(10, std::iter::once(&e), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), vec![10]);
+        assert_eq!(d.done(), 11);
+    }
+
+    #[tokio::test]
+    async fn async_waiters_are_woken() {
+        let d = Arc::new(Dispatcher::new(1));
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { d2.wait_done_async(1).await });
+        tokio::task::yield_now().await;
+        let e = ev(1);
+        d.submit(1, std::iter::once(&e), 0, &|_, _| ());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+}

@@ -1,0 +1,208 @@
+//! Registering handlers: the builder, handler results, and the handle that
+//! unsubscribes on drop.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+
+use futures_util::{FutureExt, StreamExt};
+
+use super::registry::{SubKind, SyncFn};
+use super::{Bus, Inner, SubscribeError, DEPTH};
+use crate::event::{Event, Priority, SharedEvent};
+use crate::log::Delivery;
+use crate::name::IntoPattern;
+use crate::typed::TypedEvent;
+
+/// What a handler may return: `()` or `Result<(), E>` for any displayable
+/// `E`. An `Err` is counted in [`crate::Stats::handler_errors`] and logged.
+pub trait HandlerResult {
+    /// The failure message, if the handler failed.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl HandlerResult for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> HandlerResult for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// A live subscription. Dropping it unsubscribes (so does
+/// [`Subscription::unsubscribe`]); [`Subscription::detach`] keeps it for the
+/// bus's lifetime, until [`Bus::unsubscribe`] or [`Bus::unsubscribe_all`].
+#[must_use = "dropping a Subscription unsubscribes it; call .detach() to keep it"]
+pub struct Subscription {
+    bus: Weak<Inner>,
+    id: u64,
+    detached: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(bus: &Bus, id: u64) -> Self {
+        Subscription {
+            bus: Arc::downgrade(&bus.inner),
+            id,
+            detached: false,
+        }
+    }
+
+    /// The subscription id (unique within the bus, in registration order).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Unsubscribes now. After this returns no new handler call starts.
+    pub fn unsubscribe(self) {
+        // Drop does it.
+    }
+
+    /// Keeps the subscription after this handle is dropped; returns its id.
+    pub fn detach(mut self) -> u64 {
+        self.detached = true;
+        self.id
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.detached {
+            if let Some(inner) = self.bus.upgrade() {
+                Bus { inner }.remove(self.id);
+            }
+        }
+    }
+}
+
+/// Options for a new handler: made by [`Bus::handler`].
+///
+/// ```
+/// # use tidings_core::{Bus, Priority};
+/// let bus = Bus::new();
+/// let sub = bus.handler("trivia.*").priority(Priority::High).owner("stats")
+///     .sync(|e| println!("{e}")).unwrap();
+/// # drop(sub);
+/// ```
+#[must_use]
+pub struct HandlerBuilder<'a, P> {
+    bus: &'a Bus,
+    pattern: P,
+    priority: Priority,
+    owner: Option<Arc<str>>,
+}
+
+impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
+    pub(crate) fn new(bus: &'a Bus, pattern: P) -> Self {
+        HandlerBuilder {
+            bus,
+            pattern,
+            priority: Priority::Normal,
+            owner: None,
+        }
+    }
+
+    /// Dispatch priority (default normal).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The owner (a plugin's name): see [`Bus::unsubscribe_all`].
+    pub fn owner(mut self, owner: impl Into<Arc<str>>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    fn register_sync(self, f: SyncFn, once: bool) -> Result<Subscription, SubscribeError> {
+        let pattern = self.pattern.into_pattern()?;
+        let (sub, _) = self.bus.inner.registry.lock().insert(
+            pattern,
+            self.priority,
+            self.owner,
+            SubKind::Sync { f, once },
+        );
+        Ok(Subscription::new(self.bus, sub.id))
+    }
+
+    /// A sync handler: runs inline, before `emit` returns.
+    pub fn sync<F, R>(self, f: F) -> Result<Subscription, SubscribeError>
+    where
+        F: Fn(&SharedEvent) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.register_sync(Box::new(move |e| f(e).into_outcome()), false)
+    }
+
+    /// A sync handler that runs for the first matching event only, then
+    /// unsubscribes itself.
+    pub fn once<F, R>(self, f: F) -> Result<Subscription, SubscribeError>
+    where
+        F: Fn(&SharedEvent) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.register_sync(Box::new(move |e| f(e).into_outcome()), true)
+    }
+
+    /// A sync handler for a typed event: receives the decoded payload and
+    /// the envelope. A payload that does not decode counts as a handler
+    /// error.
+    pub fn typed<T, F, R>(self, f: F) -> Result<Subscription, SubscribeError>
+    where
+        T: TypedEvent,
+        F: Fn(&T, &Event) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        self.register_sync(
+            Box::new(move |e| {
+                let t = crate::typed::decode::<T>(e)?;
+                f(&t, e).into_outcome()
+            }),
+            false,
+        )
+    }
+
+    /// An async handler: runs on tokio after the commit, one event at a time
+    /// in seq order (an ordered queue per subscription), lossless (it catches
+    /// up from the log if its queue overflows). Needs a tokio runtime: the
+    /// bus's ([`crate::BusBuilder::runtime`]) or the current one.
+    pub fn run_async<F, Fut, R>(self, f: F) -> Result<Subscription, SubscribeError>
+    where
+        F: Fn(SharedEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: HandlerResult,
+    {
+        let handle = self.bus.runtime()?;
+        let pattern = self.pattern.into_pattern()?;
+        let bus = self.bus.clone();
+        let mut stream = bus.open_stream(vec![pattern], self.priority, self.owner, true, None);
+        let id = stream.id();
+        let task_bus = bus.clone();
+        handle.spawn(async move {
+            while let Some(item) = stream.next().await {
+                let event = match item {
+                    Ok(Delivery::Event(e)) => e,
+                    Ok(Delivery::Lagged { missed, resume_from }) => {
+                        tracing::warn!(subscription = id, missed, resume_from, "async handler lagged");
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::error!(subscription = id, %err, "async handler could not read the log");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let depth = stream.last_depth();
+                let call = AssertUnwindSafe(async { f(event.clone()).await.into_outcome() });
+                let outcome = DEPTH.scope(depth, call.catch_unwind()).await;
+                task_bus.inner.record_outcome(&event, id, outcome);
+            }
+        });
+        Ok(Subscription::new(self.bus, id))
+    }
+}

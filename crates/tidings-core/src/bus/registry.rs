@@ -1,0 +1,221 @@
+//! Who listens to what: subscriptions, the pattern trie and the match cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::stream::Sink;
+use crate::event::{Priority, SharedEvent};
+use crate::name::Pattern;
+use crate::trie::Trie;
+
+/// A sync handler, already wrapped to report failure as a message.
+pub(crate) type SyncFn = Box<dyn Fn(&SharedEvent) -> Result<(), String> + Send + Sync>;
+
+pub(crate) enum SubKind {
+    /// Runs inline during dispatch.
+    Sync { f: SyncFn, once: bool },
+    /// Feeds a queue read by a stream (plain streams, async handlers,
+    /// `wait_for`).
+    Sink(Arc<Sink>),
+}
+
+pub(crate) struct Sub {
+    pub id: u64,
+    pub pattern: Pattern,
+    pub priority: Priority,
+    pub owner: Option<Arc<str>>,
+    pub kind: SubKind,
+    /// Invariant: false from the moment the subscription is removed; dispatch
+    /// checks it before every call, so no call starts after removal returns.
+    pub active: AtomicBool,
+    /// For `once` handlers: set by the one dispatch that gets to run it.
+    pub fired: AtomicBool,
+}
+
+impl Sub {
+    pub fn kind_name(&self) -> SubscriptionKind {
+        match &self.kind {
+            SubKind::Sync { once: true, .. } => SubscriptionKind::Once,
+            SubKind::Sync { .. } => SubscriptionKind::Sync,
+            SubKind::Sink(s) if s.is_handler() => SubscriptionKind::Async,
+            SubKind::Sink(_) => SubscriptionKind::Stream,
+        }
+    }
+}
+
+/// What kind of subscription a [`SubscriptionInfo`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionKind {
+    /// A sync handler.
+    Sync,
+    /// A sync handler that runs once.
+    Once,
+    /// An async handler.
+    Async,
+    /// A stream (including `wait_for`).
+    Stream,
+}
+
+/// A description of one live subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// Unique within the bus, increasing in registration order.
+    pub id: u64,
+    /// The pattern as written.
+    pub pattern: String,
+    pub priority: Priority,
+    pub owner: Option<String>,
+    pub kind: SubscriptionKind,
+}
+
+impl From<&Sub> for SubscriptionInfo {
+    fn from(s: &Sub) -> Self {
+        SubscriptionInfo {
+            id: s.id,
+            pattern: s.pattern.as_str().to_owned(),
+            priority: s.priority,
+            owner: s.owner.as_deref().map(str::to_owned),
+            kind: s.kind_name(),
+        }
+    }
+}
+
+/// Matched subscriptions of one name, dispatch-ordered.
+pub(crate) type Matches = Arc<[Arc<Sub>]>;
+
+pub(crate) struct Registry {
+    trie: Trie<u64>,
+    /// Invariant: exactly the subscriptions stored in `trie`, by id.
+    subs: BTreeMap<u64, Arc<Sub>>,
+    next_id: u64,
+    /// Name -> matches. Invariant: every entry equals what the trie gives
+    /// now; cleared on every subscribe and unsubscribe. At most `cache_cap`
+    /// entries.
+    cache: HashMap<Box<str>, Matches>,
+    cache_cap: usize,
+    /// The highest seq whose matches were looked up. Lookups happen in seq
+    /// order (dispatch is sequenced), so a subscription registered now gets
+    /// every event with a greater seq and none with a smaller one.
+    looked_up: u64,
+}
+
+impl Registry {
+    pub fn new(cache_cap: usize, looked_up: u64) -> Self {
+        Registry {
+            trie: Trie::new(),
+            subs: BTreeMap::new(),
+            next_id: 1,
+            cache: HashMap::new(),
+            cache_cap,
+            looked_up,
+        }
+    }
+
+    /// Registers a subscription; returns it and the seq after which it
+    /// receives events.
+    pub fn insert(
+        &mut self,
+        pattern: Pattern,
+        priority: Priority,
+        owner: Option<Arc<str>>,
+        kind: SubKind,
+    ) -> (Arc<Sub>, u64) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let sub = Arc::new(Sub {
+            id,
+            pattern,
+            priority,
+            owner,
+            kind,
+            active: AtomicBool::new(true),
+            fired: AtomicBool::new(false),
+        });
+        self.trie.insert(&sub.pattern, id);
+        self.subs.insert(id, sub.clone());
+        self.cache.clear();
+        (sub, self.looked_up)
+    }
+
+    /// Removes a subscription; closes its sink so its stream ends.
+    pub fn remove(&mut self, id: u64) -> Option<Arc<Sub>> {
+        let sub = self.detach(id)?;
+        if let SubKind::Sink(s) = &sub.kind {
+            s.close();
+        }
+        Some(sub)
+    }
+
+    /// Removes a subscription but leaves its sink open (a stream dropping
+    /// one of its several patterns).
+    pub fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
+        let sub = self.subs.remove(&id)?;
+        sub.active.store(false, Ordering::Release);
+        self.trie.remove(&sub.pattern, &id);
+        self.cache.clear();
+        Some(sub)
+    }
+
+    /// The dispatch-ordered subscriptions matching the event.
+    pub fn lookup(&mut self, event: &SharedEvent) -> Matches {
+        self.looked_up = event.seq;
+        if let Some(m) = self.cache.get(event.name.as_str()) {
+            return m.clone();
+        }
+        let mut ids = Vec::new();
+        self.trie.matches(&event.name, &mut ids);
+        let mut subs: Vec<Arc<Sub>> = ids
+            .iter()
+            .filter_map(|id| self.subs.get(id).cloned())
+            .collect();
+        subs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        let m: Matches = subs.into();
+        if self.cache.len() >= self.cache_cap {
+            // Evict an arbitrary entry: bounded memory, O(1).
+            if let Some(k) = self.cache.keys().next().cloned() {
+                self.cache.remove(&k);
+            }
+        }
+        self.cache.insert(event.name.as_str().into(), m.clone());
+        m
+    }
+
+    /// The last seq whose matches were looked up.
+    pub fn looked_up(&self) -> u64 {
+        self.looked_up
+    }
+
+    /// Subscriptions an event named `name` would reach.
+    pub fn count_matching(&self, name: &str) -> usize {
+        let mut ids = Vec::new();
+        self.trie.matches(name, &mut ids);
+        ids.len()
+    }
+
+    /// Subscriptions registered with exactly this pattern.
+    pub fn count_with_pattern(&self, pattern: &Pattern) -> usize {
+        self.subs.values().filter(|s| &s.pattern == pattern).count()
+    }
+
+    pub fn by_owner(&self, owner: &str) -> Vec<Arc<Sub>> {
+        self.subs
+            .values()
+            .filter(|s| s.owner.as_deref() == Some(owner))
+            .cloned()
+            .collect()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Sub>> {
+        self.subs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    #[cfg(test)]
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+}

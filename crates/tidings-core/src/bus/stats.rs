@@ -1,0 +1,53 @@
+//! Bus counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// A snapshot of the bus's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events committed through this bus (idempotent duplicates excluded).
+    pub published: u64,
+    /// Deliveries: sync handler calls plus events queued for streams and
+    /// async handlers.
+    pub dispatched: u64,
+    /// Handlers that returned an error.
+    pub handler_errors: u64,
+    /// Handlers that panicked.
+    pub handler_panics: u64,
+    /// Lag notices delivered (events pruned before a slow reader got them).
+    pub lagged: u64,
+    /// Emits refused by the depth guard.
+    pub depth_exceeded: u64,
+    /// Live subscriptions.
+    pub subscriptions: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub published: AtomicU64,
+    pub dispatched: AtomicU64,
+    pub handler_errors: AtomicU64,
+    pub handler_panics: AtomicU64,
+    pub lagged: AtomicU64,
+    pub depth_exceeded: AtomicU64,
+}
+
+impl Counters {
+    pub fn record_lag(&self) {
+        self.lagged.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self, subscriptions: usize) -> Stats {
+        Stats {
+            published: self.published.load(Relaxed),
+            dispatched: self.dispatched.load(Relaxed),
+            handler_errors: self.handler_errors.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
+            lagged: self.lagged.load(Relaxed),
+            depth_exceeded: self.depth_exceeded.load(Relaxed),
+            subscriptions,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Streams of bus events: a bounded queue filled by dispatch, backed by the
+//! log when the queue overflows.
+//!
+//! # How no event is lost
+//!
+//! Dispatch pushes each matching event into the subscription's [`Sink`]. If
+//! the queue is full, the event is dropped *from the queue only* and the sink
+//! is marked overflowed; the event is already committed to the log (commit
+//! happens before notify). When the [`EventStream`] has drained the queue
+//! and sees the mark, it clears it and reads the log from the last seq it
+//! delivered, filtering by its pattern, until either the log has nothing
+//! more or the queue continues where the log reading is. Seqs already
+//! delivered are skipped, so the switch back to the queue neither loses nor
+//! repeats an event. Only if retention pruned the events it needs does the
+//! stream yield [`Delivery::Lagged`], with the count and where it resumes.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+
+use futures_core::Stream;
+use parking_lot::Mutex;
+
+use super::registry::{Sub, SubKind};
+use super::Bus;
+use crate::event::{Priority, SharedEvent};
+use crate::log::{Delivery, ReadError, Reader};
+use crate::name::{IntoPattern, Pattern, PatternError};
+
+pub(crate) struct Queued {
+    pub event: SharedEvent,
+    /// Emit depth of the event (for the depth guard of async handlers).
+    pub depth: u32,
+}
+
+struct SinkState {
+    /// Invariant: ascending seqs, at most `capacity` entries.
+    queue: VecDeque<Queued>,
+    /// Set when an event was left out because the queue was full.
+    overflowed: bool,
+    /// Set when the subscription was removed; the stream then ends.
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// The dispatch side of a stream subscription.
+pub(crate) struct Sink {
+    state: Mutex<SinkState>,
+    capacity: usize,
+    /// True if an async handler task reads this sink.
+    handler: bool,
+}
+
+impl Sink {
+    pub fn new(capacity: usize, handler: bool) -> Self {
+        Sink {
+            state: Mutex::new(SinkState {
+                queue: VecDeque::new(),
+                overflowed: false,
+                closed: false,
+                waker: None,
+            }),
+            capacity,
+            handler,
+        }
+    }
+
+    pub fn is_handler(&self) -> bool {
+        self.handler
+    }
+
+    /// Queues an event; returns false if it was left for the log instead.
+    pub fn push(&self, event: &SharedEvent, depth: u32) -> bool {
+        let mut st = self.state.lock();
+        if st.closed {
+            return false;
+        }
+        let queued = if st.overflowed || st.queue.len() >= self.capacity {
+            st.overflowed = true;
+            false
+        } else {
+            st.queue.push_back(Queued {
+                event: event.clone(),
+                depth,
+            });
+            true
+        };
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        queued
+    }
+
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A live, ordered, lossless stream of the bus's events matching one or
+/// more patterns.
+///
+/// Made by [`Bus::subscribe`], [`Bus::subscribe_from`] or
+/// [`Bus::subscribe_many`]; patterns can be added and dropped while it runs
+/// ([`EventStream::add_pattern`], [`EventStream::remove_pattern`]). An event
+/// matching several of its patterns is delivered once. Items are
+/// `Ok(Delivery::Event)` in seq order without gap or duplicate, or
+/// `Ok(Delivery::Lagged)` when events it needed were pruned from the log;
+/// `Err` if reading the log failed (polling again retries). Dropping the
+/// stream unsubscribes it. The stream ends when its subscription is removed
+/// (for example by [`Bus::unsubscribe_all`]).
+pub struct EventStream {
+    bus: Bus,
+    /// One registry entry per pattern, all feeding `sink`. May be empty (the
+    /// stream then waits until a pattern is added).
+    subs: Vec<Arc<Sub>>,
+    sink: Arc<Sink>,
+    /// Reads the log when catching up; `reader.last()` is the last seq this
+    /// stream has delivered or skipped.
+    reader: Reader,
+    catching_up: bool,
+    last_depth: u32,
+}
+
+impl EventStream {
+    pub(crate) fn new(
+        bus: Bus,
+        subs: Vec<Arc<Sub>>,
+        sink: Arc<Sink>,
+        reader: Reader,
+        catching_up: bool,
+    ) -> Self {
+        EventStream {
+            bus,
+            subs,
+            sink,
+            reader,
+            catching_up,
+            last_depth: 0,
+        }
+    }
+
+    /// The id of the stream's first subscription (for logs).
+    pub fn id(&self) -> u64 {
+        self.subs.first().map_or(0, |s| s.id)
+    }
+
+    /// The stream's patterns, in the order they were added.
+    pub fn patterns(&self) -> Vec<Pattern> {
+        self.subs.iter().map(|s| s.pattern.clone()).collect()
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.subs.iter().any(|s| s.pattern.matches(name))
+    }
+
+    /// Adds a pattern: events matching it are delivered from now on.
+    /// Returns false if the stream already has that pattern.
+    pub fn add_pattern(&mut self, pattern: impl IntoPattern) -> Result<bool, PatternError> {
+        let pattern = pattern.into_pattern()?;
+        if self.subs.iter().any(|s| s.pattern == pattern) {
+            return Ok(false);
+        }
+        let first = &self.subs.first();
+        let (priority, owner) =
+            first.map_or((Priority::Normal, None), |s| (s.priority, s.owner.clone()));
+        let (sub, _) = self.bus.inner.registry.lock().insert(
+            pattern,
+            priority,
+            owner,
+            SubKind::Sink(self.sink.clone()),
+        );
+        self.subs.push(sub);
+        Ok(true)
+    }
+
+    /// Drops a pattern; returns false if the stream did not have it.
+    pub fn remove_pattern(&mut self, pattern: impl IntoPattern) -> Result<bool, PatternError> {
+        let pattern = pattern.into_pattern()?;
+        let Some(i) = self.subs.iter().position(|s| s.pattern == pattern) else {
+            return Ok(false);
+        };
+        let sub = self.subs.remove(i);
+        self.bus.inner.registry.lock().detach(sub.id);
+        Ok(true)
+    }
+
+    /// The last seq this stream delivered (or skipped as not matching or
+    /// lagged). A new stream from `Position::After(last())` continues exactly
+    /// where this one stopped.
+    pub fn last_seq(&self) -> u64 {
+        self.reader.last()
+    }
+
+    /// Emit depth of the last event delivered live (0 for caught-up events).
+    pub(crate) fn last_depth(&self) -> u32 {
+        self.last_depth
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Delivery, ReadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.catching_up {
+                {
+                    let st = this.sink.state.lock();
+                    if st.closed {
+                        return Poll::Ready(None);
+                    }
+                    if st
+                        .queue
+                        .front()
+                        .is_some_and(|q| q.event.seq <= this.reader.last() + 1)
+                    {
+                        this.catching_up = false;
+                        continue;
+                    }
+                }
+                match ready!(this.reader.poll_next(cx)) {
+                    Ok(Some(Delivery::Event(e))) => {
+                        if this.wants(&e.name) {
+                            this.last_depth = 0;
+                            return Poll::Ready(Some(Ok(Delivery::Event(e))));
+                        }
+                    }
+                    Ok(Some(lag)) => {
+                        this.bus.inner.stats.record_lag();
+                        return Poll::Ready(Some(Ok(lag)));
+                    }
+                    Ok(None) => this.catching_up = false,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            } else {
+                let mut st = this.sink.state.lock();
+                while let Some(q) = st.queue.pop_front() {
+                    if q.event.seq <= this.reader.last() {
+                        continue;
+                    }
+                    this.reader.advance_to(q.event.seq);
+                    this.last_depth = q.depth;
+                    return Poll::Ready(Some(Ok(Delivery::Event(q.event))));
+                }
+                if st.overflowed {
+                    st.overflowed = false;
+                    this.catching_up = true;
+                    continue;
+                }
+                if st.closed {
+                    return Poll::Ready(None);
+                }
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let mut reg = self.bus.inner.registry.lock();
+        for s in &self.subs {
+            reg.remove(s.id);
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The conformance suite every [`EventLog`] backend runs (feature
+//! `conformance`).
+//!
+//! A backend's integration test supplies a factory that makes a fresh, empty
+//! log for a [`LogSpec`] and expands [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```text
+//! async fn make(spec: LogSpec) -> Arc<dyn EventLog> { /* open a new, empty log */ }
+//! tidings_core::conformance_tests!(make);
+//! ```
+//!
+//! Each check is also a public function, so a backend can run them its own
+//! way. Every check starts from an empty log and asserts the contract
+//! written at the top of [`crate::log`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::event::NewEvent;
+use crate::log::{
+    follow, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, Delivery, EventLog,
+    LogStream, Page, Position, PruneError, ReadError, Retention,
+};
+
+/// What the factory must configure on the log it makes.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSpec {
+    /// Retention limits.
+    pub retention: Retention,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec {
+            retention: Retention::default(),
+            idempotency_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A log kept with a fixture that must outlive it and go after it (a
+/// temporary directory, a guard deleting the engine's keys): what backend
+/// tests hand the suite. Forwards every [`EventLog`] method, so no method
+/// (like [`EventLog::shared`]) is lost by a hand-written wrapper. Fields drop
+/// in order: the log first, then the guard.
+pub struct Guarded<L, G> {
+    /// The log under test.
+    pub log: L,
+    /// Kept alive until after the log is dropped.
+    pub guard: G,
+}
+
+impl<L: EventLog, G: Send + Sync + 'static> EventLog for Guarded<L, G> {
+    fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        self.log.append(batch, expected_last)
+    }
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        self.log.read(after, limit)
+    }
+    fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        self.log.bounds()
+    }
+    fn seq_before(&self, time: chrono::DateTime<chrono::Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        self.log.seq_before(time)
+    }
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log.watch()
+    }
+    fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        self.log.cursor(consumer)
+    }
+    fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        self.log.commit_cursor(consumer, seq)
+    }
+    fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        self.log.prune()
+    }
+    fn shared(&self) -> bool {
+        self.log.shared()
+    }
+}
+
+fn ev(name: &str, i: u64) -> NewEvent {
+    NewEvent::new(name, json!({ "i": i })).expect("valid name")
+}
+
+async fn append_n(log: &dyn EventLog, n: u64) {
+    for i in 0..n {
+        log.append(vec![ev("conf.item", i)], None)
+            .await
+            .expect("append");
+    }
+}
+
+async fn next_delivery(s: &mut LogStream) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("stream delivered nothing within 10 s")
+        .expect("stream ended")
+        .expect("read failed")
+}
+
+async fn next_seq(s: &mut LogStream) -> u64 {
+    match next_delivery(s).await {
+        Delivery::Event(e) => e.seq,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Appends get dense seqs from 1; batches get consecutive seqs in input
+/// order; reads return what was written.
+pub async fn dense_seqs_and_roundtrip<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (1, 0), "an empty log");
+    for i in 0..3 {
+        let c = log.append(vec![ev("a.single", i)], None).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].event.seq, i + 1);
+        assert!(!c[0].duplicate);
+    }
+    let batch: Vec<NewEvent> = (0..5).map(|i| ev("b.batch", i).source("conf")).collect();
+    let ids: Vec<_> = batch.iter().map(|e| e.id).collect();
+    let c = log.append(batch.clone(), None).await.unwrap();
+    assert_eq!(
+        c.iter().map(|c| c.event.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7, 8]
+    );
+    let page = log.read(0, 100).await.unwrap();
+    assert_eq!(page.last_seq, 8);
+    assert_eq!(page.events.len(), 8);
+    for (i, e) in page.events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+    }
+    for (e, (orig, id)) in page.events[3..].iter().zip(batch.iter().zip(ids)) {
+        assert_eq!(e.id, id);
+        assert_eq!(e.name, orig.name);
+        assert_eq!(e.source, "conf");
+        assert_eq!(e.data, orig.data);
+        assert_eq!(e.time.timestamp_micros(), orig.time.timestamp_micros());
+    }
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (1, 8));
+}
+
+/// Reads honour `after` and `limit` and report the last seq.
+pub async fn reads_page<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    append_n(&*log, 8).await;
+    let p = log.read(3, 2).await.unwrap();
+    assert_eq!(
+        p.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert_eq!(p.last_seq, 8);
+    let p = log.read(8, 10).await.unwrap();
+    assert!(p.events.is_empty());
+    assert_eq!(p.last_seq, 8);
+    let p = log.read(100, 10).await.unwrap();
+    assert!(p.events.is_empty());
+}
+
+/// An empty batch and an expected-seq mismatch are refused and append
+/// nothing; a matching expectation appends.
+pub async fn refusals_append_nothing<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    assert!(matches!(
+        log.append(vec![], None).await,
+        Err(AppendError::EmptyBatch)
+    ));
+    append_n(&*log, 2).await;
+    let batch = vec![ev("x.y", 1), ev("x.y", 2)];
+    match log.append(batch.clone(), Some(1)).await {
+        Err(AppendError::Conflict {
+            expected: 1,
+            actual: 2,
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        log.bounds().await.unwrap().last,
+        2,
+        "a refused batch appends nothing"
+    );
+    let c = log.append(batch, Some(2)).await.unwrap();
+    assert_eq!(c[1].event.seq, 4);
+    assert!(log.append(vec![ev("x", 0)], Some(0)).await.is_err());
+}
+
+/// A key seen within the window returns the original event and appends
+/// nothing, including twice inside one batch.
+pub async fn idempotency_keys<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    let first = log
+        .append(vec![ev("k.v", 1).key("order-1")], None)
+        .await
+        .unwrap();
+    let again = log
+        .append(vec![ev("k.v", 2).key("order-1")], None)
+        .await
+        .unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].event.seq, first[0].event.seq);
+    assert_eq!(again[0].event.id, first[0].event.id);
+    assert_eq!(log.bounds().await.unwrap().last, 1);
+    let mixed = log
+        .append(
+            vec![
+                ev("k.v", 3).key("order-2"),
+                ev("k.v", 4),
+                ev("k.v", 5).key("order-2"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed
+            .iter()
+            .map(|c| (c.event.seq, c.duplicate))
+            .collect::<Vec<_>>(),
+        vec![(2, false), (3, false), (2, true)]
+    );
+    assert_eq!(log.bounds().await.unwrap().last, 3);
+}
+
+/// Keys are forgotten after the window.
+pub async fn idempotency_window_expires<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec {
+        idempotency_window: Duration::from_millis(1000),
+        ..LogSpec::default()
+    })
+    .await;
+    log.append(vec![ev("k", 1).key("w")], None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let c = log.append(vec![ev("k", 2).key("w")], None).await.unwrap();
+    assert!(!c[0].duplicate, "the key should have expired");
+    assert_eq!(c[0].event.seq, 2);
+}
+
+/// `watch` follows the last committed seq.
+pub async fn watch_follows_appends<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    let mut rx = log.watch();
+    assert_eq!(*rx.borrow(), 0);
+    append_n(&*log, 3).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| *v == 3))
+        .await
+        .expect("watch did not reach 3")
+        .expect("watch closed");
+}
+
+/// A stream from the beginning catches up, then follows live appends with
+/// no gap and no duplicate.
+pub async fn follow_catches_up_then_live<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    append_n(&*log, 10).await;
+    let mut s = follow(log.clone(), Position::Beginning);
+    for want in 1..=10 {
+        assert_eq!(next_seq(&mut s).await, want);
+    }
+    let writer = log.clone();
+    let task = tokio::spawn(async move {
+        for i in 0..30 {
+            writer.append(vec![ev("live", i)], None).await.unwrap();
+            if i % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    for want in 11..=40 {
+        assert_eq!(next_seq(&mut s).await, want);
+    }
+    task.await.unwrap();
+}
+
+/// Streams from `End`, `After(n)` and `At(time)` start where they say.
+pub async fn follow_positions<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    append_n(&*log, 5).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    append_n(&*log, 5).await;
+
+    let mut after = follow(log.clone(), Position::After(7));
+    assert_eq!(next_seq(&mut after).await, 8);
+    let mut at = follow(log.clone(), Position::At(cut));
+    assert_eq!(next_seq(&mut at).await, 6);
+    let mut end = follow(log.clone(), Position::End);
+    // Make sure `end` resolved its position before the next append.
+    tokio::time::timeout(Duration::from_millis(100), end.next())
+        .await
+        .ok();
+    log.append(vec![ev("after.end", 0)], None).await.unwrap();
+    assert_eq!(next_seq(&mut end).await, 11);
+}
+
+/// Named cursors: absent, committed, overwritten; bad names and positions
+/// past the end are refused.
+pub async fn cursors<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    append_n(&*log, 5).await;
+    assert_eq!(log.cursor("indexer").await.unwrap(), None);
+    log.commit_cursor("indexer", 3).await.unwrap();
+    assert_eq!(log.cursor("indexer").await.unwrap(), Some(3));
+    log.commit_cursor("indexer", 5).await.unwrap();
+    assert_eq!(log.cursor("indexer").await.unwrap(), Some(5));
+    assert_eq!(log.cursor("other").await.unwrap(), None);
+    assert!(matches!(
+        log.commit_cursor("indexer", 6).await,
+        Err(CursorError::BeyondEnd { .. })
+    ));
+    assert!(matches!(
+        log.commit_cursor("", 1).await,
+        Err(CursorError::InvalidName(_))
+    ));
+    assert!(matches!(
+        log.cursor("a b").await,
+        Err(CursorError::InvalidName(_))
+    ));
+    // Resume from the cursor: at-least-once from the next event.
+    let from = log.cursor("indexer").await.unwrap().unwrap_or(0);
+    append_n(&*log, 1).await;
+    let mut s = follow(log.clone(), Position::After(from));
+    assert_eq!(next_seq(&mut s).await, 6);
+}
+
+/// Count retention keeps the newest events; a reader behind it is told
+/// what it missed, and `Beginning` means the oldest event kept.
+pub async fn retention_by_count<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec {
+        retention: Retention {
+            max_count: Some(5),
+            max_age: None,
+        },
+        ..LogSpec::default()
+    })
+    .await;
+    append_n(&*log, 12).await;
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (8, 12));
+    let p = log.read(0, 100).await.unwrap();
+    assert_eq!(p.events.first().map(|e| e.seq), Some(8));
+    assert_eq!(p.events.len(), 5);
+
+    let mut s = follow(log.clone(), Position::After(2));
+    assert_eq!(
+        next_delivery(&mut s).await,
+        Delivery::Lagged {
+            missed: 5,
+            resume_from: 8
+        }
+    );
+    assert_eq!(next_seq(&mut s).await, 8);
+    let mut b = follow(log.clone(), Position::Beginning);
+    assert_eq!(next_seq(&mut b).await, 8);
+}
+
+/// Retention is a hard limit: it does not wait for a consumer's cursor, and
+/// the consumer resuming from it is told exactly what it missed.
+pub async fn retention_ignores_cursors_but_reports_lag<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec {
+        retention: Retention {
+            max_count: Some(3),
+            max_age: None,
+        },
+        ..LogSpec::default()
+    })
+    .await;
+    append_n(&*log, 2).await;
+    log.commit_cursor("slow", 2).await.unwrap();
+    append_n(&*log, 8).await;
+    log.prune().await.unwrap();
+    let from = log.cursor("slow").await.unwrap().unwrap();
+    assert_eq!(from, 2, "the cursor itself survives pruning");
+    let mut s = follow(log.clone(), Position::After(from));
+    assert_eq!(
+        next_delivery(&mut s).await,
+        Delivery::Lagged {
+            missed: 5,
+            resume_from: 8
+        }
+    );
+    assert_eq!(next_seq(&mut s).await, 8);
+}
+
+/// Age retention drops events older than the limit; seqs are not reused.
+pub async fn retention_by_age<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec {
+        retention: Retention {
+            max_count: None,
+            max_age: Some(Duration::from_millis(1500)),
+        },
+        ..LogSpec::default()
+    })
+    .await;
+    append_n(&*log, 3).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    append_n(&*log, 2).await;
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (4, 5));
+    let c = log.append(vec![ev("after.prune", 0)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 6, "seqs are never reused");
+}
+
+/// Many concurrent appenders: every seq from 1 to N exactly once, every
+/// event present once.
+pub async fn concurrent_appends_are_dense<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..40 {
+                    let batch = if i % 5 == 0 {
+                        vec![ev("c.batch", t), ev("c.batch", t)]
+                    } else {
+                        vec![ev("c.one", t)]
+                    };
+                    let c = log.append(batch, None).await.unwrap();
+                    let s: Vec<u64> = c.iter().map(|c| c.event.seq).collect();
+                    assert!(
+                        s.windows(2).all(|w| w[1] == w[0] + 1),
+                        "a batch is consecutive"
+                    );
+                    seqs.extend(s);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let n = all.len() as u64;
+    assert_eq!(all, (1..=n).collect::<Vec<_>>());
+    let p = log.read(0, 10_000).await.unwrap();
+    assert_eq!(p.events.len() as u64, n);
+    let ids: HashSet<_> = p.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len() as u64, n);
+}
+
+/// Calls `$callback!([args] check, check, ...)` with the given arguments
+/// and the name of every check, for backends that wrap each check
+/// themselves (setup, cleanup); the list of checks then lives only here.
+#[macro_export]
+macro_rules! conformance_checks {
+    ($callback:path $(, $arg:expr)* $(,)?) => {
+        $callback!(
+            [$($arg),*]
+            dense_seqs_and_roundtrip,
+            reads_page,
+            refusals_append_nothing,
+            idempotency_keys,
+            idempotency_window_expires,
+            watch_follows_appends,
+            follow_catches_up_then_live,
+            follow_positions,
+            cursors,
+            retention_by_count,
+            retention_ignores_cursors_but_reports_lag,
+            retention_by_age,
+            concurrent_appends_are_dense
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_each {
+    ([$make:expr, $var:expr] $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let var: &str = $var;
+                if !var.is_empty() && std::env::var(var).is_err() {
+                    eprintln!("skipped: {var} not set");
+                    return;
+                }
+                $crate::conformance::$check($make).await;
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per check, each calling `$make`.
+///
+/// With `skip_unless_env = "VAR"`, each test returns early (printing
+/// `skipped: VAR not set`) when the variable is unset: for backends that
+/// need an external engine, which CI switches on.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_checks!($crate::__conformance_each, $make, "");
+    };
+    ($make:expr, skip_unless_env = $var:literal) => {
+        $crate::conformance_checks!($crate::__conformance_each, $make, $var);
+    };
+}

@@ -1,0 +1,193 @@
+//! The event envelope.
+//!
+//! An [`Event`] is a committed fact: it has a `seq` assigned by the log and
+//! is only ever handed out behind an `Arc`, so nobody can change it. A
+//! [`NewEvent`] is the same envelope before the log gave it a sequence
+//! number; `id` and `time` are fixed when it is built, so an idempotent
+//! retry of the same `NewEvent` names the same fact.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::name::{validate_name, NameError};
+
+/// A shared, immutable, committed event.
+pub type SharedEvent = Arc<Event>;
+
+/// Dispatch priority of a subscription (and optional metadata on an event).
+///
+/// Within one event, handlers run highest priority first, then in
+/// registration order.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Runs after the normal handlers (loggers, metrics).
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs first (validation, bookkeeping others rely on).
+    High,
+}
+
+/// A committed event: the one envelope used in memory, in every log and on
+/// the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log: gap-free from 1, the one true order.
+    pub seq: u64,
+    /// Globally unique id (UUID v7, so ids sort roughly by time too).
+    pub id: Uuid,
+    /// The event name, as emitted (validated by [`validate_name`]).
+    pub name: String,
+    /// Which component emitted it (default `"app"`).
+    pub source: String,
+    /// When it was emitted, UTC. For display; `seq` is the order.
+    pub time: DateTime<Utc>,
+    /// The payload.
+    pub data: serde_json::Value,
+    /// The idempotency key it was emitted with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Priority metadata given by the emitter, if any. Recorded, not used for
+    /// ordering: dispatch order comes from the subscriptions' priorities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+impl Event {
+    /// Deserializes the payload into `T`.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.data)
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {} from {}", self.seq, self.name, self.source)
+    }
+}
+
+/// The default `source` when the emitter names none.
+pub const DEFAULT_SOURCE: &str = "app";
+
+/// An event not yet committed: everything but `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Fixed at construction, kept by the committed event.
+    pub id: Uuid,
+    /// Validated at construction.
+    pub name: String,
+    pub source: String,
+    pub time: DateTime<Utc>,
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+impl NewEvent {
+    /// A new event with a fresh id, the current time and source `"app"`.
+    /// Fails if `name` is not a valid event name.
+    pub fn new(name: impl Into<String>, data: serde_json::Value) -> Result<NewEvent, NameError> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(NewEvent {
+            id: Uuid::now_v7(),
+            name,
+            source: DEFAULT_SOURCE.to_owned(),
+            time: Utc::now(),
+            data,
+            key: None,
+            priority: None,
+        })
+    }
+
+    /// Sets the source.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the priority metadata.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// The committed envelope at `seq`. Only logs call this.
+    pub fn commit(self, seq: u64) -> Event {
+        Event {
+            seq,
+            id: self.id,
+            name: self.name,
+            source: self.source,
+            time: self.time,
+            data: self.data,
+            key: self.key,
+            priority: self.priority,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn new_event_validates_name() {
+        assert!(NewEvent::new("a..b", json!(null)).is_err());
+        let e = NewEvent::new("player:move", json!({"to": "street"})).unwrap();
+        assert_eq!(e.source, DEFAULT_SOURCE);
+    }
+
+    #[test]
+    fn envelope_roundtrips_json() {
+        let e = NewEvent::new("a.b", json!({"x": 1}))
+            .unwrap()
+            .source("s")
+            .key("k")
+            .commit(7);
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains("\"seq\":7"));
+        let back: Event = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn optional_fields_are_omitted() {
+        let e = NewEvent::new("a", json!(1)).unwrap().commit(1);
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(!s.contains("key"));
+        assert!(!s.contains("priority"));
+    }
+
+    #[test]
+    fn priorities_order_high_first() {
+        let mut v = vec![Priority::Low, Priority::High, Priority::Normal];
+        v.sort_by(|a, b| b.cmp(a));
+        assert_eq!(v, vec![Priority::High, Priority::Normal, Priority::Low]);
+    }
+
+    #[test]
+    fn ids_are_unique_and_time_ordered() {
+        let a = NewEvent::new("a", json!(null)).unwrap();
+        let b = NewEvent::new("a", json!(null)).unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(a.id < b.id);
+    }
+}

@@ -1,0 +1,63 @@
+//! # Tidings core: an event bus that records facts
+//!
+//! Each event is something that already happened. Once emitted it is
+//! immutable (handed out as `Arc<Event>`) and carries a gap-free sequence
+//! number: the one true order.
+//!
+//! The key types:
+//!
+//! * [`Bus`]: cheap to clone, `Send + Sync`. [`Bus::emit`] commits an event
+//!   to the log, then dispatches it to sync handlers (inline, before `emit`
+//!   returns), async handlers (on tokio, in seq order) and streams.
+//! * [`Event`]: the envelope (`seq`, `id`, `name`, `source`, `time`, `data`).
+//! * [`Pattern`]: `.` and `:` separate tokens, `*` is one token, `>` (or
+//!   `**`) at the end is one or more; see [`name`] for the rules. Matching
+//!   uses a token [`trie`] with a bounded cache, never a scan.
+//! * [`EventStream`]: a `Stream` of [`Delivery`] items that never loses an
+//!   event silently: it catches up from the log, or says exactly what it
+//!   missed.
+//! * [`EventLog`]: where events are committed. [`MemoryLog`] here; SQLite,
+//!   NATS JetStream and Redis Streams in their own crates, all held to
+//!   [`conformance`] (with the `conformance` feature).
+//! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions.
+//! * [`TypedEvent`]: serde types tied to their event names.
+//!
+//! ```
+//! use serde_json::json;
+//! use tidings_core::{Bus, Priority};
+//!
+//! let bus = Bus::new();
+//! let log = bus.handler("player.*").priority(Priority::Low)
+//!     .sync(|e| println!("log: {e}")).unwrap();
+//! let ev = bus.emit("player:move", json!({"to": "street"})).unwrap();
+//! assert_eq!((ev.seq, bus.sequence()), (1, 1));
+//! assert_eq!(bus.history(10, Some("player.>")).unwrap().len(), 1);
+//! drop(log); // unsubscribes
+//! ```
+//!
+//! This crate does no network I/O and has no server dependencies.
+
+pub mod bus;
+pub mod event;
+pub mod log;
+pub mod name;
+pub mod plugin;
+pub mod trie;
+pub mod typed;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use bus::{
+    Bus, BusBuilder, ConfigError, EmitBuilder, EmitError, EventStream, HandlerBuilder,
+    HandlerResult, Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind,
+    WaitError,
+};
+pub use event::{Event, NewEvent, Priority, SharedEvent};
+pub use log::{
+    follow, AppendError, Bounds, Committed, CursorError, Delivery, EventLog, LogStream, MemoryLog,
+    Page, Position, PruneError, ReadError, Retention,
+};
+pub use name::{IntoPattern, NameError, Pattern, PatternError};
+pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};
+pub use typed::TypedEvent;

@@ -1,0 +1,275 @@
+//! The in-memory log: the library's default, and the reference backend the
+//! conformance suite is written against.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::{
+    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed, CursorError,
+    EventLog, Page, PruneError, ReadError, Retention,
+};
+use crate::event::{NewEvent, SharedEvent};
+
+/// Default retention of a [`MemoryLog`]: the newest 10,000 events (the
+/// same as the bus's default history ring).
+pub const DEFAULT_MAX_COUNT: u64 = 10_000;
+/// Default idempotency window (JetStream's default duplicate window).
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
+
+struct State {
+    /// Invariant: ascending, consecutive seqs; `events[i].seq == first + i`.
+    events: VecDeque<SharedEvent>,
+    /// Seq of `events[0]`; `last + 1` when empty.
+    first: u64,
+    /// Last seq ever assigned; never decreases.
+    last: u64,
+    /// Key -> the event first appended with it, and when.
+    keys: HashMap<String, (SharedEvent, Instant)>,
+    /// Keys in insertion (= time) order, for expiry.
+    key_order: VecDeque<(Instant, String)>,
+    cursors: HashMap<String, u64>,
+}
+
+impl State {
+    fn expire_keys(&mut self, window: Duration, now: Instant) {
+        while let Some((t, _)) = self.key_order.front() {
+            if now.duration_since(*t) < window {
+                break;
+            }
+            let (_, k) = self.key_order.pop_front().expect("front exists");
+            if self
+                .keys
+                .get(&k)
+                .is_some_and(|(_, at)| now.duration_since(*at) >= window)
+            {
+                self.keys.remove(&k);
+            }
+        }
+    }
+
+    fn prune(&mut self, retention: &Retention) -> u64 {
+        let mut removed = 0;
+        if let Some(max) = retention.max_count {
+            while self.events.len() as u64 > max {
+                self.events.pop_front();
+                self.first += 1;
+                removed += 1;
+            }
+        }
+        if let Some(age) = retention.max_age {
+            let cutoff =
+                Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+            while self.events.front().is_some_and(|e| e.time < cutoff) {
+                self.events.pop_front();
+                self.first += 1;
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    retention: Retention,
+    window: Duration,
+    /// Invariant: while it has receivers, holds `state.last`. Sent under the
+    /// state lock, and only when someone watches (notifying costs several
+    /// lock round-trips); `watch()` refreshes it before subscribing.
+    tx: watch::Sender<u64>,
+}
+
+/// A log kept in process memory, bounded by its [`Retention`].
+///
+/// Cheap to clone (clones share the log). Count retention is applied on
+/// every append; age retention on append and on [`EventLog::prune`].
+#[derive(Clone)]
+pub struct MemoryLog {
+    shared: Arc<Shared>,
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        MemoryLog::new()
+    }
+}
+
+impl MemoryLog {
+    /// A log keeping the newest [`DEFAULT_MAX_COUNT`] events.
+    pub fn new() -> MemoryLog {
+        MemoryLog::with_options(
+            Retention {
+                max_count: Some(DEFAULT_MAX_COUNT),
+                max_age: None,
+            },
+            DEFAULT_IDEMPOTENCY_WINDOW,
+        )
+    }
+
+    /// A log with the given retention and idempotency window.
+    pub fn with_options(retention: Retention, idempotency_window: Duration) -> MemoryLog {
+        let (tx, _) = watch::channel(0);
+        MemoryLog {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    events: VecDeque::new(),
+                    first: 1,
+                    last: 0,
+                    keys: HashMap::new(),
+                    key_order: VecDeque::new(),
+                    cursors: HashMap::new(),
+                }),
+                retention,
+                window: idempotency_window,
+                tx,
+            }),
+        }
+    }
+
+    /// Synchronous append (the bus's fast path uses this through
+    /// [`EventLog::append`], which never waits for a memory log).
+    pub fn append_now(
+        &self,
+        batch: Vec<NewEvent>,
+        expected_last: Option<u64>,
+    ) -> Result<Vec<Committed>, AppendError> {
+        if batch.is_empty() {
+            return Err(AppendError::EmptyBatch);
+        }
+        let sh = &*self.shared;
+        let mut st = sh.state.lock();
+        if let Some(expected) = expected_last {
+            if st.last != expected {
+                return Err(AppendError::Conflict {
+                    expected,
+                    actual: st.last,
+                });
+            }
+        }
+        let has_keys = !st.keys.is_empty() || batch.iter().any(|e| e.key.is_some());
+        let now = if has_keys { Some(Instant::now()) } else { None };
+        if let Some(now) = now {
+            st.expire_keys(sh.window, now);
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let before = st.last;
+        for ev in batch {
+            if let Some(k) = &ev.key {
+                if let Some((orig, _)) = st.keys.get(k) {
+                    out.push(Committed {
+                        event: orig.clone(),
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
+            st.last += 1;
+            let committed: SharedEvent = Arc::new(ev.commit(st.last));
+            if let (Some(k), Some(now)) = (&committed.key, now) {
+                st.keys.insert(k.clone(), (committed.clone(), now));
+                st.key_order.push_back((now, k.clone()));
+            }
+            st.events.push_back(committed.clone());
+            out.push(Committed {
+                event: committed,
+                duplicate: false,
+            });
+        }
+        debug_assert_eq!(st.events.len() as u64, st.last + 1 - st.first);
+        st.prune(&sh.retention);
+        if st.last != before && sh.tx.receiver_count() > 0 {
+            sh.tx.send_replace(st.last);
+        }
+        drop(st);
+        Ok(out)
+    }
+
+    fn read_now(&self, after: u64, limit: usize) -> Page {
+        let st = self.shared.state.lock();
+        let start = after.saturating_add(1).max(st.first);
+        let mut events = Vec::new();
+        if start <= st.last {
+            let offset = (start - st.first) as usize;
+            events.extend(st.events.range(offset..).take(limit).cloned());
+        }
+        Page {
+            events,
+            last_seq: st.last,
+        }
+    }
+
+    fn bounds_now(&self) -> Bounds {
+        let st = self.shared.state.lock();
+        Bounds {
+            first: st.first,
+            last: st.last,
+        }
+    }
+}
+
+fn ready<T: Send + 'static>(v: T) -> BoxFuture<T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl EventLog for MemoryLog {
+    fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        AppendFuture::ready(self.append_now(batch, expected_last))
+    }
+
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        ready(Ok(self.read_now(after, limit)))
+    }
+
+    fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        ready(Ok(self.bounds_now()))
+    }
+
+    fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        let st = self.shared.state.lock();
+        // Times are non-decreasing in practice but not guaranteed (clock
+        // steps), so scan for the first event at or after `time`.
+        let seq = match st.events.iter().find(|e| e.time >= time) {
+            Some(e) => e.seq - 1,
+            None => st.last,
+        };
+        ready(Ok(seq))
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        let st = self.shared.state.lock();
+        self.shared.tx.send_replace(st.last);
+        self.shared.tx.subscribe()
+    }
+
+    fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        let r = validate_consumer_name(consumer)
+            .map(|_| self.shared.state.lock().cursors.get(consumer).copied());
+        ready(r)
+    }
+
+    fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        let r = validate_consumer_name(consumer).and_then(|_| {
+            let mut st = self.shared.state.lock();
+            if seq > st.last {
+                return Err(CursorError::BeyondEnd {
+                    name: consumer.to_owned(),
+                    seq,
+                    last: st.last,
+                });
+            }
+            st.cursors.insert(consumer.to_owned(), seq);
+            Ok(())
+        });
+        ready(r)
+    }
+
+    fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        let n = self.shared.state.lock().prune(&self.shared.retention);
+        ready(Ok(n))
+    }
+}

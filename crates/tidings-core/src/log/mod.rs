@@ -1,0 +1,306 @@
+//! The [`EventLog`] trait: where committed events live.
+//!
+//! # Contract
+//!
+//! Every backend (memory here; SQLite, NATS JetStream and Redis Streams in
+//! their own crates) promises, and [`crate::conformance`] checks:
+//!
+//! * **Dense order.** `append` assigns sequence numbers gap-free from 1, in
+//!   the order batches are accepted; a batch is atomic (all of it or none of
+//!   it) and its new events get consecutive numbers. A number is never
+//!   reused, even after a crash.
+//! * **Idempotency.** An event whose `key` was already appended within the
+//!   log's idempotency window is not appended again: its slot in the result
+//!   is the original event, marked `duplicate`.
+//! * **Optimistic concurrency.** `append(batch, Some(n))` is refused with
+//!   [`AppendError::Conflict`] unless the log's last sequence is `n`.
+//! * **Reads.** `read(after, limit)` returns events with `seq > after`,
+//!   oldest first. If retention removed some of them, the page starts at the
+//!   first survivor; [`Page::last_seq`] always tells the log's last sequence
+//!   so a reader can tell "nothing more" from "pruned".
+//! * **Wake-ups.** [`EventLog::watch`] publishes the last committed sequence
+//!   after every append, so followers wait without polling.
+//! * **Retention is a hard limit.** Pruning by count or age does not wait for
+//!   durable consumers: a consumer whose position was pruned is told so
+//!   (a [`Delivery::Lagged`]), never silently skipped.
+//! * **Cursors.** Named consumer cursors survive as long as the log does;
+//!   delivery from a cursor is at-least-once (commit after processing).
+//!
+//! Futures returned by the trait are `'static` so streams and detached tasks
+//! can hold them; implementations clone their shared state into them.
+
+mod follow;
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{NewEvent, SharedEvent};
+
+pub use follow::{follow, LogStream, Reader};
+pub use memory::{MemoryLog, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_MAX_COUNT};
+
+/// A boxed, sendable, `'static` future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// From the first event still in the log.
+    Beginning,
+    /// Only events committed after the stream was opened.
+    End,
+    /// From the event after this sequence number (`After(0)` = beginning).
+    After(u64),
+    /// From the first event whose time is at or after this instant.
+    At(DateTime<Utc>),
+}
+
+/// One item of a stream: an event, or an explicit notice of loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The next event in sequence order.
+    Event(SharedEvent),
+    /// Events the stream should have delivered were pruned before it read
+    /// them. `missed` counts the sequence numbers skipped (of any name);
+    /// delivery goes on at `resume_from`.
+    Lagged { missed: u64, resume_from: u64 },
+}
+
+impl Delivery {
+    /// The event, if this is one.
+    pub fn event(&self) -> Option<&SharedEvent> {
+        match self {
+            Delivery::Event(e) => Some(e),
+            Delivery::Lagged { .. } => None,
+        }
+    }
+}
+
+/// One event of an append's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The committed event (the original one, for a duplicate).
+    pub event: SharedEvent,
+    /// True if the key was seen within the window and nothing was appended.
+    pub duplicate: bool,
+}
+
+/// A page of a read.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    pub events: Vec<SharedEvent>,
+    /// The log's last sequence when the page was read (0 if empty).
+    pub last_seq: u64,
+}
+
+/// First and last sequence still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The oldest sequence still in the log; `last + 1` when it holds none.
+    pub first: u64,
+    /// The newest sequence ever assigned (0 before the first append).
+    pub last: u64,
+}
+
+/// How much a log keeps. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep at most this many events (the newest).
+    pub max_count: Option<u64>,
+    /// Drop events older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// Why an append was refused. Nothing was appended in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The batch was empty.
+    #[error("cannot append an empty batch")]
+    EmptyBatch,
+    /// Optimistic concurrency: the log was not at the expected sequence.
+    #[error("expected the log's last seq to be {expected}, but it is {actual}")]
+    Conflict { expected: u64, actual: u64 },
+    /// The log was closed.
+    #[error("the event log is closed")]
+    Closed,
+    /// The backing engine cannot be reached right now; retry later.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    /// The backing storage failed.
+    #[error("event log storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The log was closed.
+    #[error("the event log is closed")]
+    Closed,
+    /// The backing engine cannot be reached right now.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    /// The backing storage failed.
+    #[error("event log storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a cursor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// The consumer name is empty, too long, or has whitespace/control chars.
+    #[error("invalid consumer name {0:?}: it must be 1 to 255 bytes with no whitespace or control characters")]
+    InvalidName(String),
+    /// A cursor may not point past the log's last sequence.
+    #[error("cannot commit cursor {name:?} at seq {seq}: the log's last seq is {last}")]
+    BeyondEnd { name: String, seq: u64, last: u64 },
+    /// The backing storage failed.
+    #[error("event log storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backing engine cannot be reached right now.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why pruning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// The backing storage failed.
+    #[error("event log storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backing engine cannot be reached right now.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks a durable consumer name.
+pub fn validate_consumer_name(name: &str) -> Result<(), CursorError> {
+    if name.is_empty()
+        || name.len() > crate::name::MAX_LEN
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CursorError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The result of [`EventLog::append`]: ready at once for in-memory logs (no
+/// allocation, no waiting), a boxed future for logs that do I/O.
+pub enum AppendFuture {
+    /// Already done. `None` once polled to completion.
+    Ready(Option<Result<Vec<Committed>, AppendError>>),
+    /// In flight.
+    Pending(BoxFuture<Result<Vec<Committed>, AppendError>>),
+}
+
+impl AppendFuture {
+    /// A future that is already complete.
+    pub fn ready(result: Result<Vec<Committed>, AppendError>) -> Self {
+        AppendFuture::Ready(Some(result))
+    }
+
+    /// Takes the result if it is available without waiting.
+    pub fn try_take(&mut self) -> Option<Result<Vec<Committed>, AppendError>> {
+        match self {
+            AppendFuture::Ready(r) => r.take(),
+            AppendFuture::Pending(_) => None,
+        }
+    }
+}
+
+impl Future for AppendFuture {
+    type Output = Result<Vec<Committed>, AppendError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            AppendFuture::Ready(r) => {
+                Poll::Ready(r.take().expect("AppendFuture polled after completion"))
+            }
+            AppendFuture::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Storage of committed events. See the module docs for the contract.
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `batch` atomically. With `expected_last`, refuses unless the
+    /// log's last sequence equals it. Returns one [`Committed`] per input
+    /// event, in input order.
+    fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture;
+
+    /// Events with `seq > after`, oldest first, at most `limit` of them.
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>>;
+
+    /// The first and last sequence held.
+    fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>>;
+
+    /// The sequence just before the first event at or after `time` (so a
+    /// stream from `After(result)` starts at that event).
+    fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>>;
+
+    /// The last committed sequence, updated after every append (including
+    /// appends by other processes sharing the log, for shared backends).
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A durable consumer's committed position (the last seq it processed).
+    fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>>;
+
+    /// Records that `consumer` has processed everything up to `seq`.
+    fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>>;
+
+    /// Applies the retention limits now; returns how many events were removed.
+    fn prune(&self) -> BoxFuture<Result<u64, PruneError>>;
+
+    /// True if other processes may append to this log too (NATS, Redis).
+    /// A bus over a shared log follows it, so it also dispatches events
+    /// appended elsewhere, in the same seq order.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// Resolves a [`Position`] to the sequence to read after.
+pub async fn resolve_position(log: &dyn EventLog, from: Position) -> Result<u64, ReadError> {
+    Ok(match from {
+        Position::Beginning => log.bounds().await?.first.saturating_sub(1),
+        Position::After(n) => n,
+        Position::End => log.bounds().await?.last,
+        Position::At(t) => log.seq_before(t).await?,
+    })
+}
+
+impl<T: EventLog + ?Sized> EventLog for Arc<T> {
+    fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        (**self).append(batch, expected_last)
+    }
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        (**self).read(after, limit)
+    }
+    fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        (**self).bounds()
+    }
+    fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        (**self).seq_before(time)
+    }
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        (**self).watch()
+    }
+    fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        (**self).cursor(consumer)
+    }
+    fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        (**self).commit_cursor(consumer, seq)
+    }
+    fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        (**self).prune()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+}

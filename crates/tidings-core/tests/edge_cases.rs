@@ -1,0 +1,360 @@
+//! Edge cases of the bus: re-entrancy, duplicates in batches, cancellation
+//! of an in-flight async emit, and logs that are slow to acknowledge.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde_json::json;
+use tidings_core::log::{AppendFuture, Bounds, BoxFuture, Page};
+use tidings_core::{
+    Bus, CursorError, Delivery, EventLog, MemoryLog, NewEvent, PruneError, ReadError,
+};
+
+/// A real memory log whose appends complete only after a delay, like a log
+/// waiting for an fsync or a network round-trip.
+struct SlowLog {
+    inner: MemoryLog,
+    delay: Duration,
+    /// Claim to be shared between processes (as NATS and Redis logs are).
+    shared: bool,
+}
+
+impl EventLog for SlowLog {
+    fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        let inner = self.inner.clone();
+        let delay = self.delay;
+        AppendFuture::Pending(Box::pin(async move {
+            let r = inner.append_now(batch, expected_last);
+            tokio::time::sleep(delay).await; // committed, acknowledged later
+            r
+        }))
+    }
+    fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        self.inner.read(after, limit)
+    }
+    fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        self.inner.bounds()
+    }
+    fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        self.inner.seq_before(time)
+    }
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch()
+    }
+    fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        self.inner.cursor(consumer)
+    }
+    fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        self.inner.commit_cursor(consumer, seq)
+    }
+    fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        self.inner.prune()
+    }
+    fn shared(&self) -> bool {
+        self.shared
+    }
+}
+
+fn slow_bus(ms: u64) -> Bus {
+    Bus::builder()
+        .log(SlowLog {
+            inner: MemoryLog::new(),
+            delay: Duration::from_millis(ms),
+            shared: false,
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_async_emit_is_still_dispatched_and_does_not_stall_the_bus() {
+    let bus = slow_bus(50);
+    let mut s = bus.subscribe(">").unwrap();
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(5), bus.emit_async("first", json!(1))).await;
+    assert!(
+        cancelled.is_err(),
+        "the emit was cancelled while the log was acknowledging"
+    );
+    // The append had committed; the bus must dispatch it and go on.
+    let second = bus.emit_async("second", json!(2)).await.unwrap();
+    assert_eq!(second.seq, 2);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Delivery::Event(e) => got.push((e.seq, e.name.clone())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, vec![(1, "first".to_owned()), (2, "second".to_owned())]);
+}
+
+#[test]
+fn sync_emit_waits_for_a_slow_log_without_a_runtime() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter(); // the slow log sleeps on tokio's timer
+    let bus = slow_bus(10);
+    let n = Arc::new(AtomicUsize::new(0));
+    let n1 = n.clone();
+    let _h = bus
+        .on("x", move |_| {
+            n1.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let e = bus.emit("x", json!(null)).unwrap();
+    assert_eq!(e.seq, 1);
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        1,
+        "handlers ran before emit returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_async_emits_on_a_slow_log_keep_order() {
+    let bus = slow_bus(3);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let _h = bus.on(">", move |e| s.lock().unwrap().push(e.seq)).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let b = bus.clone();
+            tokio::spawn(async move {
+                for j in 0..10 {
+                    b.emit_async("c", json!([i, j])).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*seen.lock().unwrap(), (1..=80).collect::<Vec<_>>());
+}
+
+#[test]
+fn duplicates_in_a_batch_are_not_dispatched_twice() {
+    let bus = Bus::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let _h = bus.on(">", move |e| s.lock().unwrap().push(e.seq)).unwrap();
+    bus.event("pay").key("p1").emit().unwrap();
+    let batch = vec![
+        NewEvent::new("pay", json!(1)).unwrap().key("p1"),
+        NewEvent::new("pay", json!(2)).unwrap().key("p2"),
+        NewEvent::new("pay", json!(3)).unwrap(),
+    ];
+    let c = bus.emit_batch(batch, None).unwrap();
+    assert_eq!(
+        c.iter()
+            .map(|c| (c.event.seq, c.duplicate))
+            .collect::<Vec<_>>(),
+        vec![(1, true), (2, false), (3, false)]
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
+}
+
+#[test]
+fn handlers_may_subscribe_and_unsubscribe_during_dispatch() {
+    let bus = Bus::new();
+    let late = Arc::new(AtomicUsize::new(0));
+    let slot: Arc<Mutex<Option<tidings_core::Subscription>>> = Arc::new(Mutex::new(None));
+    let (b, l, sl) = (bus.clone(), late.clone(), slot.clone());
+    let _adder = bus
+        .once("start", move |_| {
+            let l = l.clone();
+            *sl.lock().unwrap() = Some(
+                b.on("tick", move |_| {
+                    l.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap(),
+            );
+        })
+        .unwrap();
+    let s2 = slot.clone();
+    let _remover = bus
+        .on("stop", move |_| {
+            s2.lock().unwrap().take();
+        })
+        .unwrap();
+    bus.emit("tick", json!(null)).unwrap();
+    bus.emit("start", json!(null)).unwrap();
+    bus.emit("tick", json!(null)).unwrap();
+    bus.emit("stop", json!(null)).unwrap();
+    bus.emit("tick", json!(null)).unwrap();
+    assert_eq!(late.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_handler_can_unsubscribe_itself() {
+    let bus = Bus::new();
+    let n = Arc::new(AtomicUsize::new(0));
+    let id = Arc::new(AtomicUsize::new(0));
+    let (b, n1, id1) = (bus.clone(), n.clone(), id.clone());
+    let sid = bus
+        .on("x", move |_| {
+            n1.fetch_add(1, Ordering::SeqCst);
+            b.unsubscribe(id1.load(Ordering::SeqCst) as u64);
+        })
+        .unwrap()
+        .detach();
+    id.store(sid as usize, Ordering::SeqCst);
+    bus.emit("x", json!(null)).unwrap();
+    bus.emit("x", json!(null)).unwrap();
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn batch_emitted_from_a_handler_is_dispatched_after_the_current_event() {
+    let bus = Bus::new();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (b, o) = (bus.clone(), order.clone());
+    let _h = bus
+        .on("cart.checkout", move |_| {
+            let batch = vec![
+                NewEvent::new("order.placed", json!(null)).unwrap(),
+                NewEvent::new("stock.reserved", json!(null)).unwrap(),
+            ];
+            b.emit_batch(batch, None).unwrap();
+        })
+        .unwrap();
+    let _w = bus
+        .on(">", move |e| o.lock().unwrap().push(e.name.clone()))
+        .unwrap();
+    bus.emit("cart.checkout", json!(null)).unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["cart.checkout", "order.placed", "stock.reserved"]
+    );
+}
+
+#[test]
+fn many_threads_many_buses_no_cross_talk() {
+    let a = Bus::new();
+    let b = Bus::new();
+    let (ca, cb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (ca1, cb1) = (ca.clone(), cb.clone());
+    let _ha = a.on(">", move |_| {
+        ca1.fetch_add(1, Ordering::SeqCst);
+    });
+    let _hb = b.on(">", move |_| {
+        cb1.fetch_add(1, Ordering::SeqCst);
+    });
+    let ts: Vec<_> = (0..4)
+        .map(|i| {
+            let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    bus.emit("e", json!(null)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert_eq!((a.sequence(), b.sequence()), (200, 200));
+    assert_eq!(ca.load(Ordering::SeqCst), 200);
+    assert_eq!(cb.load(Ordering::SeqCst), 200);
+}
+
+#[test]
+fn a_handler_emitting_on_another_bus_is_ordered_there_too() {
+    let a = Bus::new();
+    let b = Bus::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let _w = b.on(">", move |e| s.lock().unwrap().push(e.seq)).unwrap();
+    let b2 = b.clone();
+    let _bridge = a
+        .on("x", move |e| {
+            b2.emit("mirrored", e.data.clone()).unwrap();
+        })
+        .unwrap();
+    for i in 0..5 {
+        a.emit("x", json!(i)).unwrap();
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buses_sharing_a_log_each_dispatch_every_event_in_one_order() {
+    let log = MemoryLog::new();
+    let make = || {
+        Bus::builder()
+            .log(SlowLog {
+                inner: log.clone(),
+                delay: Duration::from_millis(1),
+                shared: true,
+            })
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make(), make());
+    let record = |bus: &Bus| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sub = bus.on(">", move |e| s.lock().unwrap().push(e.seq)).unwrap();
+        (seen, sub)
+    };
+    let ((seen_a, _ha), (seen_b, _hb)) = (record(&a), record(&b));
+    let mut stream_b = b.subscribe("shared.*").unwrap();
+    let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, bus)| {
+            tokio::spawn(async move {
+                for j in 0..25 {
+                    bus.emit_async("shared.e", json!([i, j])).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for _ in 0..500 {
+        if seen_a.lock().unwrap().len() == 100 && seen_b.lock().unwrap().len() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let want: Vec<u64> = (1..=100).collect();
+    assert_eq!(
+        *seen_a.lock().unwrap(),
+        want,
+        "bus A saw its own and B's events, in order"
+    );
+    assert_eq!(*seen_b.lock().unwrap(), want, "bus B too");
+    for w in 1..=100u64 {
+        match tokio::time::timeout(Duration::from_secs(5), stream_b.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Delivery::Event(e) => assert_eq!(e.seq, w),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn following_a_shared_log_needs_a_runtime() {
+    let r = Bus::builder()
+        .log(SlowLog {
+            inner: MemoryLog::new(),
+            delay: Duration::from_millis(1),
+            shared: true,
+        })
+        .build();
+    assert!(matches!(r, Err(tidings_core::ConfigError::NoRuntime)));
+}

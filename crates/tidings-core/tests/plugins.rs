@@ -1,0 +1,135 @@
+//! Plugins own their subscriptions; unloading removes them.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tidings_core::{Bus, Plugin, PluginContext, PluginError, PluginHost, Priority};
+
+struct Stats {
+    started: Arc<AtomicUsize>,
+    torn_down: Arc<AtomicBool>,
+}
+
+impl Plugin for Stats {
+    fn name(&self) -> &str {
+        "stats"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+        let started = self.started.clone();
+        ctx.on("trivia.started", move |_| {
+            started.fetch_add(1, Ordering::SeqCst);
+        })?;
+        ctx.on_with("trivia.*", Priority::Low, |_| ())?;
+        Ok(())
+    }
+    fn teardown(&mut self, _ctx: &PluginContext) {
+        self.torn_down.store(true, Ordering::SeqCst);
+    }
+}
+
+fn stats() -> (Stats, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let torn = Arc::new(AtomicBool::new(false));
+    (
+        Stats {
+            started: started.clone(),
+            torn_down: torn.clone(),
+        },
+        started,
+        torn,
+    )
+}
+
+#[test]
+fn unloading_removes_everything_the_plugin_owns() {
+    let bus = Bus::new();
+    let host = PluginHost::new(bus.clone());
+    let (plugin, started, torn) = stats();
+    host.load(plugin).unwrap();
+    assert_eq!(host.loaded(), vec!["stats"]);
+    assert_eq!(host.subscriptions("stats").len(), 2);
+    bus.emit("trivia.started", json!({"question": "?"}))
+        .unwrap();
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    assert_eq!(host.unload("stats").unwrap(), 2);
+    assert!(torn.load(Ordering::SeqCst));
+    bus.emit("trivia.started", json!({"question": "?"}))
+        .unwrap();
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    assert_eq!(bus.stats().subscriptions, 0);
+}
+
+#[test]
+fn names_are_unique_and_unknown_unloads_fail() {
+    let host = PluginHost::new(Bus::new());
+    host.load(stats().0).unwrap();
+    assert!(matches!(host.load(stats().0), Err(PluginError::AlreadyLoaded(n)) if n == "stats"));
+    assert!(matches!(
+        host.unload("nope"),
+        Err(PluginError::NotLoaded(_))
+    ));
+}
+
+struct Broken;
+impl Plugin for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+        ctx.on("fine.pattern", |_| ())?;
+        ctx.on("bad..pattern", |_| ())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_setup_leaves_no_subscription_behind() {
+    let bus = Bus::new();
+    let host = PluginHost::new(bus.clone());
+    let err = host.load(Broken).unwrap_err();
+    assert!(matches!(err, PluginError::Setup { .. }), "{err}");
+    assert!(err.to_string().contains("empty token"), "{err}");
+    assert!(!host.is_loaded("broken"));
+    assert_eq!(bus.stats().subscriptions, 0);
+}
+
+struct Echo(Arc<Mutex<Vec<String>>>);
+impl Plugin for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+        let out = self.0.clone();
+        let me = ctx.clone();
+        ctx.on("ping", move |e| {
+            out.lock().unwrap().push(e.source.clone());
+            me.emit("pong", json!(null)).map(|_| ())
+        })?;
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_emits_carry_its_name_as_source() {
+    let bus = Bus::new();
+    let host = PluginHost::new(bus.clone());
+    host.load(Echo(Arc::new(Mutex::new(Vec::new())))).unwrap();
+    bus.emit("ping", json!(null)).unwrap();
+    let h = bus.history(10, Some("pong")).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].source, "echo");
+}
+
+#[test]
+fn dropping_the_host_unloads_its_plugins() {
+    let bus = Bus::new();
+    let (plugin, _, torn) = stats();
+    {
+        let host = PluginHost::new(bus.clone());
+        host.load(plugin).unwrap();
+        assert_eq!(bus.stats().subscriptions, 2);
+    }
+    assert!(torn.load(Ordering::SeqCst));
+    assert_eq!(bus.stats().subscriptions, 0);
+}

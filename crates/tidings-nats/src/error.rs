@@ -1,0 +1,97 @@
+//! Error types of the NATS backend.
+
+use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
+
+/// Why [`crate::NatsLog`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not of the form `nats://HOST:PORT?stream=NAME`.
+    #[error("invalid NATS URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The stream name is not usable as a JetStream stream (and KV bucket) name.
+    #[error("invalid stream name {0:?}: use 1 to 200 letters, digits, '-' or '_'")]
+    InvalidStreamName(String),
+    /// The NATS server could not be reached.
+    #[error("cannot connect to NATS at {addr}: {source}")]
+    Connect {
+        /// The server address.
+        addr: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The stream, its cursor bucket or its tail could not be set up or read.
+    #[error("cannot set up JetStream stream {stream:?}: {message}")]
+    Setup {
+        /// The stream name.
+        stream: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A storage failure reported by JetStream (boxed into the core error
+/// types' `Storage` variants).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StorageError(pub String);
+
+/// What went wrong talking to the engine, before it is mapped onto the
+/// operation's own error type.
+#[derive(Debug, Clone)]
+pub(crate) enum EngineError {
+    /// Not connected, or no answer in time: retry later (HTTP 503).
+    Unavailable(String),
+    /// The engine answered with an error, or stored data is malformed.
+    Storage(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Unavailable(m) => write!(f, "unavailable: {m}"),
+            EngineError::Storage(m) => write!(f, "storage: {m}"),
+        }
+    }
+}
+
+impl From<EngineError> for AppendError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(m) => AppendError::Unavailable(m),
+            EngineError::Storage(m) => AppendError::Storage(Box::new(StorageError(m))),
+        }
+    }
+}
+
+impl From<EngineError> for ReadError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(m) => ReadError::Unavailable(m),
+            EngineError::Storage(m) => ReadError::Storage(Box::new(StorageError(m))),
+        }
+    }
+}
+
+impl From<EngineError> for CursorError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(m) => CursorError::Unavailable(m),
+            EngineError::Storage(m) => CursorError::Storage(Box::new(StorageError(m))),
+        }
+    }
+}
+
+impl From<EngineError> for PruneError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(m) => PruneError::Unavailable(m),
+            EngineError::Storage(m) => PruneError::Storage(Box::new(StorageError(m))),
+        }
+    }
+}

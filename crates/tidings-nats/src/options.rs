@@ -1,0 +1,174 @@
+//! Options and the `nats://HOST:PORT?stream=NAME` URL form.
+
+use std::time::Duration;
+
+use tidings_core::log::{Retention, DEFAULT_IDEMPOTENCY_WINDOW};
+
+use crate::error::ConnectError;
+
+/// The stream name used when the URL names none.
+pub const DEFAULT_STREAM: &str = "TIDINGS";
+
+/// Where JetStream keeps the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// On disk (the default).
+    #[default]
+    File,
+    /// In the server's memory (lost when the server restarts).
+    Memory,
+}
+
+/// How a [`crate::NatsLog`] configures and uses its stream.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Retention. `max_count` becomes the stream's `MaxMsgs` (counted in
+    /// records, so a backstop that never removes more than asked) and is
+    /// applied precisely, at record granularity, by `prune`; `max_age` is
+    /// applied by `prune` and by a background pruner (see the crate docs for
+    /// why not by the stream's `MaxAge`).
+    pub retention: Retention,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+    /// Bound on every single request to the server (publish ack, direct get,
+    /// stream info, KV). Past it the operation fails with `Unavailable`.
+    pub request_timeout: Duration,
+    /// Bound on an append as a whole, including waiting behind other appends
+    /// of this process and retries after losing a race to another server.
+    pub append_timeout: Duration,
+    /// Most events merged into one record by group commit (concurrent
+    /// appends of one process share a record; each append stays atomic).
+    pub max_record_events: usize,
+    /// How many recent events the follower keeps in memory to serve reads.
+    pub cache_events: usize,
+    /// How often the background pruner applies `max_age` (default: a
+    /// quarter of `max_age`, between 1 s and 60 s). Ignored without `max_age`.
+    pub prune_interval: Option<Duration>,
+    /// File or memory storage for the stream and the cursor bucket.
+    pub storage: Storage,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            retention: Retention::default(),
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            request_timeout: Duration::from_secs(3),
+            append_timeout: Duration::from_secs(5),
+            max_record_events: 256,
+            cache_events: 16_384,
+            prune_interval: None,
+            storage: Storage::File,
+        }
+    }
+}
+
+impl NatsOptions {
+    /// The interval of the background age pruner, if any.
+    pub(crate) fn effective_prune_interval(&self) -> Option<Duration> {
+        let age = self.retention.max_age?;
+        Some(
+            self.prune_interval.unwrap_or_else(|| {
+                (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+            }),
+        )
+    }
+}
+
+/// A parsed `nats://HOST:PORT?stream=NAME` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsUrl {
+    /// The server address handed to the client (`nats://HOST:PORT`, with
+    /// credentials if the URL had any).
+    pub server: String,
+    /// The stream name (default [`DEFAULT_STREAM`]).
+    pub stream: String,
+}
+
+impl NatsUrl {
+    /// Parses `nats://HOST[:PORT][/]?stream=NAME` (`tls://` also accepted).
+    /// The only query parameter understood is `stream`.
+    pub fn parse(url: &str) -> Result<NatsUrl, ConnectError> {
+        let bad = |reason: &str| ConnectError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected nats://HOST:PORT?stream=NAME"))?;
+        if scheme != "nats" && scheme != "tls" {
+            return Err(bad("the scheme must be nats:// or tls://"));
+        }
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let authority = authority.trim_end_matches('/');
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        if authority.contains('/') {
+            return Err(bad(
+                "a path is not allowed; name the stream with ?stream=NAME",
+            ));
+        }
+        let mut stream = DEFAULT_STREAM.to_owned();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("stream", v)) => stream = v.to_owned(),
+                _ => return Err(bad(&format!("unknown query parameter {pair:?}"))),
+            }
+        }
+        validate_stream_name(&stream)?;
+        Ok(NatsUrl {
+            server: format!("{scheme}://{authority}"),
+            stream,
+        })
+    }
+}
+
+/// Checks a stream name: it also names the KV bucket `<name>_cursors` and
+/// the subject `<name>.events`, so only letters, digits, `-` and `_`.
+pub fn validate_stream_name(name: &str) -> Result<(), ConnectError> {
+    if name.is_empty()
+        || name.len() > 200
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConnectError::InvalidStreamName(name.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_url_forms() {
+        let u = NatsUrl::parse("nats://127.0.0.1:4222?stream=ORDERS").unwrap();
+        assert_eq!(u.server, "nats://127.0.0.1:4222");
+        assert_eq!(u.stream, "ORDERS");
+        let u = NatsUrl::parse("nats://localhost:4222/").unwrap();
+        assert_eq!(u.stream, DEFAULT_STREAM);
+        let u = NatsUrl::parse("nats://u:p@h:1/?stream=a_b-c").unwrap();
+        assert_eq!(u.server, "nats://u:p@h:1");
+        assert_eq!(u.stream, "a_b-c");
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for url in [
+            "127.0.0.1:4222",
+            "http://h:1",
+            "nats://",
+            "nats://h:1/x",
+            "nats://h:1?stream=a.b",
+            "nats://h:1?stream=",
+            "nats://h:1?foo=bar",
+        ] {
+            assert!(NatsUrl::parse(url).is_err(), "{url} should be refused");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Error types: [`ConnectError`] for opening a log, and [`StorageError`],
+//! what the `Storage(..)` variants of tidings-core's errors box.
+//!
+//! Every Redis failure is sorted into one of two kinds: **unavailable**
+//! (I/O errors, dropped connections, no answer within
+//! [`RedisOptions::timeout`](crate::RedisOptions::timeout), a server still
+//! loading its data or in a cluster/replica state that refuses writes), which
+//! maps to the `Unavailable(..)` variants (retry later), and everything else
+//! (a key of the wrong type, a script error, an undecodable entry), which maps
+//! to `Storage(..)`.
+
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
+
+/// Why [`RedisLog::connect`](crate::RedisLog::connect) or
+/// [`RedisLog::open`](crate::RedisLog::open) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL could not be parsed (bad scheme, bad `key` parameter...).
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The options make no sense (a zero timeout, an empty key...).
+    #[error("invalid RedisOptions: {0}")]
+    InvalidOptions(String),
+    /// Redis could not be reached within the timeout.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered, but the keys cannot be used as a Tidings log (e.g. the
+    /// stream key holds a value of another type).
+    #[error("the Redis keys of log {key:?} cannot be used: {reason}")]
+    BadKeys { key: String, reason: String },
+    /// Any other Redis failure while opening.
+    #[error("Redis failed while opening the log: {0}")]
+    Redis(#[source] RedisError),
+}
+
+/// A failure of the backing store that is not a temporary outage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Redis refused a command (wrong key type, script error...).
+    #[error("Redis error: {0}")]
+    Redis(#[source] RedisError),
+    /// Redis answered something this crate cannot decode (a foreign or
+    /// corrupted entry, an unexpected reply shape).
+    #[error("cannot decode what Redis returned: {0}")]
+    Decode(String),
+}
+
+impl StorageError {
+    pub(crate) fn decode(msg: impl Into<String>) -> StorageError {
+        StorageError::Decode(msg.into())
+    }
+}
+
+/// A failed operation, before it is mapped to the caller's error type.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Unavailable(String),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for OpError {
+    fn from(e: StorageError) -> Self {
+        OpError::Storage(e)
+    }
+}
+
+/// Whether a Redis error means "cannot reach a working server right now".
+pub(crate) fn is_unavailable(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+}
+
+impl From<RedisError> for OpError {
+    fn from(e: RedisError) -> Self {
+        if is_unavailable(&e) {
+            OpError::Unavailable(e.to_string())
+        } else {
+            OpError::Storage(StorageError::Redis(e))
+        }
+    }
+}
+
+impl OpError {
+    pub(crate) fn timed_out(after: Duration) -> OpError {
+        OpError::Unavailable(format!("no answer from Redis within {after:?}"))
+    }
+}
+
+impl From<OpError> for AppendError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Unavailable(m) => AppendError::Unavailable(m),
+            OpError::Storage(s) => AppendError::Storage(Box::new(s)),
+        }
+    }
+}
+
+impl From<OpError> for ReadError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Unavailable(m) => ReadError::Unavailable(m),
+            OpError::Storage(s) => ReadError::Storage(Box::new(s)),
+        }
+    }
+}
+
+impl From<OpError> for CursorError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Unavailable(m) => CursorError::Unavailable(m),
+            OpError::Storage(s) => CursorError::Storage(Box::new(s)),
+        }
+    }
+}
+
+impl From<OpError> for PruneError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Unavailable(m) => PruneError::Unavailable(m),
+            OpError::Storage(s) => PruneError::Storage(Box::new(s)),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The Lua scripts. Each runs atomically inside Redis (nothing else runs
+//! between its first and last command), which is what makes seq assignment,
+//! idempotency and cursor checks safe with several servers on one stream.
+//!
+//! Numbers: Redis' Lua is 5.1, whose numbers are doubles, exact up to 2^53;
+//! ids are always formatted with `%d`, never `tostring` (which would switch
+//! to exponent notation above 1e14).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Append a batch.
+///
+/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3..]` idempotency keys.
+/// `ARGV[1]` expected last seq (`""` = none), `ARGV[2]` idempotency window in
+/// ms, `ARGV[3]` max count (`""` = none), `ARGV[4]` number of events, then
+/// per event: the index in `KEYS` of its idempotency key (0 = none), the
+/// number of field/value items that follow, and those items.
+///
+/// Phase 1 only reads: the counter, the expectation, and every idempotency
+/// key, deciding the fate of each event. Phase 2 writes: one `XADD <seq>-0`
+/// per fresh event, `INCRBY` of the counter, the idempotency keys (`SET ..
+/// PX window`, value = the committed entry as JSON so a duplicate can be
+/// answered even after retention removed the original), then the count
+/// trim. The first write is the first `XADD`; it is refused (before
+/// anything was written) if the stream key holds another type.
+///
+/// Reply: `{0, last}` on a conflict; otherwise `{1, new_last, r1, .., rn}`
+/// where `ri` is the seq of a fresh event, `-seq` for a repeat of a key
+/// first used earlier in this batch, or the stored JSON of the original
+/// for a key seen within the window.
+pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stream, counter = KEYS[1], KEYS[2]
+local last = tonumber(redis.call('GET', counter) or '0')
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= last then
+  return {0, last}
+end
+local window = ARGV[2]
+local n = tonumber(ARGV[4])
+local pos = 5
+local bases, kidxs, counts, fate = {}, {}, {}, {}
+local seen = {}
+local fresh = 0
+for i = 1, n do
+  local kidx = tonumber(ARGV[pos])
+  local cnt = tonumber(ARGV[pos + 1])
+  bases[i], kidxs[i], counts[i] = pos + 2, kidx, cnt
+  pos = pos + 2 + cnt
+  local dup = nil
+  if kidx > 0 then
+    local k = KEYS[kidx]
+    if seen[k] then
+      dup = -seen[k]
+    else
+      dup = redis.call('GET', k)
+    end
+  end
+  if dup then
+    fate[i] = dup
+  else
+    fresh = fresh + 1
+    fate[i] = last + fresh
+    if kidx > 0 then seen[KEYS[kidx]] = last + fresh end
+  end
+end
+if fresh > 0 then
+  for i = 1, n do
+    local f = fate[i]
+    if type(f) == 'number' and f > 0 then
+      local args = {stream, string.format('%d-0', f)}
+      for j = 0, counts[i] - 1 do args[#args + 1] = ARGV[bases[i] + j] end
+      redis.call('XADD', unpack(args))
+    end
+  end
+  redis.call('INCRBY', counter, fresh)
+  for i = 1, n do
+    local f = fate[i]
+    if type(f) == 'number' and f > 0 and kidxs[i] > 0 then
+      local entry = {string.format('%d', f)}
+      for j = 0, counts[i] - 1 do entry[#entry + 1] = ARGV[bases[i] + j] end
+      redis.call('SET', KEYS[kidxs[i]], cjson.encode(entry), 'PX', window)
+    end
+  end
+  if ARGV[3] ~= '' then
+    redis.call('XTRIM', stream, 'MAXLEN', '=', ARGV[3])
+  end
+end
+local reply = {1, last + fresh}
+for i = 1, n do reply[#reply + 1] = fate[i] end
+return reply
+"#,
+    )
+});
+
+/// Read a page: `KEYS[1]` stream, `KEYS[2]` counter, `ARGV[1]` after,
+/// `ARGV[2]` limit. Reply `{last, entries}` with the entries of `XRANGE
+/// (after-0 + COUNT limit`, read in the same atomic step as the counter.
+pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) >= last or tonumber(ARGV[2]) <= 0 then
+  return {last, {}}
+end
+return {last, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
+"#,
+    )
+});
+
+/// Bounds: `KEYS[1]` stream, `KEYS[2]` counter. Reply `{last, first_id}`,
+/// `first_id` being `false` (nil) when the stream holds nothing.
+pub(crate) static BOUNDS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if first then return {last, first[1]} end
+return {last}
+"#,
+    )
+});
+
+/// Commit a cursor: `KEYS[1]` cursors hash, `KEYS[2]` counter, `ARGV[1]`
+/// consumer, `ARGV[2]` seq. Reply `{1}` when stored, `{0, last}` when `seq`
+/// is beyond the counter (nothing stored).
+pub(crate) static COMMIT_CURSOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > last then return {0, last} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1}
+"#,
+    )
+});
+
+/// One step of `seq_before`: `KEYS[1]` stream, `KEYS[2]` counter, `ARGV[1]`
+/// time in µs, `ARGV[2]` exclusive start seq (`""` = from the first entry),
+/// `ARGV[3]` entries to examine. Only the `time` field is looked at, and
+/// only ids go back over the wire. Reply: `{1, id}` the first entry at or
+/// after the time; `{2, last}` none is (the counter, read atomically with
+/// the end of the stream); `{0, id}` not yet found, go on after `id`.
+pub(crate) static SEQ_BEFORE_STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = tonumber(ARGV[1])
+local count = tonumber(ARGV[3])
+local start = '-'
+if ARGV[2] ~= '' then start = '(' .. ARGV[2] .. '-0' end
+local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', count)
+for _, e in ipairs(entries) do
+  local f = e[2]
+  for j = 1, #f, 2 do
+    if f[j] == 'time' then
+      if tonumber(f[j + 1]) >= t then return {1, e[1]} end
+      break
+    end
+  end
+end
+if #entries < count then
+  return {2, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {0, entries[#entries][1]}
+"#,
+    )
+});
+
+/// One step of age retention: `KEYS[1]` stream, `ARGV[1]` cutoff in µs,
+/// `ARGV[2]` most entries to examine. Removes the run of entries at the
+/// front of the stream whose `time` is before the cutoff (stopping at the
+/// first younger one, so only the front is ever removed: readers see one
+/// hole, reported as lag). Reply `{removed, more}`: `more` = 1 when the
+/// step stopped only because it examined its maximum.
+pub(crate) static PRUNE_AGE_STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cutoff = tonumber(ARGV[1])
+local max = tonumber(ARGV[2])
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', max)
+local old = 0
+for _, e in ipairs(entries) do
+  local young = false
+  local f = e[2]
+  for j = 1, #f, 2 do
+    if f[j] == 'time' then
+      young = tonumber(f[j + 1]) >= cutoff
+      break
+    end
+  end
+  if young then break end
+  old = old + 1
+end
+if old == 0 then return {0, 0} end
+local minid
+if old < #entries then
+  minid = entries[old + 1][1]
+else
+  local s = tonumber(string.match(entries[old][1], '^(%d+)-'))
+  minid = string.format('%d-0', s + 1)
+end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', '=', minid)
+local more = 0
+if old == max then more = 1 end
+return {removed, more}
+"#,
+    )
+});

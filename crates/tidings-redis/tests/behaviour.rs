@@ -1,0 +1,199 @@
+//! Behaviour specific to the Redis backend, beyond the conformance suite:
+//! opening from a store URL, refusing foreign keys and unreachable servers,
+//! multi-step age retention and `seq_before` over many entries, count
+//! retention on append, duplicates answered after their original was
+//! pruned, and `destroy`.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use tidings_core::log::Retention;
+use tidings_core::{EventLog, NewEvent};
+use tidings_redis::{ConnectError, RedisLog, RedisOptions};
+
+fn ev(i: u64) -> NewEvent {
+    NewEvent::new("beh.item", json!({ "i": i })).expect("name")
+}
+
+fn with_key(url: &str, key: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}key={key}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_takes_the_key_from_the_url() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("url");
+    let log = RedisLog::connect(&with_key(&url, &key), RedisOptions::default())
+        .await
+        .expect("connect");
+    assert_eq!(log.keys().stream, key);
+    log.append(vec![ev(0)], None).await.expect("append");
+    let direct = common::open_log(&url, &key, RedisOptions::default()).await;
+    assert_eq!(direct.bounds().await.expect("bounds").last, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_and_dead_servers_are_refused() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("foreign");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("not a stream")
+        .arg("EX")
+        .arg(60)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("set");
+    match RedisLog::open(&url, &key, RedisOptions::default()).await {
+        Err(ConnectError::BadKeys { .. }) => {}
+        other => panic!("expected BadKeys, got {other:?}"),
+    }
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("del");
+
+    // Nothing listens on this port (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port();
+    let started = std::time::Instant::now();
+    let r = RedisLog::open(
+        &format!("redis://127.0.0.1:{port}"),
+        "x",
+        RedisOptions::default().timeout(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(matches!(r, Err(ConnectError::Unavailable(_))), "got {r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_retention_and_seq_before_span_many_script_steps() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let options = RedisOptions {
+        retention: Retention {
+            max_count: None,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        prune_interval: None,
+        ..RedisOptions::default()
+    };
+    let log = common::fresh(&url, "age", options).await;
+    // 15,000 events an hour old (more than one 10,000-entry pruning step
+    // and many 1,000-entry seq_before steps), then 5 recent ones.
+    // Whole milliseconds, so times compare exactly after the µs truncation.
+    let old = Utc::now() - chrono::Duration::hours(1);
+    let old = chrono::DateTime::from_timestamp_millis(old.timestamp_millis()).expect("time");
+    for b in 0..15u64 {
+        let batch = (0..1_000)
+            .map(|i| {
+                let mut e = ev(b * 1_000 + i);
+                e.time = old + chrono::Duration::milliseconds((b * 1_000 + i) as i64);
+                e
+            })
+            .collect();
+        log.append(batch, None).await.expect("append old");
+    }
+    for i in 0..5 {
+        log.append(vec![ev(i)], None).await.expect("append new");
+    }
+    let mid = old + chrono::Duration::milliseconds(12_345);
+    assert_eq!(log.seq_before(mid).await.expect("seq_before"), 12_345);
+    let recent = Utc::now() - chrono::Duration::minutes(30);
+    assert_eq!(log.seq_before(recent).await.expect("seq_before"), 15_000);
+    assert_eq!(
+        log.seq_before(Utc::now() + chrono::Duration::hours(1))
+            .await
+            .expect("seq_before"),
+        15_005,
+        "nothing that late: the last seq"
+    );
+
+    assert_eq!(log.prune().await.expect("prune"), 15_000);
+    let b = log.bounds().await.expect("bounds");
+    assert_eq!((b.first, b.last), (15_001, 15_005));
+    assert_eq!(log.prune().await.expect("prune again"), 0);
+    let c = log.append(vec![ev(9)], None).await.expect("append");
+    assert_eq!(c[0].event.seq, 15_006, "seqs are never reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_retention_applies_on_append_and_duplicates_outlive_it() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let options = RedisOptions {
+        retention: Retention {
+            max_count: Some(3),
+            max_age: None,
+        },
+        prune_interval: None,
+        ..RedisOptions::default()
+    };
+    let log = common::fresh(&url, "count", options).await;
+    let first = log
+        .append(vec![ev(0).key("k-0")], None)
+        .await
+        .expect("append");
+    for i in 1..10 {
+        log.append(vec![ev(i)], None).await.expect("append");
+    }
+    // No prune call: the append script trimmed exactly.
+    let b = log.bounds().await.expect("bounds");
+    assert_eq!((b.first, b.last), (8, 10));
+    // The original of k-0 is gone from the stream, but a duplicate still
+    // gets it back (from the idempotency record).
+    let again = log
+        .append(vec![ev(99).key("k-0")], None)
+        .await
+        .expect("append dup");
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].event, first[0].event);
+    assert_eq!(log.bounds().await.expect("bounds").last, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_every_key() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("destroy");
+    let log = RedisLog::open(&url, &key, RedisOptions::default())
+        .await
+        .expect("open");
+    log.append(vec![ev(0).key("a"), ev(1).key("b")], None)
+        .await
+        .expect("append");
+    log.commit_cursor("c", 1).await.expect("commit");
+    // stream, counter, cursors, two idempotency keys
+    assert_eq!(log.destroy().await.expect("destroy"), 5);
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{key}*"))
+        .query_async(&mut c)
+        .await
+        .expect("keys");
+    assert!(left.is_empty(), "left: {left:?}");
+}

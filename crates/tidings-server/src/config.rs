@@ -1,0 +1,451 @@
+//! Server settings: a TOML file, then `TIDINGS_*` environment variables,
+//! then command-line flags (flags win). Every setting has a default and an
+//! environment variable named after it: `max_payload` is
+//! `TIDINGS_MAX_PAYLOAD`, `auth.jwt_secret` is `TIDINGS_AUTH_JWT_SECRET`.
+//! Values are read as TOML (`TIDINGS_MAX_PAYLOAD=65536`), lists also as
+//! comma-separated text (`TIDINGS_CORS_ORIGINS=http://a,http://b`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default listen address: loopback, on a port no service of the
+/// development machines uses.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+/// Every server setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// The log: `sqlite:PATH`, `memory:`, `nats://HOST:PORT?stream=NAME` or
+    /// `redis://HOST:PORT?key=NAME`; default `sqlite:<data_dir>/events.db`.
+    pub store: Option<String>,
+    /// SQLite durability: `sync` (acknowledged after fsync), `batch`, `none`.
+    pub durability: String,
+    /// For `batch` durability: fsync at most this often.
+    pub batch_interval_ms: u64,
+    /// Keep at most this many events (none: no count limit).
+    pub retention_max_count: Option<u64>,
+    /// Drop events older than this many seconds (none: no age limit).
+    pub retention_max_age_secs: Option<u64>,
+    /// Largest accepted request body, in bytes (answered 413 beyond).
+    pub max_payload: usize,
+    /// Most open WebSocket and SSE connections together.
+    pub max_connections: usize,
+    /// Most subscribers of one `/ws/events/{channel}` channel.
+    pub max_subscribers_per_channel: usize,
+    /// Events queued per connection before it switches to reading the log.
+    pub stream_queue: usize,
+    /// Seconds between keepalive pings (WebSocket) or comments (SSE).
+    pub keepalive_secs: u64,
+    /// Largest `limit` of `GET /events`.
+    pub history_max_limit: usize,
+    /// Origins allowed for cross-origin browser clients (none by default).
+    pub cors_origins: Vec<String>,
+    /// Authentication (off unless tokens or a JWT secret are configured).
+    pub auth: AuthConfig,
+}
+
+/// Authentication settings. Auth is on when any token or a secret is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static tokens and what they may do.
+    pub tokens: Vec<TokenConfig>,
+    /// Secret for HS256 JWTs whose claims carry `publish` and `subscribe`
+    /// pattern lists.
+    pub jwt_secret: Option<String>,
+}
+
+/// One static token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The bearer token.
+    pub token: String,
+    /// Patterns of names it may publish.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Patterns it may subscribe to (and read history of).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.to_owned(),
+            data_dir: PathBuf::from("./tidings-data"),
+            store: None,
+            durability: "sync".to_owned(),
+            batch_interval_ms: 10,
+            retention_max_count: None,
+            retention_max_age_secs: None,
+            max_payload: 1024 * 1024,
+            max_connections: 20_000,
+            max_subscribers_per_channel: 1000,
+            stream_queue: 1024,
+            keepalive_secs: 15,
+            history_max_limit: 1000,
+            cors_origins: Vec::new(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Where the log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// Process memory (lost on exit).
+    Memory,
+    /// A NATS JetStream stream, shared by every server using it.
+    Nats(String),
+    /// A Redis stream, shared by every server using it.
+    Redis(String),
+}
+
+/// A setting could not be read or is out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file (or a variable, or a flag) is not valid for the settings.
+    #[error("invalid settings: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Settings with a scalar or list value (the ones an environment variable
+/// can set), as `section.key` paths.
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "store",
+    "durability",
+    "batch_interval_ms",
+    "retention_max_count",
+    "retention_max_age_secs",
+    "max_payload",
+    "max_connections",
+    "max_subscribers_per_channel",
+    "stream_queue",
+    "keepalive_secs",
+    "history_max_limit",
+    "cors_origins",
+    "auth.tokens",
+    "auth.jwt_secret",
+];
+
+/// The environment variable of a setting.
+pub fn env_name(key: &str) -> String {
+    format!("TIDINGS_{}", key.replace('.', "_").to_uppercase())
+}
+
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        if let Some(v) = t.get("v") {
+            return v.clone();
+        }
+    }
+    if key == "cors_origins" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        );
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+        None => {
+            table.insert(key.to_owned(), value);
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if any), overlays `TIDINGS_*` variables from `env`,
+    /// then `flags` (`key`, value), and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Vec<(&'static str, toml::Value)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for key in KEYS {
+            let name = env_name(key);
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) {
+                set_path(&mut table, key, env_value(key, raw));
+            }
+        }
+        for (key, value) in flags {
+            set_path(&mut table, key, value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            return invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:7700 ({e})",
+                    self.listen
+                ),
+            );
+        }
+        for (key, v) in [
+            ("max_payload", self.max_payload),
+            ("max_connections", self.max_connections),
+            (
+                "max_subscribers_per_channel",
+                self.max_subscribers_per_channel,
+            ),
+            ("stream_queue", self.stream_queue),
+            ("history_max_limit", self.history_max_limit),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.keepalive_secs == 0 {
+            return invalid("keepalive_secs", "must be at least 1".into());
+        }
+        if !["sync", "batch", "none"].contains(&self.durability.as_str()) {
+            return invalid(
+                "durability",
+                format!("{:?} is not one of sync, batch, none", self.durability),
+            );
+        }
+        self.store_url()?;
+        for o in &self.cors_origins {
+            if o.parse::<http::HeaderValue>().is_err()
+                || !(o.starts_with("http://") || o.starts_with("https://"))
+            {
+                return invalid(
+                    "cors_origins",
+                    format!("{o:?} is not an origin like https://app.example"),
+                );
+            }
+        }
+        for t in &self.auth.tokens {
+            if t.token.is_empty() {
+                return invalid("auth.tokens", "a token is empty".into());
+            }
+            for p in t.publish.iter().chain(&t.subscribe) {
+                if let Err(e) = tidings_core::Pattern::parse(p) {
+                    return invalid("auth.tokens", e.to_string());
+                }
+            }
+        }
+        if self.auth.jwt_secret.as_deref() == Some("") {
+            return invalid("auth.jwt_secret", "is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The store to open.
+    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
+        let raw = match &self.store {
+            Some(s) => s.clone(),
+            None => return Ok(StoreUrl::Sqlite(self.data_dir.join("events.db"))),
+        };
+        if raw == "memory:" || raw == "memory" {
+            return Ok(StoreUrl::Memory);
+        }
+        if let Some(path) = raw.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    reason: "sqlite: needs a file path, as in sqlite:./tidings-data/events.db"
+                        .into(),
+                });
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("nats://") {
+            return Ok(StoreUrl::Nats(raw));
+        }
+        if raw.starts_with("redis://") {
+            return Ok(StoreUrl::Redis(raw));
+        }
+        Err(ConfigError::Invalid {
+            key: "store",
+            reason: format!(
+                "{raw:?} is not a supported store URL (use sqlite:PATH, memory:, nats://HOST:PORT?stream=NAME or redis://HOST:PORT?key=NAME)"
+            ),
+        })
+    }
+
+    /// The keepalive interval.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+
+    /// True if any authentication is configured.
+    pub fn auth_enabled(&self) -> bool {
+        !self.auth.tokens.is_empty() || self.auth.jwt_secret.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite_in_the_data_dir() {
+        let c = Config::load(None, vec![], vec![]).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(
+            c.store_url().unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("./tidings-data/events.db"))
+        );
+        assert!(!c.auth_enabled());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9001\"\nmax_payload = 10\n[auth]\njwt_secret = \"s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("TIDINGS_MAX_PAYLOAD", "20"),
+                ("TIDINGS_LISTEN", "127.0.0.1:9002"),
+                ("TIDINGS_CORS_ORIGINS", "http://a.test, https://b.test"),
+                ("TIDINGS_SERVER", "ignored: not a server setting"),
+            ]),
+            vec![("listen", toml::Value::String("127.0.0.1:9003".into()))],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9003");
+        assert_eq!(c.max_payload, 20);
+        assert_eq!(c.cors_origins, vec!["http://a.test", "https://b.test"]);
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("s"));
+        assert!(c.auth_enabled());
+    }
+
+    #[test]
+    fn bad_settings_say_what_is_wrong() {
+        let e = Config::load(None, env(&[("TIDINGS_MAX_PAYLOAD", "0")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("max_payload"), "{e}");
+        let e = Config::load(None, env(&[("TIDINGS_LISTEN", "nowhere")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::load(None, env(&[("TIDINGS_STORE", "postgres://x")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("not a supported store URL"), "{e}");
+        let e = Config::load(None, env(&[("TIDINGS_DURABILITY", "maybe")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("durability"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "max_payloda = 3\n").unwrap();
+        let e = Config::load(Some(&f), vec![], vec![]).unwrap_err();
+        assert!(e.to_string().contains("max_payloda"), "{e}");
+        let e = Config::load(Some(Path::new("/nonexistent/x.toml")), vec![], vec![]).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn store_urls() {
+        let mut c = Config {
+            store: Some("memory:".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.store_url().unwrap(), StoreUrl::Memory);
+        c.store = Some("sqlite:/tmp/x.db".into());
+        assert_eq!(c.store_url().unwrap(), StoreUrl::Sqlite("/tmp/x.db".into()));
+        c.store = Some("sqlite:".into());
+        assert!(c.store_url().is_err());
+        c.store = Some("nats://127.0.0.1:4222?stream=EV".into());
+        assert_eq!(
+            c.store_url().unwrap(),
+            StoreUrl::Nats("nats://127.0.0.1:4222?stream=EV".into())
+        );
+        c.store = Some("redis://127.0.0.1:6379?key=ev".into());
+        assert_eq!(
+            c.store_url().unwrap(),
+            StoreUrl::Redis("redis://127.0.0.1:6379?key=ev".into())
+        );
+    }
+
+    #[test]
+    fn tokens_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "[[auth.tokens]]\ntoken = \"abc\"\npublish = [\"orders.>\"]\nsubscribe = [\">\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), vec![], vec![]).unwrap();
+        assert_eq!(c.auth.tokens[0].publish, vec!["orders.>"]);
+        std::fs::write(
+            &f,
+            "[[auth.tokens]]\ntoken = \"abc\"\npublish = [\"a..b\"]\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&f), vec![], vec![]).is_err());
+    }
+}

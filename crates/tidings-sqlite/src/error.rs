@@ -1,0 +1,213 @@
+//! Error types: one per operation of this crate, plus the storage error
+//! that is boxed into tidings-core's `Storage(..)` variants.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::ErrorCode;
+use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
+
+/// Why [`SqliteLog::open`](crate::SqliteLog::open) failed. Nothing was
+/// changed in the file in any of these cases, except by a migration that
+/// failed and was rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The options make no sense (zero readers, a zero batch interval...).
+    #[error("invalid SqliteOptions: {0}")]
+    InvalidOptions(String),
+    /// The file could not be opened or created (missing directory,
+    /// permissions, a directory in the way...).
+    #[error("cannot open event log {path}: {detail}")]
+    CannotOpen { path: PathBuf, detail: String },
+    /// The file is not a SQLite database at all (bad header, garbage).
+    #[error("{path} is not a SQLite database (bad or garbage header): {detail}")]
+    NotADatabase { path: PathBuf, detail: String },
+    /// The file is a SQLite database but its content is damaged (truncated,
+    /// overwritten pages, inconsistent tables).
+    #[error("event log {path} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    /// The file is a SQLite database that was not written by tidings-sqlite.
+    #[error("{path} is a SQLite database but not a Tidings event log: {detail}")]
+    NotATidingsLog { path: PathBuf, detail: String },
+    /// The file was written by a newer tidings-sqlite; this version refuses
+    /// to touch it rather than misread it.
+    #[error(
+        "event log {path} has schema version {found}, newer than the {supported} this \
+         version of tidings-sqlite understands; upgrade tidings-sqlite to open it"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// Upgrading the schema of an older file failed (rolled back; the file
+    /// is still at version `from`).
+    #[error("migrating event log {path} from schema version {from} to {to} failed: {source}")]
+    Migration {
+        path: PathBuf,
+        from: i64,
+        to: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file needs a journal mode SQLite refused (e.g. WAL on a
+    /// filesystem without shared memory).
+    #[error("event log {path} cannot use WAL mode (SQLite answered journal_mode={mode})")]
+    NoWal { path: PathBuf, mode: String },
+    /// Spawning the writer or reader threads failed.
+    #[error("cannot start the event log's threads: {0}")]
+    Thread(#[source] std::io::Error),
+    /// Any other SQLite failure while opening.
+    #[error("SQLite failed while opening event log {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl OpenError {
+    /// Classifies a SQLite error met while opening `path`.
+    pub(crate) fn from_sqlite(path: &std::path::Path, e: rusqlite::Error) -> OpenError {
+        let path = path.to_path_buf();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => OpenError::NotADatabase {
+                path,
+                detail: e.to_string(),
+            },
+            Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
+                path,
+                detail: e.to_string(),
+            },
+            Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
+                OpenError::CannotOpen {
+                    path,
+                    detail: e.to_string(),
+                }
+            }
+            _ => OpenError::Sqlite { path, source: e },
+        }
+    }
+}
+
+/// Why [`SqliteLog::close`](crate::SqliteLog::close) could not finish
+/// cleanly. The log is closed either way.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    /// A writer or reader thread panicked (a bug); queued work it held may
+    /// have been answered with `Closed`.
+    #[error("the event log's {0} thread panicked")]
+    ThreadPanicked(&'static str),
+    /// The final sync of the WAL (batch durability) failed.
+    #[error("final sync on close failed: {0}")]
+    Sync(#[source] StorageError),
+}
+
+/// Why [`SqliteLog::sync`](crate::SqliteLog::sync) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The log was closed.
+    #[error("the event log is closed")]
+    Closed,
+    /// The sync itself failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A failure of the SQLite storage, boxed into the `Storage` variant of
+/// tidings-core's [`AppendError`], [`ReadError`], [`CursorError`] and
+/// [`PruneError`] (downcast to this type to inspect it).
+///
+/// Cheap to clone: one failed group commit answers every request in the
+/// group with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// SQLite returned an error.
+    #[error("SQLite failed while {op}: {source}")]
+    Sqlite {
+        /// What the log was doing.
+        op: &'static str,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    /// A stored row could not be turned back into an event.
+    #[error("the stored event at seq {seq} cannot be decoded: {detail}")]
+    Decode { seq: i64, detail: String },
+    /// Encoding an event for storage failed.
+    #[error("cannot encode event {id}: {detail}")]
+    Encode { id: uuid::Uuid, detail: String },
+    /// Syncing the WAL file to disk failed.
+    #[error("syncing {path} to disk failed: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl StorageError {
+    /// Wraps a SQLite error met while doing `op`.
+    pub(crate) fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StorageError {
+        move |e| StorageError::Sqlite {
+            op,
+            source: Arc::new(e),
+        }
+    }
+
+    /// The SQLite error code, if this is a SQLite error.
+    pub fn sqlite_code(&self) -> Option<ErrorCode> {
+        match self {
+            StorageError::Sqlite { source, .. } => source.sqlite_error_code(),
+            _ => None,
+        }
+    }
+
+    /// True for "try again later" failures: the database is locked by
+    /// another process.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.sqlite_code(),
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+impl From<StorageError> for AppendError {
+    fn from(e: StorageError) -> Self {
+        if e.is_busy() {
+            AppendError::Unavailable(e.to_string())
+        } else {
+            AppendError::Storage(Box::new(e))
+        }
+    }
+}
+
+impl From<StorageError> for ReadError {
+    fn from(e: StorageError) -> Self {
+        if e.is_busy() {
+            ReadError::Unavailable(e.to_string())
+        } else {
+            ReadError::Storage(Box::new(e))
+        }
+    }
+}
+
+impl From<StorageError> for CursorError {
+    fn from(e: StorageError) -> Self {
+        if e.is_busy() {
+            CursorError::Unavailable(e.to_string())
+        } else {
+            CursorError::Storage(Box::new(e))
+        }
+    }
+}
+
+impl From<StorageError> for PruneError {
+    fn from(e: StorageError) -> Self {
+        if e.is_busy() {
+            PruneError::Unavailable(e.to_string())
+        } else {
+            PruneError::Storage(Box::new(e))
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Reader threads: each owns a read-only connection and serves reads from a
+//! shared queue, so reads never wait for the writer (WAL readers see the
+//! last commit that finished before their read transaction began) and the
+//! writer never waits for them.
+//!
+//! # Read-ahead
+//!
+//! A reader catching up (core's `follow`, a replay) asks for page after
+//! page. When a read returns a *full* page, the reader thread, right after
+//! answering, decodes the next page (`after` = the last seq it returned,
+//! same `limit`) into [`ReadAhead`], so decoding page k+1 overlaps with the
+//! caller consuming page k. A request for a page being read ahead waits for
+//! it instead of reading it twice.
+//!
+//! A read-ahead page is only served if it is still exactly what a fresh
+//! read would return: it was full when read (seqs are dense and events
+//! immutable, so the same range holds the same events later), and a fresh
+//! snapshot, taken after the request arrived, shows that retention has not
+//! removed any of it (`first <= the page's first seq`). `Page::last_seq`
+//! then comes from that fresh snapshot. Otherwise the page is dropped and
+//! read normally.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::Receiver;
+use rusqlite::{Connection, OptionalExtension};
+use tidings_core::log::{Bounds, CursorError, ReadError};
+use tokio::sync::oneshot;
+
+use crate::codec::{micros_ceil, RawPage, EVENT_COLUMNS};
+use crate::error::StorageError;
+use crate::writer::read_last;
+
+/// A read for the pool.
+pub(crate) enum ReadJob {
+    /// Answered with rows the caller decodes (see [`RawPage`]).
+    Read {
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<RawPage, ReadError>>,
+    },
+    Bounds {
+        reply: oneshot::Sender<Result<Bounds, ReadError>>,
+    },
+    SeqBefore {
+        time: DateTime<Utc>,
+        reply: oneshot::Sender<Result<u64, ReadError>>,
+    },
+    Cursor {
+        name: String,
+        reply: oneshot::Sender<Result<Option<u64>, CursorError>>,
+    },
+}
+
+type PageReply = oneshot::Sender<Result<RawPage, ReadError>>;
+
+/// Pages smaller than this are not read ahead (not a catch-up).
+const READ_AHEAD_MIN: usize = 64;
+/// Pages larger than this are not read ahead (memory).
+const READ_AHEAD_MAX: usize = 16_384;
+/// Read-ahead pages kept at once (one per sequential reader, roughly).
+const READ_AHEAD_SLOTS: usize = 4;
+
+enum SlotState {
+    /// A reader thread is reading it; these requests wait for it.
+    Reading(Vec<PageReply>),
+    /// Read, not yet asked for (a full page).
+    Ready(RawPage),
+}
+
+/// The page `read(after, limit)` would return, being read or read.
+struct Slot {
+    after: u64,
+    limit: usize,
+    state: SlotState,
+}
+
+/// Pages read ahead for sequential readers, shared by the reader threads.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// Invariant: at most one slot per `(after, limit)`, at most
+    /// `READ_AHEAD_SLOTS` slots; oldest first.
+    slots: Mutex<VecDeque<Slot>>,
+    /// Requests answered with a page read ahead.
+    pub served: std::sync::atomic::AtomicU64,
+}
+
+/// What a request found in the read-ahead.
+enum Claim {
+    /// Nothing: read it.
+    Miss(PageReply),
+    /// It is being read: the reply was parked with it.
+    Parked,
+    /// A full page read earlier, to validate and serve.
+    Ready(PageReply, RawPage),
+}
+
+impl ReadAhead {
+    /// Tests: whether some read-ahead is still being read.
+    #[cfg(test)]
+    pub(crate) fn busy(&self) -> bool {
+        self.slots
+            .lock()
+            .iter()
+            .any(|s| matches!(s.state, SlotState::Reading(_)))
+    }
+
+    fn claim(&self, after: u64, limit: usize, reply: PageReply) -> Claim {
+        let mut slots = self.slots.lock();
+        let Some(i) = slots
+            .iter()
+            .position(|s| s.after == after && s.limit == limit)
+        else {
+            return Claim::Miss(reply);
+        };
+        match &mut slots[i].state {
+            SlotState::Reading(waiters) => {
+                waiters.push(reply);
+                Claim::Parked
+            }
+            SlotState::Ready(_) => match slots.remove(i).map(|s| s.state) {
+                Some(SlotState::Ready(events)) => Claim::Ready(reply, events),
+                _ => Claim::Miss(reply),
+            },
+        }
+    }
+
+    /// Registers a read-ahead of `(after, limit)`; false if there is one.
+    fn start(&self, after: u64, limit: usize) -> bool {
+        let mut slots = self.slots.lock();
+        if slots.iter().any(|s| s.after == after && s.limit == limit) {
+            return false;
+        }
+        while slots.len() >= READ_AHEAD_SLOTS {
+            // Evict the oldest slot nobody waits for.
+            match slots
+                .iter()
+                .position(|s| matches!(s.state, SlotState::Ready(_)))
+            {
+                Some(i) => {
+                    slots.remove(i);
+                }
+                None => return false,
+            }
+        }
+        slots.push_back(Slot {
+            after,
+            limit,
+            state: SlotState::Reading(Vec::new()),
+        });
+        true
+    }
+
+    /// Ends a read-ahead. If requests waited for it, returns them with the
+    /// page to answer them with; otherwise keeps a full page for a later
+    /// request and returns nothing.
+    fn finish(
+        &self,
+        after: u64,
+        limit: usize,
+        page: PageEvents,
+    ) -> Option<(Vec<PageReply>, PageEvents)> {
+        let mut slots = self.slots.lock();
+        let i = slots
+            .iter()
+            .position(|s| s.after == after && s.limit == limit)?;
+        let waiters = match &mut slots[i].state {
+            SlotState::Reading(w) => std::mem::take(w),
+            SlotState::Ready(_) => Vec::new(),
+        };
+        if !waiters.is_empty() {
+            slots.remove(i);
+            return Some((waiters, page));
+        }
+        match page {
+            Ok(rows) if rows.len() == limit => slots[i].state = SlotState::Ready(rows),
+            _ => {
+                slots.remove(i);
+            }
+        }
+        None
+    }
+}
+
+type PageEvents = Result<RawPage, StorageError>;
+
+/// Serves jobs until the queue is closed and drained.
+pub(crate) fn run(mut conn: Connection, rx: Receiver<ReadJob>, ahead: Arc<ReadAhead>) {
+    while let Ok(job) = rx.recv() {
+        // A dropped receiver only means the caller stopped waiting.
+        match job {
+            ReadJob::Read {
+                after,
+                limit,
+                reply,
+            } => serve_read(&mut conn, &ahead, after, limit, reply),
+            ReadJob::Bounds { reply } => {
+                let _ = reply.send(bounds(&mut conn).map_err(Into::into));
+            }
+            ReadJob::SeqBefore { time, reply } => {
+                let _ = reply.send(seq_before(&mut conn, time).map_err(Into::into));
+            }
+            ReadJob::Cursor { name, reply } => {
+                let _ = reply.send(cursor(&conn, &name).map_err(Into::into));
+            }
+        }
+    }
+}
+
+fn worth_reading_ahead(limit: usize) -> bool {
+    (READ_AHEAD_MIN..=READ_AHEAD_MAX).contains(&limit)
+}
+
+/// Answers a page request, from the read-ahead when possible, then reads
+/// the next page ahead if this one was full.
+fn serve_read(
+    conn: &mut Connection,
+    ahead: &ReadAhead,
+    after: u64,
+    limit: usize,
+    reply: PageReply,
+) {
+    let (reply, ready) = match ahead.claim(after, limit, reply) {
+        Claim::Parked => return,
+        Claim::Miss(reply) => (reply, None),
+        Claim::Ready(reply, events) => (reply, Some(events)),
+    };
+    let result = match ready.map(|events| still_valid(conn, events)) {
+        Some(Ok(Some(page))) => {
+            ahead
+                .served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(page)
+        }
+        Some(Err(e)) => Err(e),
+        Some(Ok(None)) | None => read_page(conn, after, limit),
+    };
+    let next = match &result {
+        Ok(page) if page.len() == limit && worth_reading_ahead(limit) => page.last_event_seq(),
+        _ => None,
+    };
+    // Registered before answering, so a request for the next page that
+    // arrives right after the answer finds it.
+    let started = next.filter(|&n| ahead.start(n, limit));
+    let _ = reply.send(result.map_err(Into::into));
+    let Some(mut after) = started else {
+        return;
+    };
+    // Read ahead while requests keep arriving for what is read.
+    loop {
+        let page = read_page(conn, after, limit);
+        let Some((waiters, page)) = ahead.finish(after, limit, page) else {
+            return;
+        };
+        let answer = match page {
+            Ok(events) => still_valid(conn, events).and_then(|p| match p {
+                Some(p) => {
+                    let n = waiters.len() as u64;
+                    ahead
+                        .served
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Ok(p)
+                }
+                None => read_page(conn, after, limit),
+            }),
+            Err(e) => Err(e),
+        };
+        let full = matches!(&answer, Ok(p) if p.len() == limit);
+        let last = answer.as_ref().ok().and_then(|p| p.last_event_seq());
+        let started = match (full, last) {
+            (true, Some(l)) if ahead.start(l, limit) => Some(l),
+            _ => None,
+        };
+        for w in waiters {
+            let _ = w.send(answer.clone().map_err(Into::into));
+        }
+        match started {
+            Some(l) => after = l,
+            None => return,
+        }
+    }
+}
+
+/// A read-ahead page (full when read) as a fresh read would return it now,
+/// or `None` if retention removed part of it since.
+fn still_valid(conn: &mut Connection, mut page: RawPage) -> Result<Option<RawPage>, StorageError> {
+    let op = "checking a page read ahead";
+    let Some(first_in_page) = page.first_seq() else {
+        return Ok(None);
+    };
+    let tx = conn.transaction().map_err(StorageError::sqlite(op))?;
+    let last = read_last(&tx)?;
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT min(seq) FROM events")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(StorageError::sqlite(op))?;
+    tx.commit().map_err(StorageError::sqlite(op))?;
+    match first {
+        Some(f) if f.max(1) as u64 <= first_in_page => {
+            page.last_seq = last;
+            Ok(Some(page))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One page of rows, and the last seq, from one read transaction (one
+/// snapshot).
+pub(crate) fn read_page(
+    conn: &mut Connection,
+    after: u64,
+    limit: usize,
+) -> Result<RawPage, StorageError> {
+    let op = "reading events";
+    let tx = conn.transaction().map_err(StorageError::sqlite(op))?;
+    let last = read_last(&tx)?;
+    let want = if limit > 0 && after < last {
+        usize::try_from(last - after)
+            .unwrap_or(usize::MAX)
+            .min(limit)
+    } else {
+        0
+    };
+    let mut page = RawPage::new(last, want.min(1 << 16));
+    if want > 0 {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))
+            .map_err(StorageError::sqlite(op))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query([to_i64(after), limit])
+            .map_err(StorageError::sqlite(op))?;
+        while let Some(row) = rows.next().map_err(StorageError::sqlite(op))? {
+            page.push(row)?;
+        }
+    }
+    tx.commit().map_err(StorageError::sqlite(op))?;
+    Ok(page)
+}
+
+fn bounds(conn: &mut Connection) -> Result<Bounds, StorageError> {
+    let op = "reading the bounds";
+    let tx = conn.transaction().map_err(StorageError::sqlite(op))?;
+    let last = read_last(&tx)?;
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT min(seq) FROM events")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(StorageError::sqlite(op))?;
+    tx.commit().map_err(StorageError::sqlite(op))?;
+    Ok(Bounds {
+        first: first.map_or(last + 1, |f| f.max(1) as u64),
+        last,
+    })
+}
+
+/// The seq just before the first event, in seq order, at or after `time`
+/// (the last seq if there is none): the same answer as the memory log's
+/// scan, which holds even if event times are not monotonic.
+fn seq_before(conn: &mut Connection, time: DateTime<Utc>) -> Result<u64, StorageError> {
+    let op = "finding an event by time";
+    let tx = conn.transaction().map_err(StorageError::sqlite(op))?;
+    let last = read_last(&tx)?;
+    let first_at: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM events WHERE time >= ?1 ORDER BY seq LIMIT 1")
+        .and_then(|mut s| s.query_row([micros_ceil(time)], |r| r.get(0)).optional())
+        .map_err(StorageError::sqlite(op))?;
+    tx.commit().map_err(StorageError::sqlite(op))?;
+    Ok(match first_at {
+        Some(s) => (s.max(1) - 1) as u64,
+        None => last,
+    })
+}
+
+fn cursor(conn: &Connection, name: &str) -> Result<Option<u64>, StorageError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM cursors WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+        .map_err(StorageError::sqlite("reading a cursor"))?;
+    Ok(v.map(|s| s.max(0) as u64))
+}
