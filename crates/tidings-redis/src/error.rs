@@ -46,6 +46,17 @@ pub enum StorageError {
     /// corrupted entry, an unexpected reply shape).
     #[error("cannot decode what Redis returned: {0}")]
     Decode(String),
+    /// Redis' counter is below a seq this instance already saw committed:
+    /// Redis lost acknowledged writes (a crash with `appendfsync everysec`
+    /// or `no`, a restore from an old snapshot, a deleted key). Appending
+    /// would hand those seqs out a second time, so nothing is written
+    /// until an operator repairs the log and the process reopens it.
+    #[error(
+        "Redis lost acknowledged events: its counter is at {counter} but seq {seen} was \
+         already committed; appends are refused so that no seq is reused (run Redis with \
+         `appendfsync always` to keep acknowledged writes across a crash)"
+    )]
+    LostWrites { counter: u64, seen: u64 },
 }
 
 impl StorageError {

@@ -112,9 +112,17 @@
 //! script was sent may have been committed (the answer was lost): retry it
 //! with an idempotency key to make that safe. The follower reconnects on its
 //! own with the same backoff and goes on from the last seq it saw, so
-//! `watch` (and the followers waiting on it) miss nothing. Durability across
-//! a Redis restart is Redis' own (`appendonly yes` for acknowledged writes to
-//! survive a crash of the Redis process).
+//! `watch` (and the followers waiting on it) miss nothing.
+//!
+//! Durability across a Redis crash is Redis' own: only `appendonly yes`
+//! with `appendfsync always` keeps every acknowledged write. With
+//! `everysec` (Redis' default) a crash can lose up to about two seconds of
+//! acknowledged events (Redis postpones the write when an fsync is slow),
+//! and Redis' counter then goes back. An instance that already saw a seq
+//! the counter no longer covers refuses to append
+//! ([`StorageError::LostWrites`]) rather than hand that seq out again; a
+//! process that opens the log afterwards cannot know and continues from
+//! the counter.
 //!
 //! ## Stream entries
 //!
@@ -421,8 +429,10 @@ impl RedisLog {
 
     /// Deletes every key of this log (the stream, the counter, the cursors
     /// and the idempotency keys, found with `SCAN`). Meant for tests and
-    /// administration: other instances on the same key see the log reset,
-    /// and seqs start again from 1.
+    /// administration. Every instance that was open on the key, this one
+    /// included, then refuses appends with [`StorageError::LostWrites`]
+    /// (it saw seqs the counter no longer covers); a log opened afterwards
+    /// starts again from seq 1.
     pub async fn destroy(&self) -> Result<u64, StorageError> {
         let sh = &self.shared;
         let mut conn = sh.conn.clone();
@@ -494,6 +504,10 @@ fn last_generated_seq(info: &Value) -> Option<u64> {
 
 /// What the append script answered.
 enum AppendOutcome {
+    /// The counter is below the floor the caller sent.
+    Regressed {
+        counter: u64,
+    },
     Conflict {
         expected: u64,
         actual: u64,
@@ -520,7 +534,11 @@ fn decode_append(
         return Err(StorageError::decode("short append reply"));
     };
     let last = seq_of(last)?;
-    if int(status)? == 0 {
+    let status = int(status)?;
+    if status == 2 {
+        return Ok(AppendOutcome::Regressed { counter: last });
+    }
+    if status == 0 {
         return Ok(AppendOutcome::Conflict {
             expected: expected_last.unwrap_or_default(),
             actual: last,
@@ -620,6 +638,10 @@ impl Shared {
                     .unwrap_or_default(),
             )
             .arg(n);
+        // Every seq up to the floor was seen committed by this instance; a
+        // counter below it means Redis lost them (see `LostWrites`).
+        let floor = *self.tx.borrow();
+        inv.arg(floor);
         for (e, idx) in encoded.iter().zip(&kidx) {
             inv.arg(*idx).arg(e.fields.len()).arg(&e.fields);
         }
@@ -643,6 +665,18 @@ impl Shared {
             Ok(AppendOutcome::Done { last, committed }) => (last, committed),
             Ok(AppendOutcome::Conflict { expected, actual }) => {
                 return Err(AppendError::Conflict { expected, actual })
+            }
+            Ok(AppendOutcome::Regressed { counter }) => {
+                tracing::error!(
+                    key = self.keys.stream,
+                    counter,
+                    floor,
+                    "Redis lost acknowledged events; appends refused"
+                );
+                return Err(AppendError::Storage(Box::new(StorageError::LostWrites {
+                    counter,
+                    seen: floor,
+                })));
             }
             Err(e) => return Err(AppendError::Storage(Box::new(e))),
         };

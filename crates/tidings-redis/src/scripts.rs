@@ -14,8 +14,9 @@ use redis::Script;
 ///
 /// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3..]` idempotency keys.
 /// `ARGV[1]` expected last seq (`""` = none), `ARGV[2]` idempotency window in
-/// ms, `ARGV[3]` max count (`""` = none), `ARGV[4]` number of events, then
-/// per event: the index in `KEYS` of its idempotency key (0 = none), the
+/// ms, `ARGV[3]` max count (`""` = none), `ARGV[4]` number of events,
+/// `ARGV[5]` the floor (the highest seq the caller already saw committed),
+/// then per event: the index in `KEYS` of its idempotency key (0 = none), the
 /// number of field/value items that follow, and those items.
 ///
 /// Phase 1 only reads: the counter, the expectation, and every idempotency
@@ -26,7 +27,9 @@ use redis::Script;
 /// trim. The first write is the first `XADD`; it is refused (before
 /// anything was written) if the stream key holds another type.
 ///
-/// Reply: `{0, last}` on a conflict; otherwise `{1, new_last, r1, .., rn}`
+/// Reply: `{2, last}` when the counter is below the floor (Redis lost
+/// acknowledged writes: appending would hand out their seqs again, so
+/// nothing is written); `{0, last}` on a conflict; otherwise `{1, new_last, r1, .., rn}`
 /// where `ri` is the seq of a fresh event, `-seq` for a repeat of a key
 /// first used earlier in this batch, or the stored JSON of the original
 /// for a key seen within the window.
@@ -35,12 +38,15 @@ pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local stream, counter = KEYS[1], KEYS[2]
 local last = tonumber(redis.call('GET', counter) or '0')
+if tonumber(ARGV[5]) > last then
+  return {2, last}
+end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= last then
   return {0, last}
 end
 local window = ARGV[2]
 local n = tonumber(ARGV[4])
-local pos = 5
+local pos = 6
 local bases, kidxs, counts, fate = {}, {}, {}, {}
 local seen = {}
 local fresh = 0

@@ -2,7 +2,7 @@
 //! opening from a store URL, refusing foreign keys and unreachable servers,
 //! multi-step age retention and `seq_before` over many entries, count
 //! retention on append, duplicates answered after their original was
-//! pruned, and `destroy`.
+//! pruned, `destroy`, and refusing to reuse seqs after Redis lost writes.
 
 mod common;
 
@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use tidings_core::log::Retention;
+use tidings_core::log::{AppendError, Retention};
 use tidings_core::{EventLog, NewEvent};
-use tidings_redis::{ConnectError, RedisLog, RedisOptions};
+use tidings_redis::{ConnectError, RedisLog, RedisOptions, StorageError};
 
 fn ev(i: u64) -> NewEvent {
     NewEvent::new("beh.item", json!({ "i": i })).expect("name")
@@ -196,4 +196,58 @@ async fn destroy_removes_every_key() {
         .await
         .expect("keys");
     assert!(left.is_empty(), "left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_refused_when_redis_lost_acknowledged_events() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("lost");
+    let log = RedisLog::open(&url, &key, RedisOptions::default())
+        .await
+        .expect("open");
+    log.append(vec![ev(0), ev(1), ev(2)], None)
+        .await
+        .expect("append");
+    // What a Redis crash under `appendfsync everysec` can do: the last
+    // acknowledged entries and the counter go back.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    redis::cmd("XTRIM")
+        .arg(&log.keys().stream)
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("xtrim");
+    redis::cmd("SET")
+        .arg(&log.keys().counter)
+        .arg(1)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("set counter");
+    let err = log
+        .append(vec![ev(3)], None)
+        .await
+        .expect_err("seq 2 must not be handed out again");
+    let AppendError::Storage(inner) = &err else {
+        panic!("expected Storage(LostWrites), got {err:?}");
+    };
+    match inner.downcast_ref::<StorageError>() {
+        Some(StorageError::LostWrites {
+            counter: 1,
+            seen: 3,
+        }) => {}
+        other => panic!("expected LostWrites {{ counter: 1, seen: 3 }}, got {other:?}"),
+    }
+    assert!(err.to_string().contains("appendfsync always"), "{err}");
+    // Nothing was written.
+    let page = log.read(0, 10).await.expect("read");
+    assert_eq!(page.last_seq, 1);
+    assert_eq!(page.events.len(), 1);
+    log.destroy().await.expect("destroy");
 }
