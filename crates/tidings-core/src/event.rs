@@ -7,11 +7,13 @@
 //! retry of the same `NewEvent` names the same fact.
 
 use std::fmt;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::name::{validate_name, NameError};
 
@@ -77,6 +79,24 @@ impl fmt::Display for Event {
 /// The default `source` when the emitter names none.
 pub const DEFAULT_SOURCE: &str = "app";
 
+/// A fresh UUID v7 and the time it carries, from one read of the clock.
+/// One process-wide context keeps ids strictly increasing within a
+/// millisecond (as `Uuid::now_v7` does).
+fn stamp() -> (Uuid, DateTime<Utc>) {
+    static CONTEXT: Mutex<AssertUnwindSafe<ContextV7>> =
+        Mutex::new(AssertUnwindSafe(ContextV7::new()));
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
+    let time = i64::try_from(secs)
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, nanos))
+        .unwrap_or_else(Utc::now);
+    let ts = Timestamp::from_unix(&CONTEXT, secs, nanos);
+    (Uuid::new_v7(ts), time)
+}
+
 /// An event not yet committed: everything but `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
@@ -99,11 +119,12 @@ impl NewEvent {
     pub fn new(name: impl Into<String>, data: serde_json::Value) -> Result<NewEvent, NameError> {
         let name = name.into();
         validate_name(&name)?;
+        let (id, time) = stamp();
         Ok(NewEvent {
-            id: Uuid::now_v7(),
+            id,
             name,
             source: DEFAULT_SOURCE.to_owned(),
-            time: Utc::now(),
+            time,
             data,
             key: None,
             priority: None,
@@ -153,6 +174,27 @@ mod tests {
         assert!(NewEvent::new("a..b", json!(null)).is_err());
         let e = NewEvent::new("player:move", json!({"to": "street"})).unwrap();
         assert_eq!(e.source, DEFAULT_SOURCE);
+    }
+
+    #[test]
+    fn ids_increase_and_carry_the_event_time() {
+        let events: Vec<NewEvent> = (0..2_000)
+            .map(|_| NewEvent::new("a", json!(null)).unwrap())
+            .collect();
+        for pair in events.windows(2) {
+            assert!(pair[0].id < pair[1].id, "ids are strictly increasing");
+        }
+        for e in &events {
+            let (secs, nanos) = e.id.get_timestamp().expect("a v7 id").to_unix();
+            let id_ms = secs * 1_000 + u64::from(nanos / 1_000_000);
+            // The shared context may push an id ahead of its clock read
+            // (another thread read a later time first), never behind it.
+            let time_ms = e.time.timestamp_millis() as u64;
+            assert!(
+                id_ms >= time_ms && id_ms < time_ms + 1_000,
+                "{id_ms} vs {time_ms}"
+            );
+        }
     }
 
     #[test]

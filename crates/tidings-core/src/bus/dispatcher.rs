@@ -15,11 +15,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::thread::ThreadId;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::event::SharedEvent;
+
+/// Identifies the calling thread: the address of a thread-local, unique
+/// among live threads (cheaper than `thread::current().id()`, which
+/// clones an `Arc`).
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
+}
 
 /// A committed batch waiting for its turn.
 struct Queued {
@@ -36,7 +43,7 @@ struct State {
     /// `>= next`.
     ready: BTreeMap<u64, Queued>,
     /// The thread currently dispatching, if any.
-    combiner: Option<ThreadId>,
+    combiner: Option<usize>,
 }
 
 /// What [`Dispatcher::submit`] did with a batch.
@@ -97,7 +104,7 @@ impl Dispatcher {
     where
         I: Iterator<Item = &'a SharedEvent> + Clone,
     {
-        let me = std::thread::current().id();
+        let me = thread_token();
         let mut st = self.state.lock();
         // The same seqs may arrive twice (the emitter and, on a shared log,
         // the log follower): whatever is below `next` was dispatched.
