@@ -6,6 +6,7 @@
 //! number; `id` and `time` are fixed when it is built, so an idempotent
 //! retry of the same `NewEvent` names the same fact.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -48,8 +49,11 @@ pub struct Event {
     pub id: Uuid,
     /// The event name, as emitted (validated by [`validate_name`]).
     pub name: String,
-    /// Which component emitted it (default `"app"`).
-    pub source: String,
+    /// Which component emitted it (default `"app"`). A `Cow` so that a
+    /// source known at compile time (the default among them) costs no
+    /// allocation per event.
+    #[serde(deserialize_with = "de_source")]
+    pub source: Cow<'static, str>,
     /// When it was emitted, UTC. For display; `seq` is the order.
     pub time: DateTime<Utc>,
     /// The payload.
@@ -79,6 +83,20 @@ impl fmt::Display for Event {
 /// The default `source` when the emitter names none.
 pub const DEFAULT_SOURCE: &str = "app";
 
+/// A source read back from storage or the wire: the default is shared, not
+/// allocated again for every event. Logs decoding events use it.
+pub fn intern_source(source: String) -> Cow<'static, str> {
+    if source == DEFAULT_SOURCE {
+        Cow::Borrowed(DEFAULT_SOURCE)
+    } else {
+        Cow::Owned(source)
+    }
+}
+
+fn de_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+    String::deserialize(d).map(intern_source)
+}
+
 /// A fresh UUID v7 and the time it carries, from one read of the clock.
 /// One process-wide context keeps ids strictly increasing within a
 /// millisecond (as `Uuid::now_v7` does).
@@ -104,7 +122,8 @@ pub struct NewEvent {
     pub id: Uuid,
     /// Validated at construction.
     pub name: String,
-    pub source: String,
+    #[serde(deserialize_with = "de_source")]
+    pub source: Cow<'static, str>,
     pub time: DateTime<Utc>,
     pub data: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +142,7 @@ impl NewEvent {
         Ok(NewEvent {
             id,
             name,
-            source: DEFAULT_SOURCE.to_owned(),
+            source: Cow::Borrowed(DEFAULT_SOURCE),
             time,
             data,
             key: None,
@@ -133,7 +152,7 @@ impl NewEvent {
 
     /// Sets the source.
     pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.source = source.into();
+        self.source = Cow::Owned(source.into());
         self
     }
 
@@ -174,6 +193,18 @@ mod tests {
         assert!(NewEvent::new("a..b", json!(null)).is_err());
         let e = NewEvent::new("player:move", json!({"to": "street"})).unwrap();
         assert_eq!(e.source, DEFAULT_SOURCE);
+        assert!(
+            matches!(e.source, Cow::Borrowed(_)),
+            "the default is not allocated"
+        );
+        let back: NewEvent = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert!(
+            matches!(back.source, Cow::Borrowed(_)),
+            "decoding interns it"
+        );
+        let other: NewEvent =
+            serde_json::from_value(serde_json::to_value(e.source("s")).unwrap()).unwrap();
+        assert_eq!(other.source, "s");
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub use bus::{
     HandlerResult, Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind,
     WaitError,
 };
-pub use event::{Event, NewEvent, Priority, SharedEvent};
+pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use log::{
     follow, AppendError, Bounds, Committed, CursorError, Delivery, EventLog, LogStream, MemoryLog,
     Page, Position, PruneError, ReadError, Retention,

@@ -103,7 +103,7 @@ impl Plugin for Echo {
         let out = self.0.clone();
         let me = ctx.clone();
         ctx.on("ping", move |e| {
-            out.lock().unwrap().push(e.source.clone());
+            out.lock().unwrap().push(e.source.to_string());
             me.emit("pong", json!(null)).map(|_| ())
         })?;
         Ok(())

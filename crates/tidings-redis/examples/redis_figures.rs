@@ -39,7 +39,7 @@ fn raw_fields(i: u64) -> Vec<(String, String)> {
     vec![
         ("id".into(), e.id.to_string()),
         ("name".into(), e.name),
-        ("source".into(), e.source),
+        ("source".into(), e.source.into_owned()),
         ("time".into(), e.time.timestamp_micros().to_string()),
         (
             "data".into(),

@@ -297,7 +297,9 @@ impl Service {
                 ApiError::bad_request("invalid_name", format!("event {i}: {err}"))
             })?;
             who.check_publish(&ev.name)?;
-            ev.source = e.source.unwrap_or_else(|| "http".to_owned());
+            ev.source = e
+                .source
+                .map_or(std::borrow::Cow::Borrowed("http"), std::borrow::Cow::Owned);
             ev.key = e.key;
             ev.priority = e.priority;
             if let Some(t) = e.time {

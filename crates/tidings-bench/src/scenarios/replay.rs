@@ -151,7 +151,7 @@ fn plain(path: &Path, total: u64, decode: bool) -> Result<f64> {
                 seq: row.get::<_, i64>(0)? as u64,
                 id: Uuid::from_slice(row.get_ref(1)?.as_blob()?)?,
                 name: text(2)?,
-                source: text(3)?,
+                source: tidings_core::intern_source(text(3)?),
                 time: DateTime::from_timestamp_micros(row.get(4)?).context("time")?,
                 key: match row.get_ref(5)? {
                     ValueRef::Null => None,
