@@ -61,6 +61,13 @@ impl<L: EventLog, G: Send + Sync + 'static> EventLog for Guarded<L, G> {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         self.log.append(batch, expected_last)
     }
+    fn append_one(
+        &self,
+        event: NewEvent,
+        expected_last: Option<u64>,
+    ) -> AppendFuture<crate::log::Committed> {
+        self.log.append_one(event, expected_last)
+    }
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
         self.log.read(after, limit)
     }
@@ -152,6 +159,43 @@ where
     }
     let b = log.bounds().await.unwrap();
     assert_eq!((b.first, b.last), (1, 8));
+}
+
+/// `append_one` is a batch of one: the next seq, refusals on a wrong
+/// expectation, duplicates answered with the original, all seen by reads.
+pub async fn append_one_is_a_batch_of_one<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    append_n(&*log, 2).await;
+    let c = log.append_one(ev("one.a", 0), None).await.unwrap();
+    assert_eq!((c.event.seq, c.duplicate), (3, false));
+    let c = log.append_one(ev("one.b", 1), Some(3)).await.unwrap();
+    assert_eq!(c.event.seq, 4);
+    match log.append_one(ev("one.c", 2), Some(3)).await {
+        Err(AppendError::Conflict {
+            expected: 3,
+            actual: 4,
+        }) => {}
+        other => panic!("expected Conflict {{ 3, 4 }}, got {other:?}"),
+    }
+    let keyed = ev("one.k", 3).key("one-key");
+    let first = log.append_one(keyed.clone(), None).await.unwrap();
+    assert_eq!((first.event.seq, first.duplicate), (5, false));
+    let again = log.append_one(keyed, None).await.unwrap();
+    assert!(again.duplicate, "a repeated key is a duplicate");
+    assert_eq!((again.event.seq, again.event.id), (5, first.event.id));
+    let page = log.read(0, 100).await.unwrap();
+    assert_eq!(page.last_seq, 5);
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["conf.item", "conf.item", "one.a", "one.b", "one.k"]
+    );
 }
 
 /// Reads honour `after` and `limit` and report the last seq.
@@ -514,6 +558,7 @@ macro_rules! conformance_checks {
         $callback!(
             [$($arg),*]
             dense_seqs_and_roundtrip,
+            append_one_is_a_batch_of_one,
             reads_page,
             refusals_append_nothing,
             idempotency_keys,

@@ -415,8 +415,7 @@ impl EmitBuilder<'_> {
     }
     /// Commits and dispatches; blocks if the log does I/O.
     pub fn emit(self) -> Result<SharedEvent, EmitError> {
-        let committed = self.bus.commit(vec![self.event?], self.expected_last)?;
-        Ok(first_event(committed))
+        Ok(self.bus.commit_one(self.event?, self.expected_last)?.event)
     }
     /// Commits and dispatches without blocking the async runtime on I/O.
     pub async fn emit_async(self) -> Result<SharedEvent, EmitError> {
@@ -461,8 +460,7 @@ impl Bus {
         name: impl Into<String>,
         data: serde_json::Value,
     ) -> Result<SharedEvent, EmitError> {
-        let committed = self.commit(vec![NewEvent::new(name, data)?], None)?;
-        Ok(first_event(committed))
+        Ok(self.commit_one(NewEvent::new(name, data)?, None)?.event)
     }
 
     /// [`Bus::emit`] for async code.
@@ -543,6 +541,28 @@ impl Bus {
             None => block_on(fut)?,
         };
         if let Some(seq) = self.inner.after_commit(&committed, depth) {
+            self.inner.dispatcher.wait_done(seq);
+        }
+        Ok(committed)
+    }
+
+    /// [`Bus::commit`] for one event, through [`EventLog::append_one`]
+    /// (no batch to allocate).
+    fn commit_one(
+        &self,
+        event: NewEvent,
+        expected_last: Option<u64>,
+    ) -> Result<Committed, EmitError> {
+        let depth = self.emit_depth()?;
+        let mut fut = self.inner.log.append_one(event, expected_last);
+        let committed = match fut.try_take() {
+            Some(r) => r?,
+            None => block_on(fut)?,
+        };
+        if let Some(seq) = self
+            .inner
+            .after_commit(std::slice::from_ref(&committed), depth)
+        {
             self.inner.dispatcher.wait_done(seq);
         }
         Ok(committed)

@@ -141,6 +141,22 @@ impl MemoryLog {
         if batch.is_empty() {
             return Err(AppendError::EmptyBatch);
         }
+        let mut out = Vec::with_capacity(batch.len());
+        let keyed = batch.iter().any(|e| e.key.is_some());
+        self.append_each(batch, keyed, expected_last, |c| out.push(c))?;
+        Ok(out)
+    }
+
+    /// Appends the events in order under one lock, handing each result to
+    /// `out`; nothing is appended if the expectation fails. `keyed`: some
+    /// event of the batch has an idempotency key.
+    fn append_each(
+        &self,
+        batch: impl IntoIterator<Item = NewEvent>,
+        keyed: bool,
+        expected_last: Option<u64>,
+        mut out: impl FnMut(Committed),
+    ) -> Result<(), AppendError> {
         let sh = &*self.shared;
         let mut st = sh.state.lock();
         if let Some(expected) = expected_last {
@@ -151,17 +167,16 @@ impl MemoryLog {
                 });
             }
         }
-        let has_keys = !st.keys.is_empty() || batch.iter().any(|e| e.key.is_some());
+        let has_keys = keyed || !st.keys.is_empty();
         let now = if has_keys { Some(Instant::now()) } else { None };
         if let Some(now) = now {
             st.expire_keys(sh.window, now);
         }
-        let mut out = Vec::with_capacity(batch.len());
         let before = st.last;
         for ev in batch {
             if let Some(k) = &ev.key {
                 if let Some((orig, _)) = st.keys.get(k) {
-                    out.push(Committed {
+                    out(Committed {
                         event: orig.clone(),
                         duplicate: true,
                     });
@@ -175,7 +190,7 @@ impl MemoryLog {
                 st.key_order.push_back((now, k.clone()));
             }
             st.events.push_back(committed.clone());
-            out.push(Committed {
+            out(Committed {
                 event: committed,
                 duplicate: false,
             });
@@ -185,8 +200,7 @@ impl MemoryLog {
         if st.last != before && sh.tx.receiver_count() > 0 {
             sh.tx.send_replace(st.last);
         }
-        drop(st);
-        Ok(out)
+        Ok(())
     }
 
     fn read_now(&self, after: u64, limit: usize) -> Page {
@@ -219,6 +233,13 @@ fn ready<T: Send + 'static>(v: T) -> BoxFuture<T> {
 impl EventLog for MemoryLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         AppendFuture::ready(self.append_now(batch, expected_last))
+    }
+
+    fn append_one(&self, event: NewEvent, expected_last: Option<u64>) -> AppendFuture<Committed> {
+        let mut one = None;
+        let keyed = event.key.is_some();
+        let r = self.append_each([event], keyed, expected_last, |c| one = Some(c));
+        AppendFuture::ready(r.map(|()| one.expect("one event in, one result out")))
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {

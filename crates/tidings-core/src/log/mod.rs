@@ -191,32 +191,44 @@ pub fn validate_consumer_name(name: &str) -> Result<(), CursorError> {
     Ok(())
 }
 
-/// The result of [`EventLog::append`]: ready at once for in-memory logs (no
-/// allocation, no waiting), a boxed future for logs that do I/O.
-pub enum AppendFuture {
+/// The result of [`EventLog::append`] (`T` = one [`Committed`] per input)
+/// and [`EventLog::append_one`] (`T` = [`Committed`]): ready at once for
+/// in-memory logs (no allocation, no waiting), a boxed future for logs
+/// that do I/O.
+pub enum AppendFuture<T = Vec<Committed>> {
     /// Already done. `None` once polled to completion.
-    Ready(Option<Result<Vec<Committed>, AppendError>>),
+    Ready(Option<Result<T, AppendError>>),
     /// In flight.
-    Pending(BoxFuture<Result<Vec<Committed>, AppendError>>),
+    Pending(BoxFuture<Result<T, AppendError>>),
 }
 
-impl AppendFuture {
+impl<T: Send + 'static> AppendFuture<T> {
     /// A future that is already complete.
-    pub fn ready(result: Result<Vec<Committed>, AppendError>) -> Self {
+    pub fn ready(result: Result<T, AppendError>) -> Self {
         AppendFuture::Ready(Some(result))
     }
 
     /// Takes the result if it is available without waiting.
-    pub fn try_take(&mut self) -> Option<Result<Vec<Committed>, AppendError>> {
+    pub fn try_take(&mut self) -> Option<Result<T, AppendError>> {
         match self {
             AppendFuture::Ready(r) => r.take(),
             AppendFuture::Pending(_) => None,
         }
     }
+
+    /// The same append, its result passed through `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> AppendFuture<U> {
+        match self {
+            AppendFuture::Ready(r) => AppendFuture::Ready(r.map(|r| r.map(f))),
+            AppendFuture::Pending(fut) => {
+                AppendFuture::Pending(Box::pin(async move { fut.await.map(f) }))
+            }
+        }
+    }
 }
 
-impl Future for AppendFuture {
-    type Output = Result<Vec<Committed>, AppendError>;
+impl<T: Unpin> Future for AppendFuture<T> {
+    type Output = Result<T, AppendError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             AppendFuture::Ready(r) => {
@@ -233,6 +245,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// log's last sequence equals it. Returns one [`Committed`] per input
     /// event, in input order.
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture;
+
+    /// Appends one event: exactly [`EventLog::append`] with a batch of one.
+    /// Logs that can skip the batch's allocations override it (the bus's
+    /// `emit` goes through here).
+    fn append_one(&self, event: NewEvent, expected_last: Option<u64>) -> AppendFuture<Committed> {
+        self.append(vec![event], expected_last).map(|committed| {
+            committed
+                .into_iter()
+                .next()
+                .expect("a one-event append returns one result")
+        })
+    }
 
     /// Events with `seq > after`, oldest first, at most `limit` of them.
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>>;
@@ -278,6 +302,9 @@ pub async fn resolve_position(log: &dyn EventLog, from: Position) -> Result<u64,
 impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         (**self).append(batch, expected_last)
+    }
+    fn append_one(&self, event: NewEvent, expected_last: Option<u64>) -> AppendFuture<Committed> {
+        (**self).append_one(event, expected_last)
     }
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
         (**self).read(after, limit)
