@@ -12,6 +12,10 @@
 //! Each check is also a public function, so a backend can run them its own
 //! way. Every check starts from an empty log and asserts the contract
 //! written at the top of [`crate::log`].
+//!
+//! Durable backends also run [`survives_reopen`], whose factory opens the
+//! *same* storage every time it is called (not part of the macro: the
+//! memory log has nothing to reopen).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -547,6 +551,81 @@ where
     assert_eq!(p.events.len() as u64, n);
     let ids: HashSet<_> = p.events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len() as u64, n);
+}
+
+/// What a durable log promises across a close and reopen: every event with
+/// its seq and id, the last seq, durable cursors, idempotency keys within
+/// their window, and the next append continuing at `last + 1` (no seq
+/// reused). `open` must open the same, initially empty, storage on every
+/// call; the check drops each log before opening the next.
+pub async fn survives_reopen<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = open().await;
+    append_n(&*log, 3).await;
+    let batch = vec![
+        ev("reopen.batch", 0).source("conf"),
+        ev("reopen.batch", 1).key("reopen-key"),
+    ];
+    let batch_ids: Vec<_> = batch.iter().map(|e| e.id).collect();
+    let c = log.append(batch, None).await.expect("append a batch");
+    assert_eq!(
+        c.iter().map(|c| c.event.seq).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    log.commit_cursor("reopen-consumer", 4)
+        .await
+        .expect("commit a cursor");
+    let before = log.read(0, 100).await.expect("read before closing");
+    drop(log);
+
+    let log = open().await;
+    let b = log.bounds().await.expect("bounds after reopening");
+    assert_eq!((b.first, b.last), (1, 5), "every event is still there");
+    assert_eq!(*log.watch().borrow(), 5, "watch starts at the last seq");
+    let after = log.read(0, 100).await.expect("read after reopening");
+    assert_eq!(after.last_seq, 5);
+    let view = |p: &Page| {
+        p.events
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.id,
+                    e.name.clone(),
+                    e.source.to_string(),
+                    e.data.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(view(&after), view(&before), "the same events, unchanged");
+    assert_eq!(
+        after.events[3..].iter().map(|e| e.id).collect::<Vec<_>>(),
+        batch_ids
+    );
+    assert_eq!(
+        log.cursor("reopen-consumer").await.expect("cursor"),
+        Some(4),
+        "a committed cursor survives"
+    );
+    let again = log
+        .append(vec![ev("reopen.batch", 9).key("reopen-key")], None)
+        .await
+        .expect("append a repeated key");
+    assert!(again[0].duplicate, "the idempotency key survives");
+    assert_eq!((again[0].event.seq, again[0].event.id), (5, batch_ids[1]));
+    let next = log
+        .append(vec![ev("reopen.next", 0)], None)
+        .await
+        .expect("append after reopening");
+    assert_eq!(next[0].event.seq, 6, "no seq is reused");
+    drop(log);
+
+    let log = open().await;
+    assert_eq!(log.bounds().await.expect("bounds").last, 6);
 }
 
 /// Calls `$callback!([args] check, check, ...)` with the given arguments

@@ -53,3 +53,26 @@ macro_rules! nats_conformance {
 }
 
 tidings_core::conformance_checks!(nats_conformance);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_reopen() {
+    let Some(server) = common::nats_url() else {
+        return;
+    };
+    let stream = common::unique_stream("reopen");
+    let outcome = std::panic::AssertUnwindSafe(tidings_core::conformance::survives_reopen(|| {
+        let (server, stream) = (server.clone(), stream.clone());
+        async move {
+            let log = NatsLog::open(&server, &stream, NatsOptions::default())
+                .await
+                .expect("open the same stream");
+            Arc::new(log) as Arc<dyn EventLog>
+        }
+    }))
+    .catch_unwind()
+    .await;
+    common::delete_stream(&server, &stream).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tidings_core::conformance::LogSpec;
 use tidings_core::EventLog;
-use tidings_redis::RedisOptions;
+use tidings_redis::{RedisLog, RedisOptions};
 
 async fn make(spec: LogSpec) -> Arc<dyn EventLog> {
     let url = common::redis_url().expect("checked by the test");
@@ -21,3 +21,22 @@ async fn make(spec: LogSpec) -> Arc<dyn EventLog> {
 }
 
 tidings_core::conformance_tests!(make, skip_unless_env = "TIDINGS_TEST_REDIS");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_reopen() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("reopen");
+    let _cleanup = common::delete_on_drop(&url, &key);
+    tidings_core::conformance::survives_reopen(|| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            let log = RedisLog::open(&url, &key, RedisOptions::default())
+                .await
+                .expect("open the same key");
+            Arc::new(log) as Arc<dyn EventLog>
+        }
+    })
+    .await;
+}

@@ -21,3 +21,17 @@ async fn make(spec: LogSpec) -> Arc<dyn EventLog> {
 }
 
 tidings_core::conformance_tests!(make);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("reopen.db");
+    tidings_core::conformance::survives_reopen(|| {
+        let path = path.clone();
+        async move {
+            let log = SqliteLog::open(path, SqliteOptions::default()).expect("open the same file");
+            Arc::new(log) as Arc<dyn EventLog>
+        }
+    })
+    .await;
+}

@@ -64,6 +64,14 @@ impl Drop for DeleteKeys {
     }
 }
 
+/// A guard deleting the keys of log `key` when dropped.
+pub fn delete_on_drop(url: &str, key: &str) -> DeleteKeys {
+    DeleteKeys {
+        url: url.to_owned(),
+        stream: KeyLayout::new(key).stream,
+    }
+}
+
 /// A log whose keys are deleted when it is dropped.
 pub type TestLog = Guarded<RedisLog, DeleteKeys>;
 
