@@ -361,8 +361,7 @@ impl SqliteLog {
     /// stop, then the writer commits everything already queued (and in
     /// `Batch` mode fsyncs it) and closes last (SQLite then checkpoints the
     /// WAL into the main file and removes it). Blocks until done. Later calls on any clone fail with
-    /// `Closed` (`Unavailable` for cursor and prune calls, whose core error
-    /// types have no `Closed`). Idempotent. Dropping the last clone closes
+    /// `Closed`. Idempotent. Dropping the last clone closes
     /// too, blocking the dropping thread the same way (normally for at most
     /// one group commit).
     pub fn close(&self) -> Result<(), CloseError> {
@@ -434,10 +433,6 @@ impl Drop for Inner {
     }
 }
 
-fn closed_msg() -> String {
-    "the event log is closed".to_owned()
-}
-
 /// The answer to a job sent to the writer or a reader. A job that could not
 /// be sent is dropped with its reply sender, and a thread that stops drops
 /// the senders it holds, so both end as `closed()`.
@@ -453,7 +448,7 @@ fn read_closed() -> ReadError {
 }
 
 fn cursor_closed() -> CursorError {
-    CursorError::Unavailable(closed_msg())
+    CursorError::Closed
 }
 
 impl EventLog for SqliteLog {
@@ -541,7 +536,7 @@ impl EventLog for SqliteLog {
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Prune { reply: tx });
-        reply(rx, || PruneError::Unavailable(closed_msg()))
+        reply(rx, || PruneError::Closed)
     }
 }
 

@@ -401,11 +401,12 @@ async fn close_flushes_then_refuses() {
     ));
     assert!(matches!(log.read(0, 1).await, Err(ReadError::Closed)));
     assert!(matches!(log.bounds().await, Err(ReadError::Closed)));
+    assert!(matches!(log.cursor("x").await, Err(CursorError::Closed)));
     assert!(matches!(
-        log.cursor("x").await,
-        Err(CursorError::Unavailable(_))
+        log.commit_cursor("x", 1).await,
+        Err(CursorError::Closed)
     ));
-    assert!(log.prune().await.is_err());
+    assert!(matches!(log.prune().await, Err(PruneError::Closed)));
     assert!(matches!(log.sync().await, Err(SyncError::Closed)));
     assert!(rx.wait_for(|v| *v > 10).await.is_err(), "the watch closes");
     log.close().unwrap(); // idempotent

@@ -161,6 +161,9 @@ pub enum CursorError {
     /// A cursor may not point past the log's last sequence.
     #[error("cannot commit cursor {name:?} at seq {seq}: the log's last seq is {last}")]
     BeyondEnd { name: String, seq: u64, last: u64 },
+    /// The log was closed.
+    #[error("the event log is closed")]
+    Closed,
     /// The backing storage failed.
     #[error("event log storage failed: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -172,6 +175,9 @@ pub enum CursorError {
 /// Why pruning failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
+    /// The log was closed.
+    #[error("the event log is closed")]
+    Closed,
     /// The backing storage failed.
     #[error("event log storage failed: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
