@@ -7,10 +7,18 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use crate::name::{tokens, Pattern, PatternToken};
 
+/// Tokens a name may have before matching spills them to the heap: every
+/// valid name fits (`matches` also takes unvalidated names).
+const STACK_TOKENS: usize = crate::name::MAX_TOKENS;
+
 struct Node<T> {
-    literals: HashMap<Box<str>, Node<T>>,
+    /// Hashed with foldhash (seeded per process): tokens are short, and
+    /// SipHash was a visible share of every match.
+    literals: HashMap<Box<str>, Node<T>, RandomState>,
     one: Option<Box<Node<T>>>,
     /// Values whose pattern ends with `>` right after this node.
     rest: Vec<T>,
@@ -21,7 +29,7 @@ struct Node<T> {
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
-            literals: HashMap::new(),
+            literals: HashMap::default(),
             one: None,
             rest: Vec::new(),
             here: Vec::new(),
@@ -136,8 +144,23 @@ impl<T: PartialEq + Clone> Trie<T> {
 
     /// Appends to `out` every value whose pattern matches `name`.
     pub fn matches(&self, name: &str, out: &mut Vec<T>) {
-        let toks: Vec<&str> = tokens(name).collect();
-        Self::collect(&self.root, &toks, out);
+        let mut stack = [""; STACK_TOKENS];
+        let mut n = 0;
+        let mut rest = tokens(name);
+        for t in rest.by_ref() {
+            stack[n] = t;
+            n += 1;
+            if n == STACK_TOKENS {
+                break;
+            }
+        }
+        if n < STACK_TOKENS {
+            Self::collect(&self.root, &stack[..n], out);
+        } else {
+            let mut toks = stack.to_vec();
+            toks.extend(rest);
+            Self::collect(&self.root, &toks, out);
+        }
     }
 
     fn collect(node: &Node<T>, toks: &[&str], out: &mut Vec<T>) {
@@ -168,6 +191,25 @@ mod tests {
         t.matches(name, &mut v);
         v.sort();
         v
+    }
+
+    #[test]
+    fn names_longer_than_the_stack_buffer() {
+        let name = |len: usize| {
+            (0..len)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let mut t = Trie::new();
+        t.insert(&p("t0.>"), 1);
+        t.insert(&p(&name(STACK_TOKENS)), 2);
+        t.insert(&p(&name(STACK_TOKENS).replacen("t1.", "*.", 1)), 3);
+        t.insert(&p(&name(STACK_TOKENS - 1)), 4);
+        assert_eq!(matching(&t, &name(STACK_TOKENS)), vec![1, 2, 3]);
+        assert_eq!(matching(&t, &name(STACK_TOKENS - 1)), vec![1, 4]);
+        // Longer than any valid name: spills to the heap, still matches.
+        assert_eq!(matching(&t, &name(STACK_TOKENS + 9)), vec![1]);
     }
 
     #[test]

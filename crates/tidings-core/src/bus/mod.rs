@@ -31,6 +31,7 @@
 //! (that emit waits for the handler's dispatch to finish). In async code use
 //! the `_async` emits: sync `emit` blocks its thread until its handlers ran.
 
+mod cache;
 mod dispatcher;
 mod handler;
 mod registry;

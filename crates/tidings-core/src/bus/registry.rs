@@ -1,9 +1,10 @@
 //! Who listens to what: subscriptions, the pattern trie and the match cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::cache::MatchCache;
 use super::stream::Sink;
 use crate::event::{Priority, SharedEvent};
 use crate::name::Pattern;
@@ -84,16 +85,29 @@ impl From<&Sub> for SubscriptionInfo {
 /// Matched subscriptions of one name, dispatch-ordered.
 pub(crate) type Matches = Arc<[Arc<Sub>]>;
 
+/// A subscription in the trie, equal to another by id (what removal
+/// compares), so a match yields the subscriptions themselves.
+#[derive(Clone)]
+struct ById(Arc<Sub>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
 pub(crate) struct Registry {
-    trie: Trie<u64>,
+    trie: Trie<ById>,
     /// Invariant: exactly the subscriptions stored in `trie`, by id.
     subs: BTreeMap<u64, Arc<Sub>>,
+    /// What a name no subscription matches gets, without allocating.
+    no_match: Matches,
     next_id: u64,
     /// Name -> matches. Invariant: every entry equals what the trie gives
     /// now; cleared on every subscribe and unsubscribe. At most `cache_cap`
-    /// entries.
-    cache: HashMap<Box<str>, Matches>,
-    cache_cap: usize,
+    /// entries. Names nobody matches are not cached: the trie rejects them
+    /// within a token or two, and they would crowd out names that match.
+    cache: MatchCache,
     /// The highest seq whose matches were looked up. Lookups happen in seq
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
@@ -105,9 +119,9 @@ impl Registry {
         Registry {
             trie: Trie::new(),
             subs: BTreeMap::new(),
+            no_match: Arc::new([]),
             next_id: 1,
-            cache: HashMap::new(),
-            cache_cap,
+            cache: MatchCache::new(cache_cap),
             looked_up,
         }
     }
@@ -132,7 +146,7 @@ impl Registry {
             active: AtomicBool::new(true),
             fired: AtomicBool::new(false),
         });
-        self.trie.insert(&sub.pattern, id);
+        self.trie.insert(&sub.pattern, ById(sub.clone()));
         self.subs.insert(id, sub.clone());
         self.cache.clear();
         (sub, self.looked_up)
@@ -152,7 +166,7 @@ impl Registry {
     pub fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
         let sub = self.subs.remove(&id)?;
         sub.active.store(false, Ordering::Release);
-        self.trie.remove(&sub.pattern, &id);
+        self.trie.remove(&sub.pattern, &ById(sub.clone()));
         self.cache.clear();
         Some(sub)
     }
@@ -163,21 +177,15 @@ impl Registry {
         if let Some(m) = self.cache.get(event.name.as_str()) {
             return m.clone();
         }
-        let mut ids = Vec::new();
-        self.trie.matches(&event.name, &mut ids);
-        let mut subs: Vec<Arc<Sub>> = ids
-            .iter()
-            .filter_map(|id| self.subs.get(id).cloned())
-            .collect();
+        let mut found = Vec::new();
+        self.trie.matches(&event.name, &mut found);
+        if found.is_empty() {
+            return self.no_match.clone();
+        }
+        let mut subs: Vec<Arc<Sub>> = found.into_iter().map(|s| s.0).collect();
         subs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         let m: Matches = subs.into();
-        if self.cache.len() >= self.cache_cap {
-            // Evict an arbitrary entry: bounded memory, O(1).
-            if let Some(k) = self.cache.keys().next().cloned() {
-                self.cache.remove(&k);
-            }
-        }
-        self.cache.insert(event.name.as_str().into(), m.clone());
+        self.cache.insert(&event.name, m.clone());
         m
     }
 
@@ -188,9 +196,9 @@ impl Registry {
 
     /// Subscriptions an event named `name` would reach.
     pub fn count_matching(&self, name: &str) -> usize {
-        let mut ids = Vec::new();
-        self.trie.matches(name, &mut ids);
-        ids.len()
+        let mut found = Vec::new();
+        self.trie.matches(name, &mut found);
+        found.len()
     }
 
     /// Subscriptions registered with exactly this pattern.

@@ -4,6 +4,19 @@ use super::*;
 use serde_json::json;
 
 #[test]
+fn names_nobody_matches_are_not_cached() {
+    let bus = Bus::builder().cache_capacity(8).build().unwrap();
+    let _a = bus.on("a.*", |_| ()).unwrap();
+    for i in 0..20 {
+        bus.emit(format!("b.{i}"), json!(null)).unwrap();
+    }
+    assert_eq!(bus.inner.registry.lock().cache_len(), 0);
+    bus.emit("a.x", json!(null)).unwrap();
+    assert_eq!(bus.inner.registry.lock().cache_len(), 1);
+    assert_eq!(bus.stats().dispatched, 1);
+}
+
+#[test]
 fn cache_is_filled_bounded_and_invalidated() {
     let bus = Bus::builder().cache_capacity(2).build().unwrap();
     let _a = bus.on("a.*", |_| ()).unwrap();
