@@ -535,16 +535,7 @@ impl Bus {
         batch: Vec<NewEvent>,
         expected_last: Option<u64>,
     ) -> Result<Vec<Committed>, EmitError> {
-        let depth = self.emit_depth()?;
-        let mut fut = self.inner.log.append(batch, expected_last);
-        let committed = match fut.try_take() {
-            Some(r) => r?,
-            None => block_on(fut)?,
-        };
-        if let Some(seq) = self.inner.after_commit(&committed, depth) {
-            self.inner.dispatcher.wait_done(seq);
-        }
-        Ok(committed)
+        self.commit_with(|log| log.append(batch, expected_last), Vec::as_slice)
     }
 
     /// [`Bus::commit`] for one event, through [`EventLog::append_one`]
@@ -554,19 +545,30 @@ impl Bus {
         event: NewEvent,
         expected_last: Option<u64>,
     ) -> Result<Committed, EmitError> {
+        self.commit_with(
+            |log| log.append_one(event, expected_last),
+            std::slice::from_ref,
+        )
+    }
+
+    /// Checks the depth, appends (blocking if the log does I/O), then
+    /// dispatches the committed events (`committed` views the result as
+    /// them) and waits until their handlers ran.
+    fn commit_with<T: Send + Unpin + 'static>(
+        &self,
+        append: impl FnOnce(&dyn EventLog) -> AppendFuture<T>,
+        committed: impl Fn(&T) -> &[Committed],
+    ) -> Result<T, EmitError> {
         let depth = self.emit_depth()?;
-        let mut fut = self.inner.log.append_one(event, expected_last);
-        let committed = match fut.try_take() {
+        let mut fut = append(&*self.inner.log);
+        let result = match fut.try_take() {
             Some(r) => r?,
             None => block_on(fut)?,
         };
-        if let Some(seq) = self
-            .inner
-            .after_commit(std::slice::from_ref(&committed), depth)
-        {
+        if let Some(seq) = self.inner.after_commit(committed(&result), depth) {
             self.inner.dispatcher.wait_done(seq);
         }
-        Ok(committed)
+        Ok(result)
     }
 
     async fn commit_async(
