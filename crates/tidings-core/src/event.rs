@@ -68,6 +68,26 @@ pub struct Event {
 }
 
 impl Event {
+    /// About how many bytes the event takes as JSON: its strings and the
+    /// payload's, without serializing it. Used for byte budgets on reads.
+    pub fn approx_bytes(&self) -> usize {
+        fn value(v: &serde_json::Value) -> usize {
+            use serde_json::Value::*;
+            match v {
+                Null | Bool(_) => 5,
+                Number(_) => 12,
+                String(s) => s.len() + 2,
+                Array(a) => a.iter().map(|x| value(x) + 1).sum::<usize>() + 2,
+                Object(o) => o.iter().map(|(k, x)| k.len() + 4 + value(x)).sum::<usize>() + 2,
+            }
+        }
+        // seq, id, time and the field names: about 120 bytes.
+        120 + self.name.len()
+            + self.source.len()
+            + self.key.as_ref().map_or(0, |k| k.len() + 8)
+            + value(&self.data)
+    }
+
     /// Deserializes the payload into `T`.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         T::deserialize(&self.data)

@@ -101,6 +101,9 @@ impl From<EmitError> for ApiError {
                 "unavailable",
                 e.to_string(),
             ),
+            EmitError::Append(AppendError::NoSpace(_)) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", e.to_string())
+            }
             EmitError::Append(AppendError::Storage(_))
             | EmitError::DepthExceeded { .. }
             | EmitError::Serialize(_) => {

@@ -17,6 +17,9 @@ use crate::event::SharedEvent;
 
 /// Events fetched per read.
 pub const PAGE_SIZE: usize = 512;
+/// Bytes fetched per read, about: a page of large events stops early, so a
+/// catch-up never holds `PAGE_SIZE` megabyte payloads at once.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Reads a log forward from a position, page by page.
 pub struct Reader {
@@ -78,7 +81,7 @@ impl Reader {
                 return Poll::Ready(Ok(Some(Delivery::Event(ev))));
             }
             if self.pending.is_none() {
-                self.pending = Some(self.log.read(self.last, PAGE_SIZE));
+                self.pending = Some(self.log.read_within(self.last, PAGE_SIZE, PAGE_BYTES));
             }
             let fut = self.pending.as_mut().expect("just set");
             let page = ready!(fut.as_mut().poll(cx));

@@ -100,6 +100,23 @@ pub struct Page {
     pub last_seq: u64,
 }
 
+impl Page {
+    /// Drops events from the end once the page holds about `max_bytes`
+    /// (by [`crate::Event::approx_bytes`]), keeping at least the first.
+    pub fn truncate_to_bytes(&mut self, max_bytes: usize) {
+        let mut total = 0usize;
+        let keep = self
+            .events
+            .iter()
+            .position(|e| {
+                total = total.saturating_add(e.approx_bytes());
+                total > max_bytes
+            })
+            .map_or(self.events.len(), |i| i.max(1));
+        self.events.truncate(keep);
+    }
+}
+
 /// First and last sequence still held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -133,9 +150,28 @@ pub enum AppendError {
     /// The backing engine cannot be reached right now; retry later.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// The storage is out of space (disk full, quota). Nothing was
+    /// appended; appends succeed again once space is freed.
+    #[error("the event log's storage is full: {0}")]
+    NoSpace(String),
     /// The backing storage failed.
     #[error("event log storage failed: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Whether a log can take appends right now ([`EventLog::health`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogHealth {
+    /// Appends are expected to succeed.
+    Ok,
+    /// Appends are failing; `reason` says why. The log keeps trying to
+    /// recover by itself (for example once disk space is freed).
+    Degraded {
+        /// Why, for an operator.
+        reason: String,
+        /// The cause is a full disk (or quota), not another I/O fault.
+        no_space: bool,
+    },
 }
 
 /// Why a read failed.
@@ -267,6 +303,33 @@ pub trait EventLog: Send + Sync + 'static {
     /// Events with `seq > after`, oldest first, at most `limit` of them.
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>>;
 
+    /// Like [`EventLog::read`], but the page also stops once its events
+    /// reach about `max_bytes` (by [`Event::approx_bytes`]); it always holds
+    /// at least one event when any follows `after`. Backends that can stop
+    /// the read itself at the budget override this; the default reads
+    /// `limit` events and cuts the page.
+    ///
+    /// [`Event::approx_bytes`]: crate::Event::approx_bytes
+    fn read_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Result<Page, ReadError>> {
+        let read = self.read(after, limit);
+        Box::pin(async move {
+            let mut page = read.await?;
+            page.truncate_to_bytes(max_bytes);
+            Ok(page)
+        })
+    }
+
+    /// Whether appends can succeed right now. The default is always
+    /// [`LogHealth::Ok`]; durable backends report a failing disk here.
+    fn health(&self) -> LogHealth {
+        LogHealth::Ok
+    }
+
     /// The first and last sequence held.
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>>;
 
@@ -314,6 +377,17 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     }
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
         (**self).read(after, limit)
+    }
+    fn read_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Result<Page, ReadError>> {
+        (**self).read_within(after, limit, max_bytes)
+    }
+    fn health(&self) -> LogHealth {
+        (**self).health()
     }
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
         (**self).bounds()
