@@ -20,6 +20,7 @@ async fn auth_server() -> TestServer {
     memory_server(|c| {
         c.auth.tokens = vec![TokenConfig {
             token: "orders-token".into(),
+            name: None,
             publish: vec!["orders.>".into()],
             subscribe: vec!["orders.*".into()],
         }];
@@ -113,7 +114,7 @@ async fn static_token_is_held_to_its_patterns() {
 async fn jwts_carry_their_patterns_and_forgeries_fail() {
     let s = auth_server().await;
     let good = jwt(
-        json!({"sub": "ann", "publish": ["chat.>"], "subscribe": [">"]}),
+        json!({"sub": "ann", "exp": chrono::Utc::now().timestamp() + 3600, "publish": ["chat.>"], "subscribe": [">"]}),
         b"s3cret",
     );
     let r = s
