@@ -159,7 +159,7 @@ pub async fn guard_host(
             .or_else(|| request.uri().host().map(str::to_owned));
         let ok = host.as_deref().is_some_and(|h| {
             let name = host_name(h);
-            allowed.iter().any(|a| *a == name)
+            allowed.contains(&name)
         });
         if !ok {
             return crate::http::error_response(ServiceError::new(
