@@ -136,14 +136,22 @@ pub enum StorageError {
     /// Encoding an event for storage failed.
     #[error("cannot encode event {id}: {detail}")]
     Encode { id: uuid::Uuid, detail: String },
-    /// Syncing the WAL file to disk failed.
+    /// Syncing the WAL file (or its directory) to disk failed.
     #[error("syncing {path} to disk failed: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The writer thread panicked (a bug) while it held this request. The
+    /// writer was restarted; the request may or may not have been
+    /// committed (read the log, or retry with an idempotency key).
+    #[error("the event log's writer thread panicked ({detail}); it was restarted")]
+    WriterPanicked { detail: String },
 }
+
+/// `ENOSPC` and `EDQUOT` on Linux (the only errnos that mean "no space").
+const NO_SPACE_ERRNOS: [i32; 2] = [28, 122];
 
 impl StorageError {
     /// Wraps a SQLite error met while doing `op`.
@@ -170,11 +178,63 @@ impl StorageError {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
         )
     }
+
+    /// True when the storage is out of space: SQLite's `SQLITE_FULL` (which
+    /// its unix VFS answers for a write that met `ENOSPC`), or an I/O error
+    /// whose errno is `ENOSPC` or `EDQUOT`.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(ErrorCode::DiskFull)
+            }
+            StorageError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source
+                        .raw_os_error()
+                        .is_some_and(|e| NO_SPACE_ERRNOS.contains(&e))
+            }
+            _ => false,
+        }
+    }
+
+    /// True for faults of the storage itself (full disk, I/O error, a file
+    /// that became read-only, unreadable or damaged, a lock held by another
+    /// process, a dead writer thread), as opposed to one request's own
+    /// problem (a constraint or trigger refusing one event, an event that
+    /// cannot be encoded). A fault fails every write until it goes away, so
+    /// it makes [`SqliteLog::health`](crate::SqliteLog) `Degraded`.
+    pub fn is_fault(&self) -> bool {
+        match self {
+            StorageError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::DiskFull
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::DatabaseCorrupt
+                        | ErrorCode::NotADatabase
+                        | ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::PermissionDenied
+                        | ErrorCode::OutOfMemory
+                        | ErrorCode::FileLockingProtocolFailed
+                )
+            ),
+            StorageError::Io { .. } | StorageError::WriterPanicked { .. } => true,
+            StorageError::Decode { .. } | StorageError::Encode { .. } => false,
+        }
+    }
 }
 
 impl From<StorageError> for AppendError {
+    /// `NoSpace` for a full disk, `Unavailable` for a lock held elsewhere or
+    /// a writer thread that was restarted after a panic, `Storage` for the
+    /// rest; each message names the cause.
     fn from(e: StorageError) -> Self {
-        if e.is_busy() {
+        if e.is_no_space() {
+            AppendError::NoSpace(e.to_string())
+        } else if e.is_busy() || matches!(e, StorageError::WriterPanicked { .. }) {
             AppendError::Unavailable(e.to_string())
         } else {
             AppendError::Storage(Box::new(e))

@@ -123,6 +123,7 @@
 
 mod codec;
 mod error;
+mod health;
 mod options;
 mod reader;
 pub mod schema;
@@ -140,7 +141,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use tidings_core::log::{
     validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, EventLog,
-    Page, PruneError, ReadError,
+    LogHealth, Page, PruneError, ReadError,
 };
 use tidings_core::NewEvent;
 use tokio::sync::{oneshot, watch};
@@ -150,6 +151,7 @@ pub use options::{Durability, OpenCheck, SqliteOptions};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use codec::Encoded;
+use health::Health;
 use reader::ReadJob;
 use writer::{Command, Stats, Writer, WriterConfig};
 
@@ -181,6 +183,12 @@ pub struct SqliteStats {
     pub keys_expired: u64,
     /// Write transactions that failed and were rolled back.
     pub failed_transactions: u64,
+    /// Times the writer thread panicked and was restarted (a bug: each is
+    /// also logged with `tracing::error`).
+    pub writer_panics: u64,
+    /// Probe writes the idle writer ran while writes were failing (see
+    /// [`SqliteOptions::probe_interval`]).
+    pub probes: u64,
     /// Reads answered with a page the readers had read ahead.
     pub read_ahead_served: u64,
 }
@@ -212,6 +220,8 @@ struct Inner {
     /// sender, so receivers see the channel close when the log closes).
     watch_rx: watch::Receiver<u64>,
     stats: Arc<Stats>,
+    /// Shared with the writer (see `health.rs`).
+    health: Arc<Health>,
 }
 
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError> {
@@ -258,8 +268,14 @@ impl SqliteLog {
             "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(sqlite)?;
+        // What the connection really does, not what was asked: the writer
+        // counts an fsync per writing COMMIT only if SQLite will do one.
+        let sync_level: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(sqlite)?;
 
         let stats = Arc::new(Stats::default());
+        let health = Arc::new(Health::default());
         let (watch_tx, watch_rx) = watch::channel(last);
         let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let read_ahead = Arc::new(reader::ReadAhead::default());
@@ -290,8 +306,18 @@ impl SqliteLog {
             max_group_events: options.max_group_events,
             group_wait: options.group_wait,
             wal_path: sqlite_path_suffix(&path, "-wal"),
+            commit_fsyncs: sync_level >= 2,
+            probe_interval: options.probe_interval,
         };
-        let writer = Writer::new(conn, writer_rx, watch_tx, stats.clone(), cfg, last);
+        let writer = Writer::new(
+            conn,
+            writer_rx,
+            watch_tx,
+            stats.clone(),
+            cfg,
+            last,
+            health.clone(),
+        );
         let writer_thread = std::thread::Builder::new()
             .name("tidings-sqlw".into())
             .spawn(move || writer.run())
@@ -309,6 +335,7 @@ impl SqliteLog {
                 read_ahead,
                 watch_rx,
                 stats,
+                health,
             }),
         })
     }
@@ -344,6 +371,8 @@ impl SqliteLog {
             events_pruned: get(&s.events_pruned),
             keys_expired: get(&s.keys_expired),
             failed_transactions: get(&s.failed_transactions),
+            writer_panics: get(&s.writer_panics),
+            probes: get(&s.probes),
             read_ahead_served: get(&self.inner.read_ahead.served),
         }
     }
@@ -354,7 +383,12 @@ impl SqliteLog {
     pub fn sync(&self) -> impl Future<Output = Result<(), SyncError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Sync { reply: tx });
-        reply(rx, || SyncError::Closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(SyncError::Closed, SyncError::Storage)
+        })
     }
 
     /// Closes the log: the readers answer the reads already queued and
@@ -383,6 +417,22 @@ impl SqliteLog {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Query(sql, tx));
         rx.await.expect("writer answered").expect("query ran")
+    }
+
+    /// Tests: runs `sql` on the writer's connection, between groups.
+    #[cfg(test)]
+    async fn writer_exec(&self, sql: &'static str) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::Exec(sql, tx));
+        rx.await.expect("writer answered").expect("statements ran")
+    }
+
+    /// Tests: (the writer has commits not yet fsynced, it has a timer set).
+    #[cfg(test)]
+    async fn writer_inspect(&self) -> (bool, bool) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::Inspect(tx));
+        rx.await.expect("writer answered")
     }
 }
 
@@ -434,11 +484,12 @@ impl Drop for Inner {
 }
 
 /// The answer to a job sent to the writer or a reader. A job that could not
-/// be sent is dropped with its reply sender, and a thread that stops drops
-/// the senders it holds, so both end as `closed()`.
+/// be sent is dropped with its reply sender, and a thread that stops (or,
+/// for the writer, panics) drops the senders it holds, so both end as
+/// `closed()` (which names a writer panic if there was one).
 fn reply<T: Send + 'static, E: Send + 'static>(
     rx: oneshot::Receiver<Result<T, E>>,
-    closed: fn() -> E,
+    closed: impl FnOnce() -> E + Send + 'static,
 ) -> BoxFuture<Result<T, E>> {
     Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
 }
@@ -472,11 +523,25 @@ impl EventLog for SqliteLog {
         if self.inner.send_write(cmd).is_err() {
             return AppendFuture::ready(Err(AppendError::Closed));
         }
+        let health = self.inner.health.clone();
         AppendFuture::Pending(Box::pin(async move {
             rx.await
-                .unwrap_or(Err(AppendError::Closed))
+                .unwrap_or_else(|_| {
+                    Err(health
+                        .dropped_reply()
+                        .map_or(AppendError::Closed, Into::into))
+                })
                 .map(writer::Appended::into_committed)
         }))
+    }
+
+    /// `Degraded` from the first write that failed for a fault of the
+    /// storage (full disk: `no_space: true`; I/O error, lock, writer panic)
+    /// until the next write transaction commits: an append, a cursor
+    /// commit, a prune, or the writer's own probe (see
+    /// [`SqliteOptions::probe_interval`]).
+    fn health(&self) -> LogHealth {
+        self.inner.health.get()
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
@@ -530,13 +595,23 @@ impl EventLog for SqliteLog {
             seq,
             reply: tx,
         });
-        reply(rx, cursor_closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(CursorError::Closed, Into::into)
+        })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Prune { reply: tx });
-        reply(rx, || PruneError::Closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(PruneError::Closed, Into::into)
+        })
     }
 }
 
