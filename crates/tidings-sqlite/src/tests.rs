@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::log::{AppendError, CursorError, ReadError, Retention};
+use tidings_core::log::{AppendError, CursorError, LogHealth, ReadError, Retention};
 use tidings_core::{EventLog, NewEvent};
 
 use super::*;
@@ -183,6 +183,7 @@ async fn durability_modes() {
         quiet().durability(Durability::Batch { interval }),
     );
     assert_eq!(batch.writer_query("PRAGMA synchronous").await, 1, "NORMAL");
+    let mut synced = batch.inner.stats.synced.0.subscribe();
     let t = std::time::Instant::now();
     for i in 0..20 {
         batch.append(vec![ev(i)], None).await.unwrap();
@@ -193,14 +194,25 @@ async fn durability_modes() {
         early as u128 <= elapsed.as_millis() / interval.as_millis() + 1,
         "Batch: at most one fsync per interval ({early} in {elapsed:?})"
     );
-    tokio::time::sleep(interval * 2).await;
-    let later = batch.stats().syncs;
-    assert!(
-        later >= 1,
-        "the pending commits were fsynced within the interval"
-    );
+    // Wait for the periodic fsync itself (no sleep racing the writer).
+    tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|n| *n >= 1))
+        .await
+        .expect("the pending commits were fsynced within the interval")
+        .unwrap();
+    // Then until no commit is left unsynced: the writer then has no timer
+    // at all (no pruning, not degraded), so nothing can fsync again.
+    loop {
+        synced.borrow_and_update();
+        match batch.writer_inspect().await {
+            (false, timer) => {
+                assert!(!timer, "no fsync when nothing is new: no timer is set");
+                break;
+            }
+            (true, _) => synced.changed().await.unwrap(),
+        }
+    }
     let settled = batch.stats().syncs;
-    tokio::time::sleep(interval * 2).await;
+    assert_eq!(batch.writer_inspect().await, (false, false));
     assert_eq!(batch.stats().syncs, settled, "no fsync when nothing is new");
 
     // Closing fsyncs what is still pending.
@@ -603,4 +615,168 @@ async fn concurrent_sequential_readers() {
     for r in readers {
         assert_eq!(r.await.unwrap(), 3000);
     }
+}
+
+/// The counting hook on the writer's fsync: in `Sync` mode every
+/// acknowledged commit group was fsynced (counted at the `COMMIT` that
+/// SQLite fsyncs, given `synchronous=FULL` read back from the connection)
+/// before its ack; in `None` mode nothing is. Fails if `Sync` stopped
+/// making SQLite fsync (a lower `synchronous`, or commits elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_fsyncs_each_group_before_acking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("sync.db"), quiet());
+    for i in 0..10 {
+        let before = log.stats().syncs;
+        log.append(vec![ev(i)], None).await.unwrap();
+        assert!(
+            log.stats().syncs > before,
+            "append {i} was acknowledged before an fsync"
+        );
+    }
+    // One group of many: every ack comes after the group's fsync.
+    let before = log.stats();
+    let release = log.hold_writer();
+    let queued: Vec<_> = (0..20).map(|i| log.append(vec![ev(i)], None)).collect();
+    release.send(()).unwrap();
+    for f in queued {
+        f.await.unwrap();
+        assert!(
+            log.stats().syncs > before.syncs,
+            "acknowledged before fsync"
+        );
+    }
+    let after = log.stats();
+    assert_eq!(after.groups - before.groups, 1);
+    assert_eq!(after.syncs - before.syncs, 1, "one fsync for the group");
+    // A cursor commit writes too, and is fsynced too.
+    log.commit_cursor("c", 3).await.unwrap();
+    assert_eq!(log.stats().syncs, after.syncs + 1);
+
+    let none = open(
+        &dir.path().join("none.db"),
+        quiet().durability(Durability::None),
+    );
+    for i in 0..10 {
+        none.append(vec![ev(i)], None).await.unwrap();
+    }
+    none.commit_cursor("c", 3).await.unwrap();
+    assert_eq!(none.stats().syncs, 0, "None mode never fsyncs by itself");
+}
+
+/// A storage fault (here the writer's connection turned read-only) fails
+/// the whole group with an error naming it, degrades health, consumes no
+/// seq, and the log recovers by itself once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_fault_degrades_health_until_a_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet().probe_interval(None));
+    log.append(vec![ev(1)], None).await.unwrap();
+    assert_eq!(log.health(), LogHealth::Ok);
+    log.writer_exec("PRAGMA query_only = ON").await;
+    let release = log.hold_writer();
+    let a = log.append(vec![ev(2), ev(3)], None);
+    let b = log.append(vec![ev(4)], None);
+    release.send(()).unwrap();
+    for r in [a.await, b.await] {
+        match r {
+            Err(AppendError::Storage(e)) => assert!(e.to_string().contains("readonly"), "{e}"),
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+    }
+    match log.health() {
+        LogHealth::Degraded { reason, no_space } => {
+            assert!(!no_space);
+            assert!(reason.contains("readonly"), "{reason}");
+        }
+        LogHealth::Ok => panic!("health should be degraded"),
+    }
+    assert_eq!(
+        log.stats().failed_transactions,
+        1,
+        "one attempt for the group"
+    );
+    log.writer_exec("PRAGMA query_only = OFF").await;
+    assert_ne!(log.health(), LogHealth::Ok, "no probe: still degraded");
+    let c = log.append(vec![ev(5)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2, "the failed appends consumed no seq");
+    assert_eq!(log.health(), LogHealth::Ok);
+    assert_eq!(log.stats().probes, 0);
+}
+
+/// While degraded and idle, the writer probes, and health recovers with no
+/// new publish once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_writer_probes_until_health_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        quiet().probe_interval(Some(Duration::from_millis(10))),
+    );
+    log.append(vec![ev(1)], None).await.unwrap();
+    log.writer_exec("PRAGMA query_only = ON").await;
+    assert!(log.append(vec![ev(2)], None).await.is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Probes run and fail while the fault lasts.
+    while log.stats().probes < 2 {
+        assert!(std::time::Instant::now() < deadline, "no probes ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(matches!(log.health(), LogHealth::Degraded { .. }));
+    log.writer_exec("PRAGMA query_only = OFF").await;
+    while log.health() != LogHealth::Ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let probes = log.stats().probes;
+    assert_eq!(log.last_seq(), 1, "probes append nothing");
+    let c = log.append(vec![ev(3)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2);
+    assert_eq!(
+        log.writer_inspect().await,
+        (false, false),
+        "probing stopped"
+    );
+    assert_eq!(log.stats().probes, probes);
+}
+
+/// A writer thread that panics is restarted: the requests of its group get
+/// an error naming the panic (not `Closed`), health says so, and the log
+/// goes on, gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_panic_is_reported_and_the_writer_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet().probe_interval(None));
+    log.append(vec![ev(1)], None).await.unwrap();
+    let release = log.hold_writer();
+    let a = log.append(vec![ev(2)], None);
+    assert!(log.inner.send_write(Command::Panic).is_ok());
+    let b = log.append(vec![ev(3)], None);
+    release.send(()).unwrap();
+    for r in [a.await, b.await] {
+        match r {
+            Err(AppendError::Unavailable(m)) => assert!(m.contains("panicked"), "{m}"),
+            other => panic!("expected an error naming the panic, got {other:?}"),
+        }
+    }
+    match log.health() {
+        LogHealth::Degraded { reason, no_space } => {
+            assert!(!no_space);
+            assert!(reason.contains("injected writer panic"), "{reason}");
+        }
+        LogHealth::Ok => panic!("health should report the panic"),
+    }
+    assert_eq!(log.stats().writer_panics, 1);
+    let c = log.append(vec![ev(4)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2, "the panicked group was rolled back");
+    assert_eq!(log.health(), LogHealth::Ok);
+    let page = log.read(0, 10).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    log.close().unwrap();
 }

@@ -193,6 +193,31 @@ pub(crate) struct Stats {
     pub failed_transactions: AtomicU64,
     pub writer_panics: AtomicU64,
     pub probes: AtomicU64,
+    /// Tests: the value of `syncs` after each change.
+    #[cfg(test)]
+    pub synced: SyncSignal,
+}
+
+/// Tests: a watch of the fsync counter, so tests wait for an fsync instead
+/// of sleeping.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct SyncSignal(pub watch::Sender<u64>);
+
+#[cfg(test)]
+impl Default for SyncSignal {
+    fn default() -> Self {
+        SyncSignal(watch::channel(0).0)
+    }
+}
+
+impl Stats {
+    /// Counts one fsync; called right where it happened.
+    fn count_sync(&self) {
+        let _n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        #[cfg(test)]
+        self.synced.0.send_replace(_n);
+    }
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -606,7 +631,7 @@ impl Writer {
         let wrote = self.conn.total_changes() != changes_before;
         if wrote {
             if self.cfg.commit_fsyncs {
-                bump(&self.stats.syncs, 1);
+                self.stats.count_sync();
             }
             if let Durability::Batch { .. } = self.cfg.durability {
                 self.unsynced = true;
@@ -780,7 +805,7 @@ impl Writer {
             path: path.clone(),
             source: Arc::new(e),
         })?;
-        bump(&self.stats.syncs, 1);
+        self.stats.count_sync();
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
