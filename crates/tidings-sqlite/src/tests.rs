@@ -780,3 +780,50 @@ async fn writer_panic_is_reported_and_the_writer_restarted() {
     );
     log.close().unwrap();
 }
+
+/// Age retention goes by when the log committed an event, never by the
+/// event's own (client-sent) time: an event dated in year 9999 is pruned
+/// like any other once its commit is old, and one dated 1970 but committed
+/// now is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_retention_uses_commit_time_not_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        quiet().retention(Retention {
+            max_count: None,
+            max_age: Some(Duration::from_secs(3600)),
+        }),
+    );
+    let mut future = ev(1);
+    future.time = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .unwrap()
+        .to_utc();
+    let mut ancient = ev(3);
+    ancient.time = chrono::DateTime::from_timestamp(0, 0).unwrap();
+
+    // Alone and committed now, an event dated 1970 is kept.
+    log.append(vec![ancient.clone()], None).await.unwrap();
+    assert_eq!(log.prune().await.unwrap(), 0, "committed now: kept");
+    // Make that commit two hours old, as far as the log knows; then the
+    // future-dated event and another, also committed two hours ago.
+    log.append(vec![future], None).await.unwrap();
+    log.append(vec![ev(2)], None).await.unwrap();
+    log.writer_exec("UPDATE events SET committed = committed - 7200000000")
+        .await;
+    log.append(vec![ancient], None).await.unwrap();
+    let page = log.read(1, 1).await.unwrap();
+    assert_eq!(page.events[0].time.format("%Y").to_string(), "9999");
+
+    assert_eq!(log.prune().await.unwrap(), 3, "the year-9999 event too");
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (4, 4));
+    let kept = log.read(0, 10).await.unwrap();
+    assert_eq!(kept.events.len(), 1);
+    assert_eq!(
+        kept.events[0].time.timestamp(),
+        0,
+        "dated 1970, committed now"
+    );
+    assert_eq!(log.prune().await.unwrap(), 0);
+}

@@ -1035,8 +1035,8 @@ fn append_batch(
     let window_start = now_us.saturating_sub(micros(cfg.idempotency_window));
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO events (seq, id, name, source, time, key, data, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO events (seq, id, name, source, time, key, data, priority, committed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(StorageError::sqlite(op))?;
     let first = *last + 1;
@@ -1072,6 +1072,7 @@ fn append_batch(
                 enc.event.key,
                 enc.data,
                 enc.priority,
+                now_us,
             ])
             .map_err(StorageError::sqlite(op))?;
         *last = seq;
@@ -1090,8 +1091,9 @@ fn append_batch(
 ///
 /// Retention removes a prefix of the log (so the seqs left stay dense):
 /// everything up to the larger of the count cut (`last - max_count`) and
-/// the age cut (just before the first event, in seq order, whose time is
-/// within `max_age`). It does not look at consumer cursors. Before deleting
+/// the age cut (just before the first event, in seq order, whose *commit*
+/// time is within `max_age`; the event's own, client-sent `time` plays no
+/// part). It does not look at consumer cursors. Before deleting
 /// it records `last` in `meta`, in the same transaction, so the last seq
 /// survives even when no event is left.
 fn prune(
@@ -1116,7 +1118,7 @@ fn prune(
     if let Some(age) = cfg.retention.max_age {
         let cutoff = now_us.saturating_sub(micros(age));
         let first_kept: Option<i64> = conn
-            .prepare_cached("SELECT seq FROM events WHERE time >= ?1 ORDER BY seq LIMIT 1")
+            .prepare_cached("SELECT seq FROM events WHERE committed >= ?1 ORDER BY seq LIMIT 1")
             .and_then(|mut s| s.query_row([cutoff], |r| r.get(0)).optional())
             .map_err(StorageError::sqlite(op))?;
         let age_cut = match first_kept {
