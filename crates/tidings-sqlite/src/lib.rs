@@ -191,6 +191,12 @@ pub struct SqliteStats {
     pub probes: u64,
     /// Reads answered with a page the readers had read ahead.
     pub read_ahead_served: u64,
+    /// Rows the reader threads copied out of SQLite (pages read, read ahead
+    /// or re-read; a byte-budgeted read copies no row past its budget).
+    pub rows_read: u64,
+    /// Reads skipped because whoever asked had dropped the request before
+    /// a reader thread got to it.
+    pub reads_abandoned: u64,
 }
 
 /// An [`EventLog`] in a SQLite file. See the [crate docs](crate).
@@ -374,6 +380,8 @@ impl SqliteLog {
             writer_panics: get(&s.writer_panics),
             probes: get(&s.probes),
             read_ahead_served: get(&self.inner.read_ahead.served),
+            rows_read: get(&self.inner.read_ahead.rows_read),
+            reads_abandoned: get(&self.inner.read_ahead.abandoned),
         }
     }
 
@@ -408,6 +416,15 @@ impl SqliteLog {
     fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         let _ = self.inner.send_write(Command::Hold(rx));
+        tx
+    }
+
+    /// Tests: blocks one reader thread until the returned sender is used or
+    /// dropped.
+    #[cfg(test)]
+    fn hold_reader(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = self.inner.send_read(ReadJob::Hold(rx));
         tx
     }
 
@@ -545,10 +562,23 @@ impl EventLog for SqliteLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        self.read_within(after, limit, usize::MAX)
+    }
+
+    /// The reader thread stops stepping SQLite once the page reaches
+    /// `max_bytes` (sizes computed by SQLite from the stored lengths), so
+    /// the rows past the budget are never copied out; see `reader.rs`.
+    fn read_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Result<Page, ReadError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_read(ReadJob::Read {
             after,
             limit,
+            max_bytes,
             reply: tx,
         });
         let raw = reply(rx, read_closed);

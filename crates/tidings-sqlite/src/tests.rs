@@ -508,11 +508,12 @@ async fn append_n(log: &SqliteLog, n: u64) {
     }
 }
 
-/// Waits until no read-ahead is in progress.
+/// Waits until no read-ahead is in progress (signalled by the readers).
 async fn settle(log: &SqliteLog) {
-    while log.inner.read_ahead.busy() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let ahead = log.inner.read_ahead.clone();
+    tokio::task::spawn_blocking(move || ahead.wait_idle())
+        .await
+        .unwrap();
 }
 
 /// A page read ahead is not served once retention removed part of it, and
@@ -826,4 +827,98 @@ async fn age_retention_uses_commit_time_not_event_time() {
         "dated 1970, committed now"
     );
     assert_eq!(log.prune().await.unwrap(), 0);
+}
+
+/// `read_within` stops the SQL read itself at the byte budget: a page of
+/// 1 MiB payloads copies only the rows that fit (plus, for a full page, the
+/// next such page read ahead), never `limit` of them; the cut is the same
+/// as core's default (read, then `Page::truncate_to_bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_within_stops_the_sql_read_at_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet());
+    let big = "x".repeat(1 << 20);
+    for b in 0..6u64 {
+        let batch = (0..4)
+            .map(|k| NewEvent::new("unit.big", json!({ "i": b * 4 + k, "pad": big })).unwrap())
+            .collect();
+        log.append(batch, None).await.unwrap();
+    }
+    let budget = 4 << 20;
+    let before = log.stats().rows_read;
+    let page = log.read_within(0, 512, budget).await.unwrap();
+    settle(&log).await;
+    let copied = log.stats().rows_read - before;
+    assert!(
+        (1..24).contains(&page.events.len()),
+        "{} events",
+        page.events.len()
+    );
+    assert_eq!(page.last_seq, 24);
+    assert!(
+        copied <= 2 * page.events.len() as u64,
+        "copied {copied} rows for a page of {}: the read did not stop at the budget",
+        page.events.len()
+    );
+    let mut cut = log.read(0, 512).await.unwrap();
+    assert_eq!(cut.events.len(), 24);
+    cut.truncate_to_bytes(budget);
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        cut.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        "the same cut as the default read_within"
+    );
+
+    // The next budgeted page was read ahead, and is exactly a fresh read.
+    let after = page.events.last().unwrap().seq;
+    let served = log.stats().read_ahead_served;
+    let next = log.read_within(after, 512, budget).await.unwrap();
+    assert_eq!(log.stats().read_ahead_served, served + 1);
+    assert_eq!(next.events.len(), page.events.len());
+    assert_eq!(next.events[0].seq, after + 1);
+
+    // At least one event, even past the budget; and no cut without one.
+    settle(&log).await;
+    let one = log.read_within(0, 512, 10).await.unwrap();
+    assert_eq!(one.events.len(), 1);
+    settle(&log).await;
+    let small = log.read_within(0, 3, usize::MAX).await.unwrap();
+    assert_eq!(small.events.len(), 3);
+}
+
+/// A read whose requester dropped it before a reader got to it is not
+/// read, and nothing is read ahead for it; a reader that stays is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_went_away_gets_no_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        SqliteOptions {
+            readers: 1,
+            ..quiet()
+        },
+    );
+    append_n(&log, 300).await;
+    let before = log.stats();
+    let release = log.hold_reader();
+    drop(log.read(0, 64));
+    release.send(()).unwrap();
+    // One reader thread, FIFO: once this is answered the dropped read was
+    // taken (and skipped).
+    log.bounds().await.unwrap();
+    settle(&log).await;
+    let after = log.stats();
+    assert_eq!(after.reads_abandoned - before.reads_abandoned, 1);
+    assert_eq!(after.rows_read, before.rows_read, "nothing was read for it");
+    assert_eq!(log.inner.read_ahead.slots(), 0, "nothing read ahead for it");
+
+    let p = log.read(0, 64).await.unwrap();
+    assert_eq!(p.events.len(), 64);
+    settle(&log).await;
+    assert_eq!(
+        log.inner.read_ahead.slots(),
+        1,
+        "a reader that stays is read ahead for"
+    );
+    assert_eq!(log.stats().rows_read, after.rows_read + 128);
 }

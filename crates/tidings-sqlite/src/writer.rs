@@ -328,6 +328,8 @@ pub(crate) struct Writer {
     last_sync: Instant,
     /// Shared with the log: whether writes fail.
     health: Arc<Health>,
+    /// The group being run (empty between groups).
+    group: Vec<Command>,
     /// While degraded: when the next probe write runs.
     next_probe: Option<Instant>,
     /// A command taken off the channel but not yet run (tests' `Hold`).
@@ -358,6 +360,7 @@ impl Writer {
             unsynced: false,
             last_sync: now,
             health,
+            group: Vec::new(),
             next_probe: None,
             #[cfg(test)]
             stashed: None,
@@ -372,8 +375,12 @@ impl Writer {
             let detail = panic_message(payload.as_ref());
             tracing::error!(panic = %detail, "the event log writer thread panicked; restarting it");
             bump(&self.stats.writer_panics, 1);
-            self.health.writer_panicked(detail);
+            self.health.writer_panicked(detail.clone());
             self.recover_after_panic();
+            // The group it was running, if any: rolled back, so answer it.
+            let group = std::mem::take(&mut self.group);
+            let failed = group.iter().map(|_| None).collect();
+            refuse_all(group, failed, &StorageError::WriterPanicked { detail });
         }
         // Closing: make batch-mode commits durable before the file closes.
         let result = if self.unsynced {
@@ -653,16 +660,18 @@ impl Writer {
     }
 
     /// Runs one group of commands in one transaction and answers them.
+    ///
+    /// The group is held in `self.group` until it is answered, so a panic
+    /// while it runs leaves it there for [`Writer::run`] to answer with an
+    /// error naming the panic.
     fn run_group(&mut self, group: Vec<Command>) {
-        // Dropped before `group` (parameters drop after locals): if this
-        // unwinds, the health records the panic before the requests' reply
-        // senders are dropped, so the appenders see an error naming it.
-        let _guard = PanicGuard(self.health.clone());
+        self.group = group;
+        let group_len = self.group.len();
         bump(&self.stats.groups, 1);
         self.stats
             .largest_group
-            .fetch_max(group.len() as u64, Ordering::Relaxed);
-        let mut failed: Vec<Option<StorageError>> = group.iter().map(|_| None).collect();
+            .fetch_max(group_len as u64, Ordering::Relaxed);
+        let mut failed: Vec<Option<StorageError>> = (0..group_len).map(|_| None).collect();
         // Each failed attempt marks one more command failed: at most
         // `group.len() + 1` attempts.
         let result = loop {
@@ -671,7 +680,7 @@ impl Writer {
                 Err(e) => break Err(e),
             };
             let changes_before = self.conn.total_changes();
-            match self.execute(&group, &failed, start) {
+            match self.execute(&self.group, &failed, start) {
                 Ok((last, outcomes)) => match self.commit(changes_before, "committing") {
                     Ok(wrote) => break Ok((last, outcomes, wrote)),
                     Err(e) => {
@@ -693,6 +702,7 @@ impl Writer {
                 }
             }
         };
+        let group = std::mem::take(&mut self.group);
         match result {
             Ok((last, outcomes, wrote)) => {
                 self.committed(last, wrote);
@@ -809,18 +819,6 @@ impl Writer {
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
-    }
-}
-
-/// Marks the health when a group commit unwinds (see [`Writer::run_group`]).
-struct PanicGuard(Arc<Health>);
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0
-                .writer_panicked("panicked while running a group commit".into());
-        }
     }
 }
 
