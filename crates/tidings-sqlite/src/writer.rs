@@ -555,6 +555,7 @@ impl Writer {
             match r {
                 Ok(wrote) => Ok((start, wrote)),
                 Err(e) => {
+                    let e = e.with_os_error(&self.conn);
                     self.rollback();
                     Err(e)
                 }
@@ -611,10 +612,12 @@ impl Writer {
 
     /// `BEGIN IMMEDIATE` and the last seq as stored.
     fn begin(&self) -> Result<u64, StorageError> {
-        self.exec("BEGIN IMMEDIATE", "beginning a write transaction")?;
+        self.exec("BEGIN IMMEDIATE", "beginning a write transaction")
+            .map_err(|e| e.with_os_error(&self.conn))?;
         match read_last(&self.conn) {
             Ok(last) => Ok(last),
             Err(e) => {
+                let e = e.with_os_error(&self.conn);
                 self.rollback();
                 Err(e)
             }
@@ -684,6 +687,7 @@ impl Writer {
                 Ok((last, outcomes)) => match self.commit(changes_before, "committing") {
                     Ok(wrote) => break Ok((last, outcomes, wrote)),
                     Err(e) => {
+                        let e = e.with_os_error(&self.conn);
                         self.rollback();
                         break Err(e);
                     }
@@ -691,6 +695,7 @@ impl Writer {
                 // A fault of the storage fails every command alike: answer
                 // the group now instead of rerunning it command by command.
                 Err((_, e)) if e.is_fault() => {
+                    let e = e.with_os_error(&self.conn);
                     self.rollback();
                     break Err(e);
                 }
@@ -793,6 +798,7 @@ impl Writer {
                 Ok(n)
             }
             Err(e) => {
+                let e = e.with_os_error(&self.conn);
                 self.rollback();
                 bump(&self.stats.failed_transactions, 1);
                 Err(e)
