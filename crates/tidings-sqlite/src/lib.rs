@@ -26,9 +26,11 @@
 //! * [`SqliteLog`]: the log. Cheap to clone (clones share it); `Send + Sync`.
 //!   [`SqliteLog::open`] creates, migrates or refuses a file;
 //!   [`SqliteLog::close`] flushes and stops it; [`SqliteLog::stats`] counts
-//!   transactions and fsyncs.
+//!   transactions, fsyncs, failures, probes and writer restarts;
+//!   [`EventLog::health`] says whether writes currently succeed.
 //! * [`SqliteOptions`]: durability, retention, idempotency window, pruning
-//!   interval, reader threads, open-time verification.
+//!   interval, reader threads, open-time verification, the probe interval
+//!   while degraded.
 //! * [`Durability`]: `Sync` (default), `Batch { interval }`, `None`. The
 //!   table on [`Durability`] says exactly what each guarantees.
 //! * Errors: [`OpenError`] (with a variant for each way a file can be
@@ -59,6 +61,48 @@
 //! builds the committed `Arc<Event>`s itself, so the writer thread does no
 //! per-event allocation or free.
 //!
+//! With [`Durability::Sync`] the connection runs `synchronous=FULL`, so
+//! SQLite fsyncs the WAL inside every `COMMIT` that wrote, before the
+//! writer acknowledges anything; [`SqliteStats::syncs`] counts that fsync at
+//! the one place commits happen, and only if `synchronous` as read back
+//! from the connection really is `FULL`.
+//!
+//! ## Storage faults and health
+//!
+//! A write that fails because of the storage rather than the request (a
+//! full disk, an I/O error, a file gone read-only, a lock held by another
+//! process) fails its whole group at once and is rolled back: nothing of it
+//! is kept, no seq is consumed, and the next group simply tries again, so
+//! the log recovers by itself once the cause is gone (no reopen). Appends
+//! answer:
+//!
+//! * [`AppendError::NoSpace`] for a full disk or quota: `SQLITE_FULL`, or an
+//!   I/O error whose OS errno is `ENOSPC`/`EDQUOT` (the errno behind an
+//!   `SQLITE_IOERR_*` is read with `sqlite3_system_errno`);
+//! * [`AppendError::Unavailable`] for a lock held by another process, or a
+//!   writer thread that panicked (see below);
+//! * [`AppendError::Storage`] (a boxed [`StorageError`]) for other faults.
+//!
+//! Every message names the cause; none of these is `Closed`, which only
+//! ever means [`SqliteLog::close`] was called (or the last clone dropped).
+//!
+//! [`EventLog::health`] is `Degraded { reason, no_space }` from the first
+//! such failure until a write transaction commits again. Besides appends,
+//! cursor commits and prunes, the idle writer itself retries while
+//! degraded: every [`SqliteOptions::probe_interval`] (default 1 s) it runs
+//! a one-row write transaction (rewriting a `meta` row with its own value),
+//! so health returns to `Ok` once space is freed even if nobody publishes.
+//! A probe is a small write: it can succeed in space a failed larger write
+//! left behind, in which case health reads `Ok` until the next append that
+//! does not fit.
+//!
+//! A writer thread that panics (a bug) is not left dead: the panic is
+//! caught, logged with `tracing::error`, counted
+//! ([`SqliteStats::writer_panics`]) and reported by `health()`; the open
+//! transaction is rolled back, the requests of the group it was running
+//! are answered with [`StorageError::WriterPanicked`] (as `Unavailable`),
+//! and the writer goes on with the queue.
+//!
 //! ## Reads
 //!
 //! Reads go to a small pool of **reader threads**
@@ -72,6 +116,15 @@
 //! `follow`, a replay) decodes page k while page k+1 is fetched; a page read
 //! ahead is served only if retention has not touched it since (see
 //! `reader.rs`), so it is always exactly what a fresh read would return.
+//! A read whose requester dropped it before a reader thread took it is
+//! skipped, and a requester that went away gets no read-ahead.
+//!
+//! [`EventLog::read_within`] (what core's follower uses) stops the SQL read
+//! itself at the byte budget: SQLite computes each row's size from its
+//! stored lengths (about [`Event::approx_bytes`](tidings_core::Event::approx_bytes))
+//! and the reader stops stepping before copying the first row past the
+//! budget, keeping at least one. A page of 1 MiB payloads under a 4 MiB
+//! budget copies the three rows that fit, not `limit` rows.
 //!
 //! `time` is stored in microseconds: the event `append` returns already has
 //! its time truncated to microseconds, so it equals what `read` returns.
@@ -91,7 +144,11 @@
 //!
 //! [`SqliteOptions::retention`] (`max_count`, `max_age`) is applied by the
 //! writer thread every [`SqliteOptions::prune_interval`] (default 1 s) and by
-//! [`EventLog::prune`]. It **does not wait for durable consumers**: a
+//! [`EventLog::prune`]. `max_age` goes by the time the log *committed* each
+//! event (stored per event since schema version 3), never by the event's
+//! own, client-sent `time`: a publisher cannot keep an event forever by
+//! dating it in the future, nor have it pruned at once by dating it in the
+//! past. It **does not wait for durable consumers**: a
 //! consumer whose committed cursor points into the pruned range keeps its
 //! cursor, and when it resumes, [`tidings_core::follow`] reports exactly
 //! what it missed as a [`Delivery::Lagged`](tidings_core::Delivery::Lagged)
@@ -163,9 +220,10 @@ pub struct SqliteStats {
     /// Group commits run (each took one or more queued commands).
     pub groups: u64,
     /// WAL fsyncs: in `Sync` mode one per committed transaction that wrote
-    /// something (SQLite's own checkpoint fsyncs are not counted); in
-    /// `Batch` mode one per periodic or requested sync; in `None` mode only
-    /// requested ones.
+    /// something (the fsync SQLite does inside that `COMMIT`, counted there,
+    /// and only if the connection's `synchronous` really is `FULL`;
+    /// SQLite's own checkpoint fsyncs are not counted); in `Batch` mode one
+    /// per periodic or requested sync; in `None` mode only requested ones.
     pub syncs: u64,
     /// Append requests taken by the writer (batches, not events).
     pub append_requests: u64,
