@@ -208,7 +208,10 @@ async fn durability_modes() {
                 assert!(!timer, "no fsync when nothing is new: no timer is set");
                 break;
             }
-            (true, _) => synced.changed().await.unwrap(),
+            (true, _) => tokio::time::timeout(Duration::from_secs(30), synced.changed())
+                .await
+                .expect("the remaining commits were fsynced within the interval")
+                .unwrap(),
         }
     }
     let settled = batch.stats().syncs;
@@ -397,8 +400,13 @@ async fn close_flushes_then_refuses() {
     let log = open(&path, SqliteOptions::default());
     let release = log.hold_writer();
     let queued: Vec<_> = (0..10).map(|i| log.append(vec![ev(i)], None)).collect();
+    // Release the writer only once close() has started (it takes the
+    // writer's queue first), so close really has to wait for the queue.
+    let closing = log.clone();
     let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        while closing.inner.writer_tx.read().is_some() {
+            std::thread::yield_now();
+        }
         release.send(()).unwrap();
     });
     let mut rx = log.watch();
