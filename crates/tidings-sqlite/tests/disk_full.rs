@@ -210,3 +210,56 @@ async fn disk_full_answers_no_space_and_recovers_without_reopen() {
     assert_gap_free_with(&read_all(&log).await, &acked);
     log.close().expect("close");
 }
+
+/// With probing on, health comes back to `Ok` after the space is freed
+/// without anyone publishing, and the log then takes appends at the next
+/// seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_recovers_without_publishes_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        println!("skipped: needs root to mount tmpfs");
+        return;
+    };
+    let db = fs.path().join("events.db");
+    let log = SqliteLog::open(
+        &db,
+        SqliteOptions::default()
+            .durability(Durability::Sync)
+            .prune_interval(None)
+            .probe_interval(Some(std::time::Duration::from_millis(20))),
+    )
+    .expect("open on the tmpfs");
+    let ballast_path = fs.path().join("ballast");
+    let ballast_file = ballast(&ballast_path, 256 * 1024);
+    let mut acked = Vec::new();
+    let mut i = 0;
+    loop {
+        match log.append(vec![event(i)], None).await {
+            Ok(c) => acked.push((c[0].event.seq, c[0].event.id)),
+            Err(AppendError::NoSpace(_)) => break,
+            Err(other) => panic!("append {i}: expected NoSpace, got {other:?}"),
+        }
+        i += 1;
+        assert!(i < 10_000, "the disk never filled");
+    }
+    drop(ballast_file);
+    std::fs::remove_file(&ballast_path).expect("delete the ballast");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.health() != LogHealth::Ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never recovered: {:?}",
+            log.health()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(log.last_seq(), acked.len() as u64, "probes append nothing");
+    let c = log
+        .append(vec![event(99_999)], None)
+        .await
+        .expect("append after recovery");
+    assert_eq!(c[0].event.seq, acked.len() as u64 + 1);
+    acked.push((c[0].event.seq, c[0].event.id));
+    assert_gap_free_with(&read_all(&log).await, &acked);
+    log.close().expect("close");
+}
