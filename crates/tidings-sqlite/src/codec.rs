@@ -185,6 +185,8 @@ pub(crate) struct RawPage {
     /// The log's last seq in the snapshot the rows came from (or a later
     /// snapshot that holds the same rows, see the read-ahead).
     pub last_seq: u64,
+    /// The read stopped at its byte budget with more events left.
+    pub budget_cut: bool,
     /// Invariant: ascending seqs; every range lies inside `buf`.
     rows: Vec<RawRow>,
     buf: Vec<u8>,
@@ -206,6 +208,7 @@ impl RawPage {
     pub(crate) fn new(last_seq: u64, capacity: usize) -> RawPage {
         RawPage {
             last_seq,
+            budget_cut: false,
             rows: Vec::with_capacity(capacity),
             buf: Vec::with_capacity(capacity.saturating_mul(96)),
         }
@@ -213,6 +216,12 @@ impl RawPage {
 
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Whether more events follow this page in the snapshot it was read
+    /// from: it holds `limit` events, or it stopped at its byte budget.
+    pub(crate) fn is_full(&self, limit: usize) -> bool {
+        self.rows.len() == limit || self.budget_cut
     }
 
     pub(crate) fn first_seq(&self) -> Option<u64> {

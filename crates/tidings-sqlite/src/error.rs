@@ -130,20 +130,40 @@ pub enum StorageError {
         #[source]
         source: Arc<rusqlite::Error>,
     },
+    /// SQLite returned an I/O error (`SQLITE_IOERR_*`), and the OS error
+    /// behind it (so an `ENOSPC` met outside a plain write still reads as a
+    /// full disk).
+    #[error("SQLite failed while {op}: {source} (OS error: {os})")]
+    SqliteOs {
+        /// What the log was doing.
+        op: &'static str,
+        #[source]
+        source: Arc<rusqlite::Error>,
+        /// The errno SQLite met.
+        os: Arc<std::io::Error>,
+    },
     /// A stored row could not be turned back into an event.
     #[error("the stored event at seq {seq} cannot be decoded: {detail}")]
     Decode { seq: i64, detail: String },
     /// Encoding an event for storage failed.
     #[error("cannot encode event {id}: {detail}")]
     Encode { id: uuid::Uuid, detail: String },
-    /// Syncing the WAL file to disk failed.
+    /// Syncing the WAL file (or its directory) to disk failed.
     #[error("syncing {path} to disk failed: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The writer thread panicked (a bug) while it held this request. The
+    /// writer was restarted; the request may or may not have been
+    /// committed (read the log, or retry with an idempotency key).
+    #[error("the event log's writer thread panicked ({detail}); it was restarted")]
+    WriterPanicked { detail: String },
 }
+
+/// `ENOSPC` and `EDQUOT` on Linux (the only errnos that mean "no space").
+const NO_SPACE_ERRNOS: [i32; 2] = [28, 122];
 
 impl StorageError {
     /// Wraps a SQLite error met while doing `op`.
@@ -154,10 +174,36 @@ impl StorageError {
         }
     }
 
+    /// Adds the OS error behind an `SQLITE_IOERR_*` of `conn` (call right
+    /// after the failing call, before anything else runs on `conn`).
+    pub(crate) fn with_os_error(self, conn: &rusqlite::Connection) -> StorageError {
+        match self {
+            StorageError::Sqlite { op, source }
+                if source.sqlite_error_code() == Some(ErrorCode::SystemIoFailure) =>
+            {
+                // SAFETY: the handle is only used for this one read-only
+                // call, on the thread that owns `conn`, while it is open.
+                let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+                if errno == 0 {
+                    StorageError::Sqlite { op, source }
+                } else {
+                    StorageError::SqliteOs {
+                        op,
+                        source,
+                        os: Arc::new(std::io::Error::from_raw_os_error(errno)),
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The SQLite error code, if this is a SQLite error.
     pub fn sqlite_code(&self) -> Option<ErrorCode> {
         match self {
-            StorageError::Sqlite { source, .. } => source.sqlite_error_code(),
+            StorageError::Sqlite { source, .. } | StorageError::SqliteOs { source, .. } => {
+                source.sqlite_error_code()
+            }
             _ => None,
         }
     }
@@ -170,11 +216,65 @@ impl StorageError {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
         )
     }
+
+    /// True when the storage is out of space: SQLite's `SQLITE_FULL` (which
+    /// its unix VFS answers for a write that met `ENOSPC`), or an I/O error
+    /// whose errno is `ENOSPC` or `EDQUOT`.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(ErrorCode::DiskFull)
+            }
+            StorageError::Io { source, .. } | StorageError::SqliteOs { os: source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source
+                        .raw_os_error()
+                        .is_some_and(|e| NO_SPACE_ERRNOS.contains(&e))
+            }
+            _ => false,
+        }
+    }
+
+    /// True for faults of the storage itself (full disk, I/O error, a file
+    /// that became read-only, unreadable or damaged, a lock held by another
+    /// process, a dead writer thread), as opposed to one request's own
+    /// problem (a constraint or trigger refusing one event, an event that
+    /// cannot be encoded). A fault fails every write until it goes away, so
+    /// it makes [`SqliteLog::health`](crate::SqliteLog) `Degraded`.
+    pub fn is_fault(&self) -> bool {
+        match self {
+            StorageError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::DiskFull
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::DatabaseCorrupt
+                        | ErrorCode::NotADatabase
+                        | ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::PermissionDenied
+                        | ErrorCode::OutOfMemory
+                        | ErrorCode::FileLockingProtocolFailed
+                )
+            ),
+            StorageError::Io { .. }
+            | StorageError::SqliteOs { .. }
+            | StorageError::WriterPanicked { .. } => true,
+            StorageError::Decode { .. } | StorageError::Encode { .. } => false,
+        }
+    }
 }
 
 impl From<StorageError> for AppendError {
+    /// `NoSpace` for a full disk, `Unavailable` for a lock held elsewhere or
+    /// a writer thread that was restarted after a panic, `Storage` for the
+    /// rest; each message names the cause.
     fn from(e: StorageError) -> Self {
-        if e.is_busy() {
+        if e.is_no_space() {
+            AppendError::NoSpace(e.to_string())
+        } else if e.is_busy() || matches!(e, StorageError::WriterPanicked { .. }) {
             AppendError::Unavailable(e.to_string())
         } else {
             AppendError::Storage(Box::new(e))
@@ -209,5 +309,70 @@ impl From<StorageError> for PruneError {
         } else {
             PruneError::Storage(Box::new(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: i32) -> Arc<rusqlite::Error> {
+        Arc::new(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn full_disk_is_no_space_in_every_shape() {
+        let full = StorageError::Sqlite {
+            op: "committing",
+            source: sqlite(rusqlite::ffi::SQLITE_FULL),
+        };
+        let ioerr_enospc = StorageError::SqliteOs {
+            op: "committing",
+            source: sqlite(rusqlite::ffi::SQLITE_IOERR_WRITE),
+            os: Arc::new(std::io::Error::from_raw_os_error(28)),
+        };
+        let io_enospc = StorageError::Io {
+            path: "x-wal".into(),
+            source: Arc::new(std::io::Error::from_raw_os_error(28)),
+        };
+        for e in [full, ioerr_enospc, io_enospc] {
+            assert!(e.is_no_space() && e.is_fault(), "{e}");
+            match AppendError::from(e.clone()) {
+                AppendError::NoSpace(m) => {
+                    assert!(m.contains("full") || m.contains("space"), "{m}")
+                }
+                other => panic!("{e}: expected NoSpace, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_faults_are_storage_errors_naming_the_cause() {
+        let eio = StorageError::SqliteOs {
+            op: "committing",
+            source: sqlite(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+            os: Arc::new(std::io::Error::from_raw_os_error(5)),
+        };
+        assert!(eio.is_fault() && !eio.is_no_space());
+        match AppendError::from(eio) {
+            AppendError::Storage(e) => assert!(e.to_string().contains("committing"), "{e}"),
+            other => panic!("expected Storage, got {other:?}"),
+        }
+        let constraint = StorageError::Sqlite {
+            op: "inserting an event",
+            source: sqlite(rusqlite::ffi::SQLITE_CONSTRAINT),
+        };
+        assert!(!constraint.is_fault(), "one request's own problem");
+        let busy = StorageError::Sqlite {
+            op: "beginning a write transaction",
+            source: sqlite(rusqlite::ffi::SQLITE_BUSY),
+        };
+        assert!(matches!(
+            AppendError::from(busy),
+            AppendError::Unavailable(_)
+        ));
     }
 }

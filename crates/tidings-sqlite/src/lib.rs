@@ -26,9 +26,11 @@
 //! * [`SqliteLog`]: the log. Cheap to clone (clones share it); `Send + Sync`.
 //!   [`SqliteLog::open`] creates, migrates or refuses a file;
 //!   [`SqliteLog::close`] flushes and stops it; [`SqliteLog::stats`] counts
-//!   transactions and fsyncs.
+//!   transactions, fsyncs, failures, probes and writer restarts;
+//!   [`EventLog::health`] says whether writes currently succeed.
 //! * [`SqliteOptions`]: durability, retention, idempotency window, pruning
-//!   interval, reader threads, open-time verification.
+//!   interval, reader threads, open-time verification, the probe interval
+//!   while degraded.
 //! * [`Durability`]: `Sync` (default), `Batch { interval }`, `None`. The
 //!   table on [`Durability`] says exactly what each guarantees.
 //! * Errors: [`OpenError`] (with a variant for each way a file can be
@@ -59,6 +61,48 @@
 //! builds the committed `Arc<Event>`s itself, so the writer thread does no
 //! per-event allocation or free.
 //!
+//! With [`Durability::Sync`] the connection runs `synchronous=FULL`, so
+//! SQLite fsyncs the WAL inside every `COMMIT` that wrote, before the
+//! writer acknowledges anything; [`SqliteStats::syncs`] counts that fsync at
+//! the one place commits happen, and only if `synchronous` as read back
+//! from the connection really is `FULL`.
+//!
+//! ## Storage faults and health
+//!
+//! A write that fails because of the storage rather than the request (a
+//! full disk, an I/O error, a file gone read-only, a lock held by another
+//! process) fails its whole group at once and is rolled back: nothing of it
+//! is kept, no seq is consumed, and the next group simply tries again, so
+//! the log recovers by itself once the cause is gone (no reopen). Appends
+//! answer:
+//!
+//! * [`AppendError::NoSpace`] for a full disk or quota: `SQLITE_FULL`, or an
+//!   I/O error whose OS errno is `ENOSPC`/`EDQUOT` (the errno behind an
+//!   `SQLITE_IOERR_*` is read with `sqlite3_system_errno`);
+//! * [`AppendError::Unavailable`] for a lock held by another process, or a
+//!   writer thread that panicked (see below);
+//! * [`AppendError::Storage`] (a boxed [`StorageError`]) for other faults.
+//!
+//! Every message names the cause; none of these is `Closed`, which only
+//! ever means [`SqliteLog::close`] was called (or the last clone dropped).
+//!
+//! [`EventLog::health`] is `Degraded { reason, no_space }` from the first
+//! such failure until a write transaction commits again. Besides appends,
+//! cursor commits and prunes, the idle writer itself retries while
+//! degraded: every [`SqliteOptions::probe_interval`] (default 1 s) it runs
+//! a one-row write transaction (rewriting a `meta` row with its own value),
+//! so health returns to `Ok` once space is freed even if nobody publishes.
+//! A probe is a small write: it can succeed in space a failed larger write
+//! left behind, in which case health reads `Ok` until the next append that
+//! does not fit.
+//!
+//! A writer thread that panics (a bug) is not left dead: the panic is
+//! caught, logged with `tracing::error`, counted
+//! ([`SqliteStats::writer_panics`]) and reported by `health()`; the open
+//! transaction is rolled back, the requests of the group it was running
+//! are answered with [`StorageError::WriterPanicked`] (as `Unavailable`),
+//! and the writer goes on with the queue.
+//!
 //! ## Reads
 //!
 //! Reads go to a small pool of **reader threads**
@@ -72,6 +116,15 @@
 //! `follow`, a replay) decodes page k while page k+1 is fetched; a page read
 //! ahead is served only if retention has not touched it since (see
 //! `reader.rs`), so it is always exactly what a fresh read would return.
+//! A read whose requester dropped it before a reader thread took it is
+//! skipped, and a requester that went away gets no read-ahead.
+//!
+//! [`EventLog::read_within`] (what core's follower uses) stops the SQL read
+//! itself at the byte budget: SQLite computes each row's size from its
+//! stored lengths (about [`Event::approx_bytes`](tidings_core::Event::approx_bytes))
+//! and the reader stops stepping before copying the first row past the
+//! budget, keeping at least one. A page of 1 MiB payloads under a 4 MiB
+//! budget copies the three rows that fit, not `limit` rows.
 //!
 //! `time` is stored in microseconds: the event `append` returns already has
 //! its time truncated to microseconds, so it equals what `read` returns.
@@ -91,7 +144,11 @@
 //!
 //! [`SqliteOptions::retention`] (`max_count`, `max_age`) is applied by the
 //! writer thread every [`SqliteOptions::prune_interval`] (default 1 s) and by
-//! [`EventLog::prune`]. It **does not wait for durable consumers**: a
+//! [`EventLog::prune`]. `max_age` goes by the time the log *committed* each
+//! event (stored per event since schema version 3), never by the event's
+//! own, client-sent `time`: a publisher cannot keep an event forever by
+//! dating it in the future, nor have it pruned at once by dating it in the
+//! past. It **does not wait for durable consumers**: a
 //! consumer whose committed cursor points into the pruned range keeps its
 //! cursor, and when it resumes, [`tidings_core::follow`] reports exactly
 //! what it missed as a [`Delivery::Lagged`](tidings_core::Delivery::Lagged)
@@ -123,6 +180,7 @@
 
 mod codec;
 mod error;
+mod health;
 mod options;
 mod reader;
 pub mod schema;
@@ -140,7 +198,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use tidings_core::log::{
     validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, EventLog,
-    Page, PruneError, ReadError,
+    LogHealth, Page, PruneError, ReadError,
 };
 use tidings_core::NewEvent;
 use tokio::sync::{oneshot, watch};
@@ -150,6 +208,7 @@ pub use options::{Durability, OpenCheck, SqliteOptions};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use codec::Encoded;
+use health::Health;
 use reader::ReadJob;
 use writer::{Command, Stats, Writer, WriterConfig};
 
@@ -161,9 +220,10 @@ pub struct SqliteStats {
     /// Group commits run (each took one or more queued commands).
     pub groups: u64,
     /// WAL fsyncs: in `Sync` mode one per committed transaction that wrote
-    /// something (SQLite's own checkpoint fsyncs are not counted); in
-    /// `Batch` mode one per periodic or requested sync; in `None` mode only
-    /// requested ones.
+    /// something (the fsync SQLite does inside that `COMMIT`, counted there,
+    /// and only if the connection's `synchronous` really is `FULL`;
+    /// SQLite's own checkpoint fsyncs are not counted); in `Batch` mode one
+    /// per periodic or requested sync; in `None` mode only requested ones.
     pub syncs: u64,
     /// Append requests taken by the writer (batches, not events).
     pub append_requests: u64,
@@ -181,8 +241,20 @@ pub struct SqliteStats {
     pub keys_expired: u64,
     /// Write transactions that failed and were rolled back.
     pub failed_transactions: u64,
+    /// Times the writer thread panicked and was restarted (a bug: each is
+    /// also logged with `tracing::error`).
+    pub writer_panics: u64,
+    /// Probe writes the idle writer ran while writes were failing (see
+    /// [`SqliteOptions::probe_interval`]).
+    pub probes: u64,
     /// Reads answered with a page the readers had read ahead.
     pub read_ahead_served: u64,
+    /// Rows the reader threads copied out of SQLite (pages read, read ahead
+    /// or re-read; a byte-budgeted read copies no row past its budget).
+    pub rows_read: u64,
+    /// Reads skipped because whoever asked had dropped the request before
+    /// a reader thread got to it.
+    pub reads_abandoned: u64,
 }
 
 /// An [`EventLog`] in a SQLite file. See the [crate docs](crate).
@@ -212,6 +284,8 @@ struct Inner {
     /// sender, so receivers see the channel close when the log closes).
     watch_rx: watch::Receiver<u64>,
     stats: Arc<Stats>,
+    /// Shared with the writer (see `health.rs`).
+    health: Arc<Health>,
 }
 
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError> {
@@ -258,8 +332,14 @@ impl SqliteLog {
             "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(sqlite)?;
+        // What the connection really does, not what was asked: the writer
+        // counts an fsync per writing COMMIT only if SQLite will do one.
+        let sync_level: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(sqlite)?;
 
         let stats = Arc::new(Stats::default());
+        let health = Arc::new(Health::default());
         let (watch_tx, watch_rx) = watch::channel(last);
         let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let read_ahead = Arc::new(reader::ReadAhead::default());
@@ -290,8 +370,18 @@ impl SqliteLog {
             max_group_events: options.max_group_events,
             group_wait: options.group_wait,
             wal_path: sqlite_path_suffix(&path, "-wal"),
+            commit_fsyncs: sync_level >= 2,
+            probe_interval: options.probe_interval,
         };
-        let writer = Writer::new(conn, writer_rx, watch_tx, stats.clone(), cfg, last);
+        let writer = Writer::new(
+            conn,
+            writer_rx,
+            watch_tx,
+            stats.clone(),
+            cfg,
+            last,
+            health.clone(),
+        );
         let writer_thread = std::thread::Builder::new()
             .name("tidings-sqlw".into())
             .spawn(move || writer.run())
@@ -309,6 +399,7 @@ impl SqliteLog {
                 read_ahead,
                 watch_rx,
                 stats,
+                health,
             }),
         })
     }
@@ -344,7 +435,11 @@ impl SqliteLog {
             events_pruned: get(&s.events_pruned),
             keys_expired: get(&s.keys_expired),
             failed_transactions: get(&s.failed_transactions),
+            writer_panics: get(&s.writer_panics),
+            probes: get(&s.probes),
             read_ahead_served: get(&self.inner.read_ahead.served),
+            rows_read: get(&self.inner.read_ahead.rows_read),
+            reads_abandoned: get(&self.inner.read_ahead.abandoned),
         }
     }
 
@@ -354,7 +449,12 @@ impl SqliteLog {
     pub fn sync(&self) -> impl Future<Output = Result<(), SyncError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Sync { reply: tx });
-        reply(rx, || SyncError::Closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(SyncError::Closed, SyncError::Storage)
+        })
     }
 
     /// Closes the log: the readers answer the reads already queued and
@@ -377,12 +477,37 @@ impl SqliteLog {
         tx
     }
 
+    /// Tests: blocks one reader thread until the returned sender is used or
+    /// dropped.
+    #[cfg(test)]
+    fn hold_reader(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = self.inner.send_read(ReadJob::Hold(rx));
+        tx
+    }
+
     /// Tests: one integer from `sql` run on the writer's connection.
     #[cfg(test)]
     async fn writer_query(&self, sql: &'static str) -> i64 {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Query(sql, tx));
         rx.await.expect("writer answered").expect("query ran")
+    }
+
+    /// Tests: runs `sql` on the writer's connection, between groups.
+    #[cfg(test)]
+    async fn writer_exec(&self, sql: &'static str) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::Exec(sql, tx));
+        rx.await.expect("writer answered").expect("statements ran")
+    }
+
+    /// Tests: (the writer has commits not yet fsynced, it has a timer set).
+    #[cfg(test)]
+    async fn writer_inspect(&self) -> (bool, bool) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::Inspect(tx));
+        rx.await.expect("writer answered")
     }
 }
 
@@ -434,11 +559,12 @@ impl Drop for Inner {
 }
 
 /// The answer to a job sent to the writer or a reader. A job that could not
-/// be sent is dropped with its reply sender, and a thread that stops drops
-/// the senders it holds, so both end as `closed()`.
+/// be sent is dropped with its reply sender, and a thread that stops (or,
+/// for the writer, panics) drops the senders it holds, so both end as
+/// `closed()` (which names a writer panic if there was one).
 fn reply<T: Send + 'static, E: Send + 'static>(
     rx: oneshot::Receiver<Result<T, E>>,
-    closed: fn() -> E,
+    closed: impl FnOnce() -> E + Send + 'static,
 ) -> BoxFuture<Result<T, E>> {
     Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
 }
@@ -472,18 +598,45 @@ impl EventLog for SqliteLog {
         if self.inner.send_write(cmd).is_err() {
             return AppendFuture::ready(Err(AppendError::Closed));
         }
+        let health = self.inner.health.clone();
         AppendFuture::Pending(Box::pin(async move {
             rx.await
-                .unwrap_or(Err(AppendError::Closed))
+                .unwrap_or_else(|_| {
+                    Err(health
+                        .dropped_reply()
+                        .map_or(AppendError::Closed, Into::into))
+                })
                 .map(writer::Appended::into_committed)
         }))
     }
 
+    /// `Degraded` from the first write that failed for a fault of the
+    /// storage (full disk: `no_space: true`; I/O error, lock, writer panic)
+    /// until the next write transaction commits: an append, a cursor
+    /// commit, a prune, or the writer's own probe (see
+    /// [`SqliteOptions::probe_interval`]).
+    fn health(&self) -> LogHealth {
+        self.inner.health.get()
+    }
+
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        self.read_within(after, limit, usize::MAX)
+    }
+
+    /// The reader thread stops stepping SQLite once the page reaches
+    /// `max_bytes` (sizes computed by SQLite from the stored lengths), so
+    /// the rows past the budget are never copied out; see `reader.rs`.
+    fn read_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Result<Page, ReadError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_read(ReadJob::Read {
             after,
             limit,
+            max_bytes,
             reply: tx,
         });
         let raw = reply(rx, read_closed);
@@ -530,13 +683,23 @@ impl EventLog for SqliteLog {
             seq,
             reply: tx,
         });
-        reply(rx, cursor_closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(CursorError::Closed, Into::into)
+        })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.send_write(Command::Prune { reply: tx });
-        reply(rx, || PruneError::Closed)
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(PruneError::Closed, Into::into)
+        })
     }
 }
 

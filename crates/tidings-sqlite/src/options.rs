@@ -101,6 +101,12 @@ pub struct SqliteOptions {
     /// How long a connection waits for a lock held by another process
     /// before failing with `Unavailable`. Default: 5 s.
     pub busy_timeout: Duration,
+    /// While writes fail for a fault of the storage (a full disk, an I/O
+    /// error), how often the idle writer tries a small probe write, so
+    /// [`EventLog::health`](tidings_core::EventLog::health) goes back to
+    /// `Ok` once the fault is gone even if nobody publishes. `None`: health
+    /// only recovers with the next write that succeeds. Default: 1 s.
+    pub probe_interval: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -117,6 +123,7 @@ impl Default for SqliteOptions {
             cache_kib: 16 * 1024,
             reader_mmap_bytes: 256 * 1024 * 1024,
             busy_timeout: Duration::from_secs(5),
+            probe_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -146,6 +153,12 @@ impl SqliteOptions {
         self
     }
 
+    /// Sets (or with `None` turns off) the probe writes while degraded.
+    pub fn probe_interval(mut self, interval: Option<Duration>) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
     /// Checks the options; the message says what is wrong.
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.readers == 0 {
@@ -161,6 +174,9 @@ impl SqliteOptions {
         }
         if self.prune_interval.is_some_and(|d| d.is_zero()) {
             return Err("prune_interval must be non-zero (use None to turn it off)".into());
+        }
+        if self.probe_interval.is_some_and(|d| d.is_zero()) {
+            return Err("probe_interval must be non-zero (use None to turn it off)".into());
         }
         Ok(())
     }

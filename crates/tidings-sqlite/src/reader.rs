@@ -19,11 +19,32 @@
 //! removed any of it (`first <= the page's first seq`). `Page::last_seq`
 //! then comes from that fresh snapshot. Otherwise the page is dropped and
 //! read normally.
+//!
+//! # Byte budgets
+//!
+//! A read with a byte budget (`EventLog::read_within`) stops stepping SQLite
+//! as soon as the next row would take the page past the budget (the row's
+//! size is computed by SQLite from the column lengths, before its payload
+//! is copied), keeping at least one row: the same cut as core's
+//! `Page::truncate_to_bytes`, without ever copying the rows past it. A page
+//! cut by its budget counts as full (more events follow), and since an
+//! event's size never changes, a read-ahead page cut at the same budget is
+//! still exactly what a fresh read returns. Read-ahead pages are keyed by
+//! `(after, limit, budget)`.
+//!
+//! # Readers that went away
+//!
+//! A read whose requester dropped its future before a reader thread took it
+//! is skipped (nothing is read). A requester that goes away while its page
+//! is read is not read ahead for: if the answer cannot be delivered, the
+//! read-ahead registered for it is abandoned before it starts, and a
+//! read-ahead chain stops as soon as every request waiting on it is gone.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
@@ -41,8 +62,13 @@ pub(crate) enum ReadJob {
     Read {
         after: u64,
         limit: usize,
+        /// The byte budget (`usize::MAX`: none).
+        max_bytes: usize,
         reply: oneshot::Sender<Result<RawPage, ReadError>>,
     },
+    /// Tests: block this reader thread until the sender is used or dropped.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
     Bounds {
         reply: oneshot::Sender<Result<Bounds, ReadError>>,
     },
@@ -72,21 +98,34 @@ enum SlotState {
     Ready(RawPage),
 }
 
-/// The page `read(after, limit)` would return, being read or read.
-struct Slot {
+/// Which page: what `read_within(after, limit, max_bytes)` would return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
     after: u64,
     limit: usize,
+    max_bytes: usize,
+}
+
+/// A page being read or read.
+struct Slot {
+    key: Key,
     state: SlotState,
 }
 
 /// Pages read ahead for sequential readers, shared by the reader threads.
 #[derive(Default)]
 pub(crate) struct ReadAhead {
-    /// Invariant: at most one slot per `(after, limit)`, at most
-    /// `READ_AHEAD_SLOTS` slots; oldest first.
+    /// Invariant: at most one slot per key, at most `READ_AHEAD_SLOTS`
+    /// slots; oldest first.
     slots: Mutex<VecDeque<Slot>>,
+    /// Signalled whenever a slot stops being `Reading`.
+    idle: Condvar,
     /// Requests answered with a page read ahead.
-    pub served: std::sync::atomic::AtomicU64,
+    pub served: AtomicU64,
+    /// Rows copied out of SQLite by the reader threads.
+    pub rows_read: AtomicU64,
+    /// Reads skipped because their requester had gone.
+    pub abandoned: AtomicU64,
 }
 
 /// What a request found in the read-ahead.
@@ -100,21 +139,27 @@ enum Claim {
 }
 
 impl ReadAhead {
-    /// Tests: whether some read-ahead is still being read.
+    /// Tests: blocks until no read-ahead is being read.
     #[cfg(test)]
-    pub(crate) fn busy(&self) -> bool {
-        self.slots
-            .lock()
+    pub(crate) fn wait_idle(&self) {
+        let mut slots = self.slots.lock();
+        while slots
             .iter()
             .any(|s| matches!(s.state, SlotState::Reading(_)))
+        {
+            self.idle.wait(&mut slots);
+        }
     }
 
-    fn claim(&self, after: u64, limit: usize, reply: PageReply) -> Claim {
+    /// Tests: how many pages are read ahead or being read.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    fn claim(&self, key: Key, reply: PageReply) -> Claim {
         let mut slots = self.slots.lock();
-        let Some(i) = slots
-            .iter()
-            .position(|s| s.after == after && s.limit == limit)
-        else {
+        let Some(i) = slots.iter().position(|s| s.key == key) else {
             return Claim::Miss(reply);
         };
         match &mut slots[i].state {
@@ -129,10 +174,10 @@ impl ReadAhead {
         }
     }
 
-    /// Registers a read-ahead of `(after, limit)`; false if there is one.
-    fn start(&self, after: u64, limit: usize) -> bool {
+    /// Registers a read-ahead of `key`; false if there is one.
+    fn start(&self, key: Key) -> bool {
         let mut slots = self.slots.lock();
-        if slots.iter().any(|s| s.after == after && s.limit == limit) {
+        if slots.iter().any(|s| s.key == key) {
             return false;
         }
         while slots.len() >= READ_AHEAD_SLOTS {
@@ -148,26 +193,37 @@ impl ReadAhead {
             }
         }
         slots.push_back(Slot {
-            after,
-            limit,
+            key,
             state: SlotState::Reading(Vec::new()),
         });
         true
     }
 
+    /// Drops a registered read-ahead of `key` before it was read, because
+    /// the reader it was for went away; false (and nothing changes) if
+    /// another request already waits for it.
+    fn abandon(&self, key: Key) -> bool {
+        let mut slots = self.slots.lock();
+        let Some(i) = slots.iter().position(|s| s.key == key) else {
+            return true;
+        };
+        match &slots[i].state {
+            SlotState::Reading(waiters) if waiters.is_empty() => {
+                slots.remove(i);
+                self.idle.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Ends a read-ahead. If requests waited for it, returns them with the
     /// page to answer them with; otherwise keeps a full page for a later
     /// request and returns nothing.
-    fn finish(
-        &self,
-        after: u64,
-        limit: usize,
-        page: PageEvents,
-    ) -> Option<(Vec<PageReply>, PageEvents)> {
+    fn finish(&self, key: Key, page: PageEvents) -> Option<(Vec<PageReply>, PageEvents)> {
         let mut slots = self.slots.lock();
-        let i = slots
-            .iter()
-            .position(|s| s.after == after && s.limit == limit)?;
+        let i = slots.iter().position(|s| s.key == key)?;
+        self.idle.notify_all();
         let waiters = match &mut slots[i].state {
             SlotState::Reading(w) => std::mem::take(w),
             SlotState::Ready(_) => Vec::new(),
@@ -177,7 +233,7 @@ impl ReadAhead {
             return Some((waiters, page));
         }
         match page {
-            Ok(rows) if rows.len() == limit => slots[i].state = SlotState::Ready(rows),
+            Ok(rows) if rows.is_full(key.limit) => slots[i].state = SlotState::Ready(rows),
             _ => {
                 slots.remove(i);
             }
@@ -193,11 +249,29 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<ReadJob>, ahead: Arc<ReadAh
     while let Ok(job) = rx.recv() {
         // A dropped receiver only means the caller stopped waiting.
         match job {
+            ReadJob::Read { reply, .. } if reply.is_closed() => {
+                // The requester went away before we got to it.
+                ahead.abandoned.fetch_add(1, Ordering::Relaxed);
+            }
             ReadJob::Read {
                 after,
                 limit,
+                max_bytes,
                 reply,
-            } => serve_read(&mut conn, &ahead, after, limit, reply),
+            } => serve_read(
+                &mut conn,
+                &ahead,
+                Key {
+                    after,
+                    limit,
+                    max_bytes,
+                },
+                reply,
+            ),
+            #[cfg(test)]
+            ReadJob::Hold(release) => {
+                let _ = release.recv();
+            }
             ReadJob::Bounds { reply } => {
                 let _ = reply.send(bounds(&mut conn).map_err(Into::into));
             }
@@ -216,71 +290,78 @@ fn worth_reading_ahead(limit: usize) -> bool {
 }
 
 /// Answers a page request, from the read-ahead when possible, then reads
-/// the next page ahead if this one was full.
-fn serve_read(
-    conn: &mut Connection,
-    ahead: &ReadAhead,
-    after: u64,
-    limit: usize,
-    reply: PageReply,
-) {
-    let (reply, ready) = match ahead.claim(after, limit, reply) {
+/// the next page ahead if this one was full and its requester is still
+/// there.
+fn serve_read(conn: &mut Connection, ahead: &ReadAhead, key: Key, reply: PageReply) {
+    let (reply, ready) = match ahead.claim(key, reply) {
         Claim::Parked => return,
         Claim::Miss(reply) => (reply, None),
         Claim::Ready(reply, events) => (reply, Some(events)),
     };
     let result = match ready.map(|events| still_valid(conn, events)) {
         Some(Ok(Some(page))) => {
-            ahead
-                .served
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ahead.served.fetch_add(1, Ordering::Relaxed);
             Ok(page)
         }
         Some(Err(e)) => Err(e),
-        Some(Ok(None)) | None => read_page(conn, after, limit),
+        Some(Ok(None)) | None => read_page(conn, ahead, key),
     };
     let next = match &result {
-        Ok(page) if page.len() == limit && worth_reading_ahead(limit) => page.last_event_seq(),
+        Ok(page) if page.is_full(key.limit) && worth_reading_ahead(key.limit) => {
+            page.last_event_seq()
+        }
         _ => None,
     };
     // Registered before answering, so a request for the next page that
     // arrives right after the answer finds it.
-    let started = next.filter(|&n| ahead.start(n, limit));
-    let _ = reply.send(result.map_err(Into::into));
-    let Some(mut after) = started else {
+    let started = next
+        .map(|after| Key { after, ..key })
+        .filter(|&k| ahead.start(k));
+    let delivered = reply.send(result.map_err(Into::into)).is_ok();
+    let Some(mut key) = started else {
         return;
     };
+    if !delivered && ahead.abandon(key) {
+        // The reader went away: nobody to read ahead for.
+        return;
+    }
     // Read ahead while requests keep arriving for what is read.
     loop {
-        let page = read_page(conn, after, limit);
-        let Some((waiters, page)) = ahead.finish(after, limit, page) else {
+        let page = read_page(conn, ahead, key);
+        let Some((waiters, page)) = ahead.finish(key, page) else {
             return;
         };
+        let waiters: Vec<PageReply> = waiters.into_iter().filter(|w| !w.is_closed()).collect();
+        if waiters.is_empty() {
+            // Everyone who waited for it went away: stop here.
+            return;
+        }
         let answer = match page {
             Ok(events) => still_valid(conn, events).and_then(|p| match p {
                 Some(p) => {
-                    let n = waiters.len() as u64;
                     ahead
                         .served
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(waiters.len() as u64, Ordering::Relaxed);
                     Ok(p)
                 }
-                None => read_page(conn, after, limit),
+                None => read_page(conn, ahead, key),
             }),
             Err(e) => Err(e),
         };
-        let full = matches!(&answer, Ok(p) if p.len() == limit);
-        let last = answer.as_ref().ok().and_then(|p| p.last_event_seq());
-        let started = match (full, last) {
-            (true, Some(l)) if ahead.start(l, limit) => Some(l),
+        let next = match &answer {
+            Ok(p) if p.is_full(key.limit) => p.last_event_seq(),
             _ => None,
         };
+        let started = next
+            .map(|after| Key { after, ..key })
+            .filter(|&k| ahead.start(k));
+        let mut delivered = false;
         for w in waiters {
-            let _ = w.send(answer.clone().map_err(Into::into));
+            delivered |= w.send(answer.clone().map_err(Into::into)).is_ok();
         }
         match started {
-            Some(l) => after = l,
-            None => return,
+            Some(k) if delivered || !ahead.abandon(k) => key = k,
+            _ => return,
         }
     }
 }
@@ -313,13 +394,14 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// One page of rows, and the last seq, from one read transaction (one
-/// snapshot).
-pub(crate) fn read_page(
-    conn: &mut Connection,
-    after: u64,
-    limit: usize,
-) -> Result<RawPage, StorageError> {
+/// snapshot), stopping at `key.max_bytes` (see the module docs).
+fn read_page(conn: &mut Connection, ahead: &ReadAhead, key: Key) -> Result<RawPage, StorageError> {
     let op = "reading events";
+    let Key {
+        after,
+        limit,
+        max_bytes,
+    } = key;
     let tx = conn.transaction().map_err(StorageError::sqlite(op))?;
     let last = read_last(&tx)?;
     let want = if limit > 0 && after < last {
@@ -331,20 +413,41 @@ pub(crate) fn read_page(
     };
     let mut page = RawPage::new(last, want.min(1 << 16));
     if want > 0 {
-        let mut stmt = tx
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ))
-            .map_err(StorageError::sqlite(op))?;
+        let budgeted = max_bytes != usize::MAX;
+        // The size column is `Event::approx_bytes` as far as the stored
+        // text tells it (the JSON text's length for the payload), computed
+        // by SQLite before the row's payload is copied out.
+        let sql = if budgeted {
+            format!(
+                "SELECT {EVENT_COLUMNS}, 120 + octet_length(name) + octet_length(source)
+                 + ifnull(octet_length(key) + 8, 0) + octet_length(data)
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            )
+        } else {
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        };
+        let mut stmt = tx.prepare_cached(&sql).map_err(StorageError::sqlite(op))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut rows = stmt
             .query([to_i64(after), limit])
             .map_err(StorageError::sqlite(op))?;
+        let mut total = 0usize;
         while let Some(row) = rows.next().map_err(StorageError::sqlite(op))? {
+            if budgeted {
+                let size: i64 = row.get(8).map_err(StorageError::sqlite(op))?;
+                total = total.saturating_add(usize::try_from(size).unwrap_or(0));
+                if total > max_bytes && page.len() > 0 {
+                    page.budget_cut = true;
+                    break;
+                }
+            }
             page.push(row)?;
         }
     }
     tx.commit().map_err(StorageError::sqlite(op))?;
+    ahead
+        .rows_read
+        .fetch_add(page.len() as u64, Ordering::Relaxed);
     Ok(page)
 }
 

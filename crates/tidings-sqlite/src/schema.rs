@@ -4,16 +4,20 @@
 //! application_id` marks the file as a Tidings log so a foreign database is
 //! refused instead of being written into.
 //!
-//! # Version 2 (current)
+//! # Version 3 (current)
 //!
 //! ```sql
 //! meta(k TEXT PRIMARY KEY, v INTEGER)          -- 'last_seq': written by retention before it
 //!                                               -- deletes; the last seq ever assigned is
 //!                                               -- max(meta.last_seq, max(events.seq))
 //! events(seq INTEGER PRIMARY KEY, id BLOB, name TEXT, source TEXT,
-//!        time INTEGER,                          -- microseconds since the Unix epoch, UTC
+//!        time INTEGER,                          -- the event's own time (client-sent), micros
+//!                                               -- since the Unix epoch, UTC
 //!        key TEXT, data TEXT,                   -- data: the payload as JSON text
-//!        priority INTEGER)                      -- 0 low, 1 normal, 2 high; NULL if none
+//!        priority INTEGER,                      -- 0 low, 1 normal, 2 high; NULL if none
+//!        committed INTEGER)                     -- the log's wall clock (micros) when the
+//!                                               -- event was committed: age retention uses
+//!                                               -- this, never `time`
 //! idem_keys(key TEXT PRIMARY KEY, seq INTEGER,
 //!           at INTEGER,                         -- wall-clock micros when the key was recorded
 //!           id, name, source, time, data, priority)  -- copy of the original event, filled
@@ -21,9 +25,17 @@
 //! cursors(name TEXT PRIMARY KEY, seq INTEGER, updated INTEGER)
 //! ```
 //!
+//! # Version 2
+//!
+//! The same without `events.committed`: age retention compared the
+//! client-sent `time`, so an event dated in the future was never pruned
+//! and one dated in the past was pruned at once. The 2 → 3 migration adds
+//! the column and gives the existing rows their event time as commit time
+//! (the best the file knows).
+//!
 //! # Version 1
 //!
-//! The same without `events.priority` and without the copy columns of
+//! Version 2 without `events.priority` and without the copy columns of
 //! `idem_keys`. The 1 → 2 migration adds them (`ALTER TABLE ... ADD
 //! COLUMN`); old rows read back with no priority.
 
@@ -35,13 +47,13 @@ use crate::error::OpenError;
 use crate::options::OpenCheck;
 
 /// The schema version this crate writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a Tidings log: "TIDG".
 pub const APPLICATION_ID: i64 = 0x5449_4447;
 
 /// The current schema, created in a fresh file.
-const CREATE_V2: &str = "
+const CREATE_V3: &str = "
 CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (k, v) VALUES ('last_seq', 0);
 CREATE TABLE events (
@@ -52,7 +64,8 @@ CREATE TABLE events (
     time INTEGER NOT NULL,
     key TEXT,
     data TEXT NOT NULL,
-    priority INTEGER
+    priority INTEGER,
+    committed INTEGER NOT NULL
 );
 CREATE TABLE idem_keys (
     key TEXT PRIMARY KEY,
@@ -81,6 +94,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE idem_keys ADD COLUMN time INTEGER;
     ALTER TABLE idem_keys ADD COLUMN data TEXT;
     ALTER TABLE idem_keys ADD COLUMN priority INTEGER;
+    ",
+    // 2 -> 3: the commit time age retention goes by; old rows get their
+    // event time.
+    "
+    ALTER TABLE events ADD COLUMN committed INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET committed = time;
     ",
 ];
 
@@ -170,7 +189,7 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), OpenErro
     check_identity(&tx, path, app_id, version)?;
     if version == 0 {
         tracing::info!(path = %path.display(), "creating a new event log");
-        tx.execute_batch(CREATE_V2).map_err(sqlite)?;
+        tx.execute_batch(CREATE_V3).map_err(sqlite)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))
@@ -210,7 +229,15 @@ fn verify_tables(conn: &Connection, path: &Path) -> Result<(), OpenError> {
         (
             "events",
             &[
-                "seq", "id", "name", "source", "time", "key", "data", "priority",
+                "seq",
+                "id",
+                "name",
+                "source",
+                "time",
+                "key",
+                "data",
+                "priority",
+                "committed",
             ],
         ),
         (

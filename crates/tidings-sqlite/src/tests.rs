@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::log::{AppendError, CursorError, ReadError, Retention};
+use tidings_core::log::{AppendError, CursorError, LogHealth, ReadError, Retention};
 use tidings_core::{EventLog, NewEvent};
 
 use super::*;
@@ -183,6 +183,7 @@ async fn durability_modes() {
         quiet().durability(Durability::Batch { interval }),
     );
     assert_eq!(batch.writer_query("PRAGMA synchronous").await, 1, "NORMAL");
+    let mut synced = batch.inner.stats.synced.0.subscribe();
     let t = std::time::Instant::now();
     for i in 0..20 {
         batch.append(vec![ev(i)], None).await.unwrap();
@@ -193,14 +194,28 @@ async fn durability_modes() {
         early as u128 <= elapsed.as_millis() / interval.as_millis() + 1,
         "Batch: at most one fsync per interval ({early} in {elapsed:?})"
     );
-    tokio::time::sleep(interval * 2).await;
-    let later = batch.stats().syncs;
-    assert!(
-        later >= 1,
-        "the pending commits were fsynced within the interval"
-    );
+    // Wait for the periodic fsync itself (no sleep racing the writer).
+    tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|n| *n >= 1))
+        .await
+        .expect("the pending commits were fsynced within the interval")
+        .unwrap();
+    // Then until no commit is left unsynced: the writer then has no timer
+    // at all (no pruning, not degraded), so nothing can fsync again.
+    loop {
+        synced.borrow_and_update();
+        match batch.writer_inspect().await {
+            (false, timer) => {
+                assert!(!timer, "no fsync when nothing is new: no timer is set");
+                break;
+            }
+            (true, _) => tokio::time::timeout(Duration::from_secs(30), synced.changed())
+                .await
+                .expect("the remaining commits were fsynced within the interval")
+                .unwrap(),
+        }
+    }
     let settled = batch.stats().syncs;
-    tokio::time::sleep(interval * 2).await;
+    assert_eq!(batch.writer_inspect().await, (false, false));
     assert_eq!(batch.stats().syncs, settled, "no fsync when nothing is new");
 
     // Closing fsyncs what is still pending.
@@ -385,8 +400,13 @@ async fn close_flushes_then_refuses() {
     let log = open(&path, SqliteOptions::default());
     let release = log.hold_writer();
     let queued: Vec<_> = (0..10).map(|i| log.append(vec![ev(i)], None)).collect();
+    // Release the writer only once close() has started (it takes the
+    // writer's queue first), so close really has to wait for the queue.
+    let closing = log.clone();
     let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        while closing.inner.writer_tx.read().is_some() {
+            std::thread::yield_now();
+        }
         release.send(()).unwrap();
     });
     let mut rx = log.watch();
@@ -496,11 +516,12 @@ async fn append_n(log: &SqliteLog, n: u64) {
     }
 }
 
-/// Waits until no read-ahead is in progress.
+/// Waits until no read-ahead is in progress (signalled by the readers).
 async fn settle(log: &SqliteLog) {
-    while log.inner.read_ahead.busy() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let ahead = log.inner.read_ahead.clone();
+    tokio::task::spawn_blocking(move || ahead.wait_idle())
+        .await
+        .unwrap();
 }
 
 /// A page read ahead is not served once retention removed part of it, and
@@ -603,4 +624,309 @@ async fn concurrent_sequential_readers() {
     for r in readers {
         assert_eq!(r.await.unwrap(), 3000);
     }
+}
+
+/// The counting hook on the writer's fsync: in `Sync` mode every
+/// acknowledged commit group was fsynced (counted at the `COMMIT` that
+/// SQLite fsyncs, given `synchronous=FULL` read back from the connection)
+/// before its ack; in `None` mode nothing is. Fails if `Sync` stopped
+/// making SQLite fsync (a lower `synchronous`, or commits elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_fsyncs_each_group_before_acking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("sync.db"), quiet());
+    for i in 0..10 {
+        let before = log.stats().syncs;
+        log.append(vec![ev(i)], None).await.unwrap();
+        assert!(
+            log.stats().syncs > before,
+            "append {i} was acknowledged before an fsync"
+        );
+    }
+    // One group of many: every ack comes after the group's fsync.
+    let before = log.stats();
+    let release = log.hold_writer();
+    let queued: Vec<_> = (0..20).map(|i| log.append(vec![ev(i)], None)).collect();
+    release.send(()).unwrap();
+    for f in queued {
+        f.await.unwrap();
+        assert!(
+            log.stats().syncs > before.syncs,
+            "acknowledged before fsync"
+        );
+    }
+    let after = log.stats();
+    assert_eq!(after.groups - before.groups, 1);
+    assert_eq!(after.syncs - before.syncs, 1, "one fsync for the group");
+    // A cursor commit writes too, and is fsynced too.
+    log.commit_cursor("c", 3).await.unwrap();
+    assert_eq!(log.stats().syncs, after.syncs + 1);
+
+    let none = open(
+        &dir.path().join("none.db"),
+        quiet().durability(Durability::None),
+    );
+    for i in 0..10 {
+        none.append(vec![ev(i)], None).await.unwrap();
+    }
+    none.commit_cursor("c", 3).await.unwrap();
+    assert_eq!(none.stats().syncs, 0, "None mode never fsyncs by itself");
+}
+
+/// A storage fault (here the writer's connection turned read-only) fails
+/// the whole group with an error naming it, degrades health, consumes no
+/// seq, and the log recovers by itself once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_fault_degrades_health_until_a_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet().probe_interval(None));
+    log.append(vec![ev(1)], None).await.unwrap();
+    assert_eq!(log.health(), LogHealth::Ok);
+    log.writer_exec("PRAGMA query_only = ON").await;
+    let release = log.hold_writer();
+    let a = log.append(vec![ev(2), ev(3)], None);
+    let b = log.append(vec![ev(4)], None);
+    release.send(()).unwrap();
+    for r in [a.await, b.await] {
+        match r {
+            Err(AppendError::Storage(e)) => assert!(e.to_string().contains("readonly"), "{e}"),
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+    }
+    match log.health() {
+        LogHealth::Degraded { reason, no_space } => {
+            assert!(!no_space);
+            assert!(reason.contains("readonly"), "{reason}");
+        }
+        LogHealth::Ok => panic!("health should be degraded"),
+    }
+    assert_eq!(
+        log.stats().failed_transactions,
+        1,
+        "one attempt for the group"
+    );
+    log.writer_exec("PRAGMA query_only = OFF").await;
+    assert_ne!(log.health(), LogHealth::Ok, "no probe: still degraded");
+    let c = log.append(vec![ev(5)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2, "the failed appends consumed no seq");
+    assert_eq!(log.health(), LogHealth::Ok);
+    assert_eq!(log.stats().probes, 0);
+}
+
+/// While degraded and idle, the writer probes, and health recovers with no
+/// new publish once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_writer_probes_until_health_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        quiet().probe_interval(Some(Duration::from_millis(10))),
+    );
+    log.append(vec![ev(1)], None).await.unwrap();
+    log.writer_exec("PRAGMA query_only = ON").await;
+    assert!(log.append(vec![ev(2)], None).await.is_err());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Probes run and fail while the fault lasts.
+    while log.stats().probes < 2 {
+        assert!(std::time::Instant::now() < deadline, "no probes ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(matches!(log.health(), LogHealth::Degraded { .. }));
+    log.writer_exec("PRAGMA query_only = OFF").await;
+    while log.health() != LogHealth::Ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let probes = log.stats().probes;
+    assert_eq!(log.last_seq(), 1, "probes append nothing");
+    let c = log.append(vec![ev(3)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2);
+    assert_eq!(
+        log.writer_inspect().await,
+        (false, false),
+        "probing stopped"
+    );
+    assert_eq!(log.stats().probes, probes);
+}
+
+/// A writer thread that panics is restarted: the requests of its group get
+/// an error naming the panic (not `Closed`), health says so, and the log
+/// goes on, gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_panic_is_reported_and_the_writer_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet().probe_interval(None));
+    log.append(vec![ev(1)], None).await.unwrap();
+    let release = log.hold_writer();
+    let a = log.append(vec![ev(2)], None);
+    assert!(log.inner.send_write(Command::Panic).is_ok());
+    let b = log.append(vec![ev(3)], None);
+    release.send(()).unwrap();
+    for r in [a.await, b.await] {
+        match r {
+            Err(AppendError::Unavailable(m)) => assert!(m.contains("panicked"), "{m}"),
+            other => panic!("expected an error naming the panic, got {other:?}"),
+        }
+    }
+    match log.health() {
+        LogHealth::Degraded { reason, no_space } => {
+            assert!(!no_space);
+            assert!(reason.contains("injected writer panic"), "{reason}");
+        }
+        LogHealth::Ok => panic!("health should report the panic"),
+    }
+    assert_eq!(log.stats().writer_panics, 1);
+    let c = log.append(vec![ev(4)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 2, "the panicked group was rolled back");
+    assert_eq!(log.health(), LogHealth::Ok);
+    let page = log.read(0, 10).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    log.close().unwrap();
+}
+
+/// Age retention goes by when the log committed an event, never by the
+/// event's own (client-sent) time: an event dated in year 9999 is pruned
+/// like any other once its commit is old, and one dated 1970 but committed
+/// now is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_retention_uses_commit_time_not_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        quiet().retention(Retention {
+            max_count: None,
+            max_age: Some(Duration::from_secs(3600)),
+        }),
+    );
+    let mut future = ev(1);
+    future.time = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .unwrap()
+        .to_utc();
+    let mut ancient = ev(3);
+    ancient.time = chrono::DateTime::from_timestamp(0, 0).unwrap();
+
+    // Alone and committed now, an event dated 1970 is kept.
+    log.append(vec![ancient.clone()], None).await.unwrap();
+    assert_eq!(log.prune().await.unwrap(), 0, "committed now: kept");
+    // Make that commit two hours old, as far as the log knows; then the
+    // future-dated event and another, also committed two hours ago.
+    log.append(vec![future], None).await.unwrap();
+    log.append(vec![ev(2)], None).await.unwrap();
+    log.writer_exec("UPDATE events SET committed = committed - 7200000000")
+        .await;
+    log.append(vec![ancient], None).await.unwrap();
+    let page = log.read(1, 1).await.unwrap();
+    assert_eq!(page.events[0].time.format("%Y").to_string(), "9999");
+
+    assert_eq!(log.prune().await.unwrap(), 3, "the year-9999 event too");
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (4, 4));
+    let kept = log.read(0, 10).await.unwrap();
+    assert_eq!(kept.events.len(), 1);
+    assert_eq!(
+        kept.events[0].time.timestamp(),
+        0,
+        "dated 1970, committed now"
+    );
+    assert_eq!(log.prune().await.unwrap(), 0);
+}
+
+/// `read_within` stops the SQL read itself at the byte budget: a page of
+/// 1 MiB payloads copies only the rows that fit (plus, for a full page, the
+/// next such page read ahead), never `limit` of them; the cut is the same
+/// as core's default (read, then `Page::truncate_to_bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_within_stops_the_sql_read_at_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet());
+    let big = "x".repeat(1 << 20);
+    for b in 0..6u64 {
+        let batch = (0..4)
+            .map(|k| NewEvent::new("unit.big", json!({ "i": b * 4 + k, "pad": big })).unwrap())
+            .collect();
+        log.append(batch, None).await.unwrap();
+    }
+    let budget = 4 << 20;
+    let before = log.stats().rows_read;
+    let page = log.read_within(0, 512, budget).await.unwrap();
+    settle(&log).await;
+    let copied = log.stats().rows_read - before;
+    assert!(
+        (1..24).contains(&page.events.len()),
+        "{} events",
+        page.events.len()
+    );
+    assert_eq!(page.last_seq, 24);
+    assert!(
+        copied <= 2 * page.events.len() as u64,
+        "copied {copied} rows for a page of {}: the read did not stop at the budget",
+        page.events.len()
+    );
+    let mut cut = log.read(0, 512).await.unwrap();
+    assert_eq!(cut.events.len(), 24);
+    cut.truncate_to_bytes(budget);
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        cut.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        "the same cut as the default read_within"
+    );
+
+    // The next budgeted page was read ahead, and is exactly a fresh read.
+    let after = page.events.last().unwrap().seq;
+    let served = log.stats().read_ahead_served;
+    let next = log.read_within(after, 512, budget).await.unwrap();
+    assert_eq!(log.stats().read_ahead_served, served + 1);
+    assert_eq!(next.events.len(), page.events.len());
+    assert_eq!(next.events[0].seq, after + 1);
+
+    // At least one event, even past the budget; and no cut without one.
+    settle(&log).await;
+    let one = log.read_within(0, 512, 10).await.unwrap();
+    assert_eq!(one.events.len(), 1);
+    settle(&log).await;
+    let small = log.read_within(0, 3, usize::MAX).await.unwrap();
+    assert_eq!(small.events.len(), 3);
+}
+
+/// A read whose requester dropped it before a reader got to it is not
+/// read, and nothing is read ahead for it; a reader that stays is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_went_away_gets_no_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        &path_in(&dir),
+        SqliteOptions {
+            readers: 1,
+            ..quiet()
+        },
+    );
+    append_n(&log, 300).await;
+    let before = log.stats();
+    let release = log.hold_reader();
+    drop(log.read(0, 64));
+    release.send(()).unwrap();
+    // One reader thread, FIFO: once this is answered the dropped read was
+    // taken (and skipped).
+    log.bounds().await.unwrap();
+    settle(&log).await;
+    let after = log.stats();
+    assert_eq!(after.reads_abandoned - before.reads_abandoned, 1);
+    assert_eq!(after.rows_read, before.rows_read, "nothing was read for it");
+    assert_eq!(log.inner.read_ahead.slots(), 0, "nothing read ahead for it");
+
+    let p = log.read(0, 64).await.unwrap();
+    assert_eq!(p.events.len(), 64);
+    settle(&log).await;
+    assert_eq!(
+        log.inner.read_ahead.slots(),
+        1,
+        "a reader that stays is read ahead for"
+    );
+    assert_eq!(log.stats().rows_read, after.rows_read + 128);
 }

@@ -32,7 +32,32 @@
 //!
 //! Between groups (on a timer) the writer applies retention and forgets
 //! expired idempotency keys, and in [`Durability::Batch`] fsyncs the WAL.
+//!
+//! # Storage faults
+//!
+//! A write that fails because of the storage itself (a full disk, an I/O
+//! error, a lock held by another process: [`StorageError::is_fault`]) is not
+//! one command's problem, so the whole group is rolled back and answered
+//! with that error at once (a full disk answers `AppendError::NoSpace`)
+//! instead of being retried command by command. Nothing of it is kept: the
+//! transaction is rolled back, `self.last` only moves after a `COMMIT`
+//! succeeded, and every transaction re-reads the last seq from the file, so
+//! seqs stay gap-free and the next group simply tries again. The fault
+//! marks [`Health`] `Degraded`; the next write transaction that commits
+//! marks it `Ok` again. While degraded and idle, the writer probes every
+//! `probe_interval` with a one-row write transaction, so health recovers
+//! (once space is freed, say) without waiting for the next publish.
+//!
+//! # Panics
+//!
+//! [`Writer::run`] catches a panic of the loop (a bug), logs it with
+//! `tracing::error`, marks health `Degraded`, rolls back what was open,
+//! re-reads the last seq from the file and goes on serving the queue. The
+//! requests of the group it was running are dropped unanswered; the log
+//! answers those with [`StorageError::WriterPanicked`] (an `Unavailable`
+//! append error naming the panic), not `Closed`.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +72,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::codec::{decode_at, Columns, Encoded, STANDARD};
 use crate::error::{StorageError, SyncError};
+use crate::health::Health;
 use crate::options::Durability;
 
 /// Answer channel of an append: the batch comes back with where each
@@ -121,6 +147,24 @@ pub(crate) enum Command {
     /// Tests: one integer from a query on the writer's connection.
     #[cfg(test)]
     Query(&'static str, oneshot::Sender<rusqlite::Result<i64>>),
+    /// Tests: statements run on the writer's connection, outside a group.
+    #[cfg(test)]
+    Exec(&'static str, oneshot::Sender<rusqlite::Result<()>>),
+    /// Tests: (commits not yet fsynced, whether a timer is set).
+    #[cfg(test)]
+    Inspect(oneshot::Sender<(bool, bool)>),
+    /// Tests: panics when the group it is in runs.
+    #[cfg(test)]
+    Panic,
+}
+
+/// True for the test commands the writer runs on their own, not in a group.
+#[cfg(test)]
+fn solo(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Hold(_) | Command::Query(..) | Command::Exec(..) | Command::Inspect(_)
+    )
 }
 
 impl Command {
@@ -147,6 +191,33 @@ pub(crate) struct Stats {
     pub events_pruned: AtomicU64,
     pub keys_expired: AtomicU64,
     pub failed_transactions: AtomicU64,
+    pub writer_panics: AtomicU64,
+    pub probes: AtomicU64,
+    /// Tests: the value of `syncs` after each change.
+    #[cfg(test)]
+    pub synced: SyncSignal,
+}
+
+/// Tests: a watch of the fsync counter, so tests wait for an fsync instead
+/// of sleeping.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct SyncSignal(pub watch::Sender<u64>);
+
+#[cfg(test)]
+impl Default for SyncSignal {
+    fn default() -> Self {
+        SyncSignal(watch::channel(0).0)
+    }
+}
+
+impl Stats {
+    /// Counts one fsync; called right where it happened.
+    fn count_sync(&self) {
+        let _n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        #[cfg(test)]
+        self.synced.0.send_replace(_n);
+    }
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -175,6 +246,11 @@ pub(crate) struct WriterConfig {
     pub max_group_events: usize,
     pub group_wait: Duration,
     pub wal_path: PathBuf,
+    /// Whether SQLite fsyncs the WAL inside every `COMMIT` that wrote
+    /// (`synchronous` read back from the connection is `FULL` or more).
+    pub commit_fsyncs: bool,
+    /// While degraded, how often the idle writer probes with a write.
+    pub probe_interval: Option<Duration>,
 }
 
 /// One event's fate inside a not yet committed transaction.
@@ -250,6 +326,12 @@ pub(crate) struct Writer {
     unsynced: bool,
     /// Batch durability: when the WAL was last fsynced.
     last_sync: Instant,
+    /// Shared with the log: whether writes fail.
+    health: Arc<Health>,
+    /// The group being run (empty between groups).
+    group: Vec<Command>,
+    /// While degraded: when the next probe write runs.
+    next_probe: Option<Instant>,
     /// A command taken off the channel but not yet run (tests' `Hold`).
     #[cfg(test)]
     stashed: Option<Command>,
@@ -263,6 +345,7 @@ impl Writer {
         stats: Arc<Stats>,
         cfg: WriterConfig,
         last: u64,
+        health: Arc<Health>,
     ) -> Writer {
         let now = Instant::now();
         Writer {
@@ -276,30 +359,28 @@ impl Writer {
             expect: 1,
             unsynced: false,
             last_sync: now,
+            health,
+            group: Vec::new(),
+            next_probe: None,
             #[cfg(test)]
             stashed: None,
         }
     }
 
-    /// Runs until every sender is gone and the queue is drained.
+    /// Runs until every sender is gone and the queue is drained, restarting
+    /// the loop after a panic (see the module docs).
     pub(crate) fn run(mut self) -> Result<(), StorageError> {
         tracing::debug!(last = self.last, "event log writer started");
-        while let Some(first) = self.next_command() {
-            #[cfg(test)]
-            let first = match first {
-                Command::Hold(release) => {
-                    let _ = release.recv();
-                    continue;
-                }
-                Command::Query(sql, reply) => {
-                    let _ = reply.send(self.conn.query_row(sql, [], |r| r.get(0)));
-                    continue;
-                }
-                other => other,
-            };
-            let group = self.gather(first);
-            self.run_group(group);
-            self.maintenance_if_due();
+        while let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
+            let detail = panic_message(payload.as_ref());
+            tracing::error!(panic = %detail, "the event log writer thread panicked; restarting it");
+            bump(&self.stats.writer_panics, 1);
+            self.health.writer_panicked(detail.clone());
+            self.recover_after_panic();
+            // The group it was running, if any: rolled back, so answer it.
+            let group = std::mem::take(&mut self.group);
+            let failed = group.iter().map(|_| None).collect();
+            refuse_all(group, failed, &StorageError::WriterPanicked { detail });
         }
         // Closing: make batch-mode commits durable before the file closes.
         let result = if self.unsynced {
@@ -311,12 +392,56 @@ impl Writer {
         result
     }
 
+    /// The loop of [`Writer::run`].
+    fn serve(&mut self) {
+        while let Some(first) = self.next_command() {
+            #[cfg(test)]
+            let first = match first {
+                Command::Hold(release) => {
+                    let _ = release.recv();
+                    continue;
+                }
+                Command::Query(sql, reply) => {
+                    let _ = reply.send(self.conn.query_row(sql, [], |r| r.get(0)));
+                    continue;
+                }
+                Command::Exec(sql, reply) => {
+                    let _ = reply.send(self.conn.execute_batch(sql));
+                    continue;
+                }
+                Command::Inspect(reply) => {
+                    let _ = reply.send((self.unsynced, self.next_deadline().is_some()));
+                    continue;
+                }
+                other => other,
+            };
+            let group = self.gather(first);
+            self.run_group(group);
+            self.maintenance_if_due();
+        }
+    }
+
+    /// After a caught panic: nothing half-done stays open, and the last seq
+    /// (and the watch) match the file again.
+    fn recover_after_panic(&mut self) {
+        self.rollback();
+        match read_last(&self.conn) {
+            Ok(last) if last != self.last => {
+                self.last = last;
+                self.watch.send_replace(last);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "re-reading the last seq after a panic failed"),
+        }
+        self.schedule_probe();
+    }
+
     /// Adds to `group` what is queued; false if it met a `Hold` (tests).
     fn drain(&mut self, group: &mut Vec<Command>, events: &mut usize) -> bool {
         while *events < self.cfg.max_group_events {
             match self.rx.try_recv() {
                 #[cfg(test)]
-                Ok(c @ (Command::Hold(_) | Command::Query(..))) => {
+                Ok(c) if solo(&c) => {
                     self.stashed = Some(c);
                     return false;
                 }
@@ -343,7 +468,7 @@ impl Writer {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(left) {
                     #[cfg(test)]
-                    Ok(c @ (Command::Hold(_) | Command::Query(..))) => {
+                    Ok(c) if solo(&c) => {
                         self.stashed = Some(c);
                         open = false;
                     }
@@ -387,9 +512,66 @@ impl Writer {
             Durability::Batch { interval } if self.unsynced => Some(self.last_sync + interval),
             _ => None,
         };
-        match (self.next_prune, sync_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [self.next_prune, sync_due, self.next_probe]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// While degraded, the idle writer probes after `probe_interval`.
+    fn schedule_probe(&mut self) {
+        self.next_probe = self.cfg.probe_interval.map(|i| Instant::now() + i);
+    }
+
+    /// Records a failed write: degrades health if it was a fault.
+    fn write_failed(&mut self, e: &StorageError) {
+        if e.is_fault() {
+            self.health.fault(e);
+            if self.next_probe.is_none() {
+                self.schedule_probe();
+            }
+        }
+    }
+
+    /// Records a committed write: health is `Ok` again.
+    fn write_succeeded(&mut self) {
+        self.health.recovered();
+        self.next_probe = None;
+    }
+
+    /// While degraded: one small write transaction (rewriting the
+    /// `last_seq` meta row with its own value, which writes and, in `Sync`
+    /// mode, fsyncs a WAL frame). Success makes health `Ok`.
+    fn probe(&mut self) {
+        bump(&self.stats.probes, 1);
+        let r = self.begin().and_then(|start| {
+            let changes_before = self.conn.total_changes();
+            let r = self
+                .exec(
+                    "UPDATE meta SET v = v WHERE k = 'last_seq'",
+                    "probing the storage",
+                )
+                .and_then(|()| self.commit(changes_before, "committing a probe"));
+            match r {
+                Ok(wrote) => Ok((start, wrote)),
+                Err(e) => {
+                    let e = e.with_os_error(&self.conn);
+                    self.rollback();
+                    Err(e)
+                }
+            }
+        });
+        match r {
+            Ok((start, wrote)) => {
+                tracing::debug!("storage probe succeeded");
+                self.committed(start, wrote);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "storage probe failed");
+                bump(&self.stats.failed_transactions, 1);
+                self.write_failed(&e);
+                self.schedule_probe();
+            }
         }
     }
 
@@ -399,6 +581,7 @@ impl Writer {
             self.next_prune = self.cfg.prune_interval.map(|i| now + i);
             if let Err(e) = self.background_prune() {
                 tracing::warn!(error = %e, "background pruning failed");
+                self.write_failed(&e);
             }
         }
         if let Durability::Batch { interval } = self.cfg.durability {
@@ -407,7 +590,14 @@ impl Writer {
                     // Retry after another interval, not in a busy loop.
                     self.last_sync = now;
                     tracing::warn!(error = %e, "periodic WAL sync failed");
+                    self.write_failed(&e);
                 }
+            }
+        }
+        if self.next_probe.is_some_and(|t| now >= t) {
+            self.next_probe = None;
+            if self.health.is_degraded() {
+                self.probe();
             }
         }
     }
@@ -422,10 +612,12 @@ impl Writer {
 
     /// `BEGIN IMMEDIATE` and the last seq as stored.
     fn begin(&self) -> Result<u64, StorageError> {
-        self.exec("BEGIN IMMEDIATE", "beginning a write transaction")?;
+        self.exec("BEGIN IMMEDIATE", "beginning a write transaction")
+            .map_err(|e| e.with_os_error(&self.conn))?;
         match read_last(&self.conn) {
             Ok(last) => Ok(last),
             Err(e) => {
+                let e = e.with_os_error(&self.conn);
                 self.rollback();
                 Err(e)
             }
@@ -440,15 +632,29 @@ impl Writer {
         }
     }
 
-    /// Bookkeeping after a successful commit: stats, durability, watch.
+    /// `COMMIT`s the open transaction; true if it wrote anything (changed
+    /// rows since `changes_before`). This is the one place commits happen,
+    /// so the fsync SQLite does inside a `COMMIT` that wrote (with
+    /// `synchronous=FULL`, i.e. [`Durability::Sync`]) is counted right here.
+    fn commit(&mut self, changes_before: u64, op: &'static str) -> Result<bool, StorageError> {
+        self.exec("COMMIT", op)?;
+        let wrote = self.conn.total_changes() != changes_before;
+        if wrote {
+            if self.cfg.commit_fsyncs {
+                self.stats.count_sync();
+            }
+            if let Durability::Batch { .. } = self.cfg.durability {
+                self.unsynced = true;
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Bookkeeping after a successful commit: stats, health, watch.
     fn committed(&mut self, last: u64, wrote: bool) {
         bump(&self.stats.transactions, 1);
         if wrote {
-            match self.cfg.durability {
-                Durability::Sync => bump(&self.stats.syncs, 1),
-                Durability::Batch { .. } => self.unsynced = true,
-                Durability::None => {}
-            }
+            self.write_succeeded();
         }
         if last != self.last {
             self.last = last;
@@ -457,12 +663,18 @@ impl Writer {
     }
 
     /// Runs one group of commands in one transaction and answers them.
+    ///
+    /// The group is held in `self.group` until it is answered, so a panic
+    /// while it runs leaves it there for [`Writer::run`] to answer with an
+    /// error naming the panic.
     fn run_group(&mut self, group: Vec<Command>) {
+        self.group = group;
+        let group_len = self.group.len();
         bump(&self.stats.groups, 1);
         self.stats
             .largest_group
-            .fetch_max(group.len() as u64, Ordering::Relaxed);
-        let mut failed: Vec<Option<StorageError>> = group.iter().map(|_| None).collect();
+            .fetch_max(group_len as u64, Ordering::Relaxed);
+        let mut failed: Vec<Option<StorageError>> = (0..group_len).map(|_| None).collect();
         // Each failed attempt marks one more command failed: at most
         // `group.len() + 1` attempts.
         let result = loop {
@@ -471,17 +683,22 @@ impl Writer {
                 Err(e) => break Err(e),
             };
             let changes_before = self.conn.total_changes();
-            match self.execute(&group, &failed, start) {
-                Ok((last, outcomes)) => match self.exec("COMMIT", "committing") {
-                    Ok(()) => {
-                        let wrote = self.conn.total_changes() != changes_before;
-                        break Ok((last, outcomes, wrote));
-                    }
+            match self.execute(&self.group, &failed, start) {
+                Ok((last, outcomes)) => match self.commit(changes_before, "committing") {
+                    Ok(wrote) => break Ok((last, outcomes, wrote)),
                     Err(e) => {
+                        let e = e.with_os_error(&self.conn);
                         self.rollback();
                         break Err(e);
                     }
                 },
+                // A fault of the storage fails every command alike: answer
+                // the group now instead of rerunning it command by command.
+                Err((_, e)) if e.is_fault() => {
+                    let e = e.with_os_error(&self.conn);
+                    self.rollback();
+                    break Err(e);
+                }
                 Err((i, e)) => {
                     tracing::warn!(error = %e, "a command failed; rerunning its group without it");
                     self.rollback();
@@ -490,6 +707,7 @@ impl Writer {
                 }
             }
         };
+        let group = std::mem::take(&mut self.group);
         match result {
             Ok((last, outcomes, wrote)) => {
                 self.committed(last, wrote);
@@ -504,6 +722,7 @@ impl Writer {
             Err(e) => {
                 tracing::warn!(error = %e, "group commit failed");
                 bump(&self.stats.failed_transactions, 1);
+                self.write_failed(&e);
                 refuse_all(group, failed, &e);
             }
         }
@@ -553,7 +772,11 @@ impl Writer {
                 ),
                 Command::Sync { .. } => Outcome::Done,
                 #[cfg(test)]
-                Command::Hold(_) | Command::Query(..) => Outcome::Done,
+                Command::Panic => panic!("injected writer panic"),
+                #[cfg(test)]
+                Command::Hold(_) | Command::Query(..) | Command::Exec(..) | Command::Inspect(_) => {
+                    Outcome::Done
+                }
             };
             outcomes.push(outcome);
         }
@@ -565,10 +788,9 @@ impl Writer {
         let start = self.begin()?;
         let changes_before = self.conn.total_changes();
         let r = prune(&self.conn, &self.cfg, start, wall_micros(), &self.stats)
-            .and_then(|n| self.exec("COMMIT", "committing a prune").map(|_| n));
+            .and_then(|n| Ok((n, self.commit(changes_before, "committing a prune")?)));
         match r {
-            Ok(n) => {
-                let wrote = self.conn.total_changes() != changes_before;
+            Ok((n, wrote)) => {
                 self.committed(start, wrote);
                 if n > 0 {
                     tracing::debug!(removed = n, "retention pruned events");
@@ -576,6 +798,7 @@ impl Writer {
                 Ok(n)
             }
             Err(e) => {
+                let e = e.with_os_error(&self.conn);
                 self.rollback();
                 bump(&self.stats.failed_transactions, 1);
                 Err(e)
@@ -598,10 +821,21 @@ impl Writer {
             path: path.clone(),
             source: Arc::new(e),
         })?;
-        bump(&self.stats.syncs, 1);
+        self.stats.count_sync();
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }
 
@@ -673,7 +907,11 @@ fn answer(
                 let _ = reply.send(r);
             }
             #[cfg(test)]
-            Command::Hold(_) | Command::Query(..) => {}
+            Command::Hold(_)
+            | Command::Query(..)
+            | Command::Exec(..)
+            | Command::Inspect(_)
+            | Command::Panic => {}
         }
     }
 }
@@ -697,7 +935,11 @@ fn refuse_all(group: Vec<Command>, failed: Vec<Option<StorageError>>, err: &Stor
                 let _ = reply.send(Err(SyncError::Storage(e)));
             }
             #[cfg(test)]
-            Command::Hold(_) | Command::Query(..) => {}
+            Command::Hold(_)
+            | Command::Query(..)
+            | Command::Exec(..)
+            | Command::Inspect(_)
+            | Command::Panic => {}
         }
     }
 }
@@ -797,8 +1039,8 @@ fn append_batch(
     let window_start = now_us.saturating_sub(micros(cfg.idempotency_window));
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO events (seq, id, name, source, time, key, data, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO events (seq, id, name, source, time, key, data, priority, committed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(StorageError::sqlite(op))?;
     let first = *last + 1;
@@ -834,6 +1076,7 @@ fn append_batch(
                 enc.event.key,
                 enc.data,
                 enc.priority,
+                now_us,
             ])
             .map_err(StorageError::sqlite(op))?;
         *last = seq;
@@ -852,8 +1095,9 @@ fn append_batch(
 ///
 /// Retention removes a prefix of the log (so the seqs left stay dense):
 /// everything up to the larger of the count cut (`last - max_count`) and
-/// the age cut (just before the first event, in seq order, whose time is
-/// within `max_age`). It does not look at consumer cursors. Before deleting
+/// the age cut (just before the first event, in seq order, whose *commit*
+/// time is within `max_age`; the event's own, client-sent `time` plays no
+/// part). It does not look at consumer cursors. Before deleting
 /// it records `last` in `meta`, in the same transaction, so the last seq
 /// survives even when no event is left.
 fn prune(
@@ -878,7 +1122,7 @@ fn prune(
     if let Some(age) = cfg.retention.max_age {
         let cutoff = now_us.saturating_sub(micros(age));
         let first_kept: Option<i64> = conn
-            .prepare_cached("SELECT seq FROM events WHERE time >= ?1 ORDER BY seq LIMIT 1")
+            .prepare_cached("SELECT seq FROM events WHERE committed >= ?1 ORDER BY seq LIMIT 1")
             .and_then(|mut s| s.query_row([cutoff], |r| r.get(0)).optional())
             .map_err(StorageError::sqlite(op))?;
         let age_cut = match first_kept {

@@ -241,6 +241,23 @@ async fn version_1_file_is_migrated() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, SCHEMA_VERSION);
+    let old_rows_commit_at_event_time: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE seq <= 3 AND committed = time",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        old_rows_commit_at_event_time, 3,
+        "migrated rows: commit time = event time"
+    );
+    let new_row_committed: i64 = conn
+        .query_row("SELECT committed FROM events WHERE seq = 4", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(new_row_committed > 0, "new rows record their commit time");
     drop(conn);
     let log = SqliteLog::open(&path, SqliteOptions::default()).expect("reopen after migration");
     let page = log.read(3, 10).await.unwrap();
