@@ -1,8 +1,10 @@
 //! # tidings-server: Tidings on the network
 //!
-//! One [`service::Service`] implements every command (publish, history,
-//! subscribe, channels, limits, auth); [`http`], [`ws`] and [`sse`] are thin
-//! adapters that parse requests and write answers. [`server::start`] opens
+//! One [`service::Service`] implements every command and keeps every rule
+//! (publish, history, sessions, channels, limits, auth, key namespaces);
+//! [`http`], [`ws`] and [`sse`] are thin adapters that parse requests, call
+//! it and write answers, over the shared plumbing in [`request`]. None of
+//! them imports another; the router lives in [`server`]. [`server::start`] opens
 //! the store named by the [`config::Config`] and serves
 //! the surface fixed in the design brief:
 //!
@@ -16,13 +18,15 @@
 //! | `GET /sse?pattern=P&after=SEQ` | Server-Sent Events; `Last-Event-ID` resumes |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
 //!
-//! Errors are `{"error","code","status"}` with 400, 401, 403, 404, 409,
-//! 413, 429 or 503 (see [`error::ApiError`]).
+//! Errors are [`service::ServiceError`]s (a kind and a code, no status);
+//! [`http::status`] alone maps them to 400, 401, 403, 404, 408, 409, 413,
+//! 415, 429, 503 or 507, answered as `{"error","code","status"}`.
 //!
 //! **Slow clients.** Each connection reads a bounded queue; when it
 //! overflows the connection switches to reading the log (lossless) and only
 //! a position lost to retention yields a `lagged` message. A client that
-//! stops reading entirely is dropped after a 30 s send timeout.
+//! stops reading entirely is dropped once a write to it has stalled for
+//! `send_timeout_secs` ([`server::StallGuard`], under every transport).
 
 pub mod auth;
 pub mod cli;
