@@ -491,3 +491,40 @@ async fn metrics_need_a_token_when_auth_is_on() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A WebSocket client that reads but never answers pings is closed.
+#[tokio::test]
+async fn a_websocket_that_never_answers_pings_is_closed() {
+    let s = memory_server(|c| {
+        c.keepalive_secs = 1;
+        c.send_timeout_secs = 2;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A hand-made handshake: this client reads, and never writes again.
+    tcp.write_all(
+        format!(
+            "GET /ws?pattern=a HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the socket stayed open without pongs");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    // Ping frames (opcode 0x9) were sent before it was closed.
+    assert!(seen.contains(&0x89), "no ping was sent");
+}
