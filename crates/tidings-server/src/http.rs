@@ -153,7 +153,7 @@ pub async fn metrics(
 ) -> Response {
     let result = principal(&svc, &headers, &Params::parse(q.as_deref())).map(|_| {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
             svc.render_metrics(),
         )
     });

@@ -1,10 +1,25 @@
-//! Server counters, rendered in Prometheus text format by `GET /metrics`.
+//! Server metrics in one `prometheus-client` registry, rendered by
+//! `GET /metrics` in the OpenMetrics text format (which Prometheus reads).
+//!
+//! The service's own counters are registered here; the bus's counters and
+//! the log's last seq are read at scrape time by a collector. Anything else
+//! (a log's own statistics) can be added with [`Metrics::register_collector`]
+//! before the server starts. The registry holds no per-channel or
+//! per-pattern series, so every caller may see all of it.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::fmt;
 use std::time::Duration;
 
-use tidings_core::Stats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tidings_core::Bus;
 
 /// Upper bounds (seconds) of the append latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -12,7 +27,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// A transport clients connect with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// `/ws` and `/ws/events/{channel}`.
     WebSocket,
@@ -21,150 +36,179 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn label(self) -> &'static str {
+    /// Its label value.
+    pub fn label(self) -> &'static str {
         match self {
             Transport::WebSocket => "ws",
             Transport::Sse => "sse",
         }
     }
-    fn index(self) -> usize {
-        self as usize
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.label(), encoder)
     }
 }
 
-/// Counters the service updates.
-#[derive(Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabel {
+    transport: Transport,
+}
+
+/// Counters the service updates, and the registry they live in.
 pub struct Metrics {
-    /// Events delivered to clients, per transport.
-    delivered: [AtomicU64; 2],
-    /// Open connections, per transport.
-    connections: [AtomicI64; 2],
-    /// Lag notices sent to clients.
-    lagged: AtomicU64,
-    /// Requests refused (4xx) by code.
-    rejected: AtomicU64,
-    /// Histogram of append latency: counts per bucket (+Inf last), sum in ns.
-    append_buckets: [AtomicU64; 13],
-    append_sum_ns: AtomicU64,
-    append_count: AtomicU64,
+    registry: Registry,
+    /// Handles to the family's series, by `Transport as usize`: the hot
+    /// path takes no lock.
+    delivered: [Counter; 2],
+    connections: [Gauge; 2],
+    lagged: Counter,
+    rejected: Counter,
+    append: Histogram,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The bus's counters and the log's last seq, read at each scrape.
+struct BusCollector(Bus);
+
+impl fmt::Debug for BusCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BusCollector")
+    }
+}
+
+impl Collector for BusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = self.0.stats();
+        for (name, help, v) in [
+            (
+                "tidings_published",
+                "Events committed through this server.",
+                stats.published,
+            ),
+            (
+                "tidings_handler_errors",
+                "In-process handlers that failed.",
+                stats.handler_errors,
+            ),
+            (
+                "tidings_handler_panics",
+                "In-process handlers that panicked.",
+                stats.handler_panics,
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let g = ConstGauge::new(self.0.sequence() as i64);
+        g.encode(encoder.encode_descriptor(
+            "tidings_last_seq",
+            "The log's last sequence number.",
+            None,
+            g.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 impl Metrics {
+    /// The registry, with the bus's counters collected from `bus`.
+    pub fn new(bus: Bus) -> Metrics {
+        let mut registry = Registry::default();
+        let delivered = Family::<TransportLabel, Counter>::default();
+        let connections = Family::<TransportLabel, Gauge>::default();
+        let lagged = Counter::default();
+        let rejected = Counter::default();
+        let append = Histogram::new(BUCKETS);
+        registry.register(
+            "tidings_delivered",
+            "Events delivered to clients.",
+            delivered.clone(),
+        );
+        registry.register(
+            "tidings_connections",
+            "Open client connections.",
+            connections.clone(),
+        );
+        registry.register(
+            "tidings_lagged",
+            "Lag notices sent to clients.",
+            lagged.clone(),
+        );
+        registry.register(
+            "tidings_rejected_requests",
+            "Requests refused with a 4xx status.",
+            rejected.clone(),
+        );
+        registry.register(
+            "tidings_append_seconds",
+            "Time to commit a publish to the log.",
+            append.clone(),
+        );
+        registry.register_collector(Box::new(BusCollector(bus)));
+        let series = |t| TransportLabel { transport: t };
+        Metrics {
+            registry,
+            delivered: [Transport::WebSocket, Transport::Sse]
+                .map(|t| delivered.get_or_create(&series(t)).clone()),
+            connections: [Transport::WebSocket, Transport::Sse]
+                .map(|t| connections.get_or_create(&series(t)).clone()),
+            lagged,
+            rejected,
+            append,
+        }
+    }
+
+    /// Adds a collector (a log's own statistics, say) to the registry.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// One event delivered over `t`.
     pub fn delivered(&self, t: Transport) {
-        self.delivered[t.index()].fetch_add(1, Relaxed);
+        self.delivered[t as usize].inc();
     }
     /// A connection opened (+1) or closed (-1).
     pub fn connection(&self, t: Transport, delta: i64) {
-        self.connections[t.index()].fetch_add(delta, Relaxed);
+        self.connections[t as usize].inc_by(delta);
     }
     /// Open connections over `t`.
     pub fn connections(&self, t: Transport) -> i64 {
-        self.connections[t.index()].load(Relaxed)
+        self.connections[t as usize].get()
     }
     /// A lag notice was sent.
     pub fn lagged(&self) {
-        self.lagged.fetch_add(1, Relaxed);
+        self.lagged.inc();
     }
     /// A request was refused.
     pub fn rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+        self.rejected.inc();
     }
     /// An append took `d`.
     pub fn append_latency(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.append_buckets[i].fetch_add(1, Relaxed);
-        self.append_sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
-        self.append_count.fetch_add(1, Relaxed);
+        self.append.observe(d.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, bus: &Stats, last_seq: u64) -> String {
+    /// The text exposition.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            "tidings_published_total",
-            "Events committed through this server.",
-            bus.published,
-        );
-        counter(
-            "tidings_handler_errors_total",
-            "In-process handlers that failed.",
-            bus.handler_errors,
-        );
-        counter(
-            "tidings_handler_panics_total",
-            "In-process handlers that panicked.",
-            bus.handler_panics,
-        );
-        counter(
-            "tidings_lagged_total",
-            "Lag notices sent to clients.",
-            self.lagged.load(Relaxed),
-        );
-        counter(
-            "tidings_rejected_requests_total",
-            "Requests refused with a 4xx status.",
-            self.rejected.load(Relaxed),
-        );
-        let _ = writeln!(out, "# HELP tidings_last_seq The log's last sequence number.\n# TYPE tidings_last_seq gauge\ntidings_last_seq {last_seq}");
-        let _ = writeln!(out, "# HELP tidings_delivered_total Events delivered to clients.\n# TYPE tidings_delivered_total counter");
-        for t in [Transport::WebSocket, Transport::Sse] {
-            let _ = writeln!(
-                out,
-                "tidings_delivered_total{{transport=\"{}\"}} {}",
-                t.label(),
-                self.delivered[t.index()].load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tidings_connections Open client connections.\n# TYPE tidings_connections gauge"
-        );
-        for t in [Transport::WebSocket, Transport::Sse] {
-            let _ = writeln!(
-                out,
-                "tidings_connections{{transport=\"{}\"}} {}",
-                t.label(),
-                self.connections(t)
-            );
-        }
-        let _ = writeln!(out, "# HELP tidings_append_seconds Time to commit a publish to the log.\n# TYPE tidings_append_seconds histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.append_buckets[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "tidings_append_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.append_buckets[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "tidings_append_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "tidings_append_seconds_sum {}",
-            self.append_sum_ns.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(
-            out,
-            "tidings_append_seconds_count {}",
-            self.append_count.load(Relaxed)
-        );
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
@@ -172,13 +216,15 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative_and_text_is_wellformed() {
-        let m = Metrics::default();
+        let bus = Bus::new();
+        bus.emit("a", serde_json::Value::Null).unwrap();
+        let m = Metrics::new(bus);
         m.append_latency(Duration::from_micros(50));
         m.append_latency(Duration::from_millis(3));
         m.append_latency(Duration::from_secs(5));
         m.delivered(Transport::Sse);
         m.connection(Transport::WebSocket, 1);
-        let text = m.render(&Stats::default(), 9);
+        let text = m.render();
         assert!(
             text.contains("tidings_append_seconds_bucket{le=\"0.0001\"} 1"),
             "{text}"
@@ -191,10 +237,18 @@ mod tests {
             text.contains("tidings_append_seconds_bucket{le=\"+Inf\"} 3"),
             "{text}"
         );
-        assert!(text.contains("tidings_append_seconds_count 3"));
-        assert!(text.contains("tidings_delivered_total{transport=\"sse\"} 1"));
-        assert!(text.contains("tidings_connections{transport=\"ws\"} 1"));
-        assert!(text.contains("tidings_last_seq 9"));
+        assert!(text.contains("tidings_append_seconds_count 3"), "{text}");
+        assert!(
+            text.contains("tidings_delivered_total{transport=\"sse\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tidings_connections{transport=\"ws\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tidings_last_seq 1"), "{text}");
+        assert!(text.contains("tidings_published_total 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "{line}");
         }

@@ -149,10 +149,10 @@ impl Service {
             .build()
             .expect("stream_queue is validated non-zero and a runtime is running");
         Arc::new(Service {
+            metrics: Metrics::new(bus.clone()),
             bus,
             auth: Auth::new(&config.auth),
             config,
-            metrics: Metrics::default(),
             channels: Mutex::new(BTreeMap::new()),
             open_connections: AtomicUsize::new(0),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -421,6 +421,6 @@ impl Service {
     /// The `/metrics` text. It holds no per-channel or per-pattern series,
     /// only server-wide counters, so every caller may see all of it.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.bus.stats(), self.last_seq())
+        self.metrics.render()
     }
 }
