@@ -54,7 +54,7 @@ use tokio::sync::oneshot;
 
 use crate::codec::{micros_ceil, RawPage, EVENT_COLUMNS};
 use crate::error::StorageError;
-use crate::writer::read_last;
+use crate::sql::read_last;
 
 /// A read for the pool.
 pub(crate) enum ReadJob {
