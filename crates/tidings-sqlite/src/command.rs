@@ -19,7 +19,7 @@
 //!   them nor frees the encoded payloads.
 //! * The `#[cfg(test)]` variants are hooks for the unit tests; the writer
 //!   runs `Hold`, `Query`, `Exec` and `Inspect` on their own, between
-//!   groups ([`solo`]), never inside one.
+//!   groups (`solo`), never inside one.
 
 use std::sync::Arc;
 
