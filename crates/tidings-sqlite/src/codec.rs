@@ -3,6 +3,18 @@
 //! Row layout (see [`crate::schema`]): `id` as a 16-byte BLOB, `time` as
 //! microseconds since the Unix epoch, `data` as JSON text, `priority` as a
 //! small integer.
+//!
+//! # Contract
+//!
+//! * Encoding ([`Encoded::new`]) runs on the appender's thread, decoding
+//!   ([`RawPage::decode`]) on the thread that awaits a read: the writer
+//!   and reader threads only bind and copy bytes.
+//! * Round trip: an [`Encoded`] event's `time` is truncated to whole
+//!   microseconds, so the event `append` returns equals what `read`
+//!   returns for it.
+//! * Decoding never panics on what it finds in the file: a row that is not
+//!   a valid event (wrong type, bad UTF-8, bad JSON, unknown priority) is
+//!   a [`StorageError::Decode`] naming its seq.
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::ValueRef;
@@ -12,7 +24,8 @@ use uuid::Uuid;
 
 use crate::error::StorageError;
 
-/// The columns of an event row, in the order [`decode_event`] reads them.
+/// The columns of an event row, in the order [`decode_at`] reads them with
+/// [`STANDARD`].
 pub(crate) const EVENT_COLUMNS: &str = "seq, id, name, source, time, key, data, priority";
 
 /// An event ready for the writer: its payload already serialized (done on
@@ -20,13 +33,13 @@ pub(crate) const EVENT_COLUMNS: &str = "seq, id, name, source, time, key, data, 
 pub(crate) struct Encoded {
     /// The event; its `time` already truncated to microseconds, so what
     /// `append` returns equals what `read` later returns.
-    pub event: NewEvent,
+    pub(crate) event: NewEvent,
     /// `event.time` in microseconds since the epoch.
-    pub time_us: i64,
+    pub(crate) time_us: i64,
     /// `event.data` as JSON text.
-    pub data: String,
+    pub(crate) data: String,
     /// `event.priority` as stored.
-    pub priority: Option<i64>,
+    pub(crate) priority: Option<i64>,
 }
 
 impl Encoded {
@@ -80,14 +93,14 @@ pub(crate) fn micros_ceil(t: DateTime<Utc>) -> i64 {
 /// Column positions of one event inside a result row.
 #[derive(Clone, Copy)]
 pub(crate) struct Columns {
-    pub seq: usize,
-    pub id: usize,
-    pub name: usize,
-    pub source: usize,
-    pub time: usize,
-    pub key: usize,
-    pub data: usize,
-    pub priority: usize,
+    pub(crate) seq: usize,
+    pub(crate) id: usize,
+    pub(crate) name: usize,
+    pub(crate) source: usize,
+    pub(crate) time: usize,
+    pub(crate) key: usize,
+    pub(crate) data: usize,
+    pub(crate) priority: usize,
 }
 
 /// The layout of [`EVENT_COLUMNS`] at the start of a row.
@@ -184,9 +197,9 @@ pub(crate) fn decode_at(row: &Row<'_>, c: Columns) -> Result<Event, StorageError
 pub(crate) struct RawPage {
     /// The log's last seq in the snapshot the rows came from (or a later
     /// snapshot that holds the same rows, see the read-ahead).
-    pub last_seq: u64,
+    pub(crate) last_seq: u64,
     /// The read stopped at its byte budget with more events left.
-    pub budget_cut: bool,
+    pub(crate) budget_cut: bool,
     /// Invariant: ascending seqs; every range lies inside `buf`.
     rows: Vec<RawRow>,
     buf: Vec<u8>,

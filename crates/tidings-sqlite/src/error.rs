@@ -1,5 +1,20 @@
 //! Error types: one per operation of this crate, plus the storage error
 //! that is boxed into tidings-core's `Storage(..)` variants.
+//!
+//! # Contract
+//!
+//! * Every error names its cause (what the log was doing and what SQLite
+//!   or the OS said); none is a bare "failed".
+//! * `Closed` only ever means the log was closed (or its last clone
+//!   dropped). A storage fault, a lock or a writer panic is never reported
+//!   as `Closed`.
+//! * [`StorageError`] classifies itself ([`StorageError::is_no_space`],
+//!   [`StorageError::is_busy`], [`StorageError::is_fault`]); the `From`
+//!   conversions into core's errors follow that: a full disk becomes
+//!   `AppendError::NoSpace`, a lock or writer panic `Unavailable`, the rest
+//!   `Storage(Box<StorageError>)`, which callers can downcast.
+//! * [`StorageError`] is cheap to clone (`Arc`ed sources), so one failed
+//!   group commit answers every request in it with the same error.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,6 +8,17 @@
 //! requests it dropped are answered with an error naming it instead of
 //! `Closed`.
 //!
+//! # Contract
+//!
+//! * Only the writer thread changes it (a fault, a recovery, a panic);
+//!   the handle only reads it.
+//! * `Degraded` only for faults of the storage
+//!   ([`StorageError::is_fault`]): a request's own failure (a bad event)
+//!   never degrades the log.
+//! * A recorded panic is kept for the life of the log, so any reply the
+//!   panicking writer dropped is answered with it
+//!   ([`Health::dropped_reply`]), never `Closed`.
+//!
 //! [`EventLog::health`]: tidings_core::EventLog::health
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +30,11 @@ use crate::error::StorageError;
 
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    /// Fast path for the writer: whether `state` is `Degraded`.
+    /// Fast path for the writer. Invariant: true exactly when `state` is
+    /// `Some` (both change under the `state` lock).
     degraded: AtomicBool,
+    /// The fault that degraded the log (the latest one while it stays
+    /// degraded); `None` while writes succeed.
     state: Mutex<Option<Degraded>>,
     /// The last writer panic, for requests whose reply it dropped.
     panic: Mutex<Option<String>>,

@@ -1,4 +1,14 @@
 //! Configuration of a [`SqliteLog`](crate::SqliteLog).
+//!
+//! # Contract
+//!
+//! * [`SqliteOptions`] is plain data with documented defaults; it is
+//!   checked once, by `open` ([`SqliteOptions::validate`]), and an option
+//!   that makes no sense refuses the open with `OpenError::InvalidOptions`
+//!   rather than being clamped.
+//! * [`Durability`] documents exactly what each mode guarantees on a
+//!   process crash and on a machine crash; the writer implements that
+//!   table (`synchronous` level, explicit WAL fsyncs), nothing more.
 
 use std::time::Duration;
 

@@ -3,6 +3,18 @@
 //! last commit that finished before their read transaction began) and the
 //! writer never waits for them.
 //!
+//! # Contract
+//!
+//! * Readers never write: each connection is `query_only`, and the only
+//!   shared state is [`ReadAhead`] (pages and counters).
+//! * Every answer comes from one read transaction, one snapshot: a page's
+//!   `last_seq` agrees with its rows.
+//! * A page served from the read-ahead is always exactly what a fresh read
+//!   would return at the time it is served (see below).
+//! * Every job taken off the queue is answered (or skipped, if its
+//!   requester is gone); the threads stop once the queue is closed and
+//!   drained.
+//!
 //! # Read-ahead
 //!
 //! A reader catching up (core's `follow`, a replay) asks for page after
@@ -54,7 +66,7 @@ use tokio::sync::oneshot;
 
 use crate::codec::{micros_ceil, RawPage, EVENT_COLUMNS};
 use crate::error::StorageError;
-use crate::writer::read_last;
+use crate::sql::read_last;
 
 /// A read for the pool.
 pub(crate) enum ReadJob {
@@ -121,11 +133,11 @@ pub(crate) struct ReadAhead {
     /// Signalled whenever a slot stops being `Reading`.
     idle: Condvar,
     /// Requests answered with a page read ahead.
-    pub served: AtomicU64,
+    pub(crate) served: AtomicU64,
     /// Rows copied out of SQLite by the reader threads.
-    pub rows_read: AtomicU64,
+    pub(crate) rows_read: AtomicU64,
     /// Reads skipped because their requester had gone.
-    pub abandoned: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
 }
 
 /// What a request found in the read-ahead.

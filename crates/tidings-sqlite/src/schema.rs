@@ -4,6 +4,18 @@
 //! application_id` marks the file as a Tidings log so a foreign database is
 //! refused instead of being written into.
 //!
+//! # Contract
+//!
+//! * Runs only at open, on the connection that becomes the writer's, before
+//!   any thread starts.
+//! * A foreign database, a newer schema or garbage is refused before
+//!   anything in the file is changed; opening never panics on a bad file.
+//! * A new file gets the current schema and an older one is migrated (all
+//!   steps) in one transaction: a migration that fails leaves the file as
+//!   it was.
+//! * [`SCHEMA_VERSION`] is one more than the number of migrations (checked
+//!   at compile time), and a file's `user_version` only ever moves up.
+//!
 //! # Version 3 (current)
 //!
 //! ```sql
