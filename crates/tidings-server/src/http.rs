@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 use tidings_core::Committed;
 
 use crate::request::{content_type, principal, read_body, Params};
-use crate::service::{decode_publish, wire, ErrorKind, Health, Service, ServiceError};
+use crate::service::{
+    decode_binary_cloudevent, decode_publish, wire, ErrorKind, Format, Health, Service,
+    ServiceError,
+};
 
 /// The status a kind of error answers with.
 pub fn status(kind: ErrorKind) -> StatusCode {
@@ -79,7 +82,21 @@ pub async fn post_events(
         let who = principal(&svc, &headers, &params)?;
         let expected = params.number("expect_last")?;
         let bytes = read_body(&svc, &headers, body).await?;
-        let decoded = decode_publish(content_type(&headers), &bytes)?;
+        let ce_headers: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("ce-"))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let decoded = if ce_headers.is_empty() {
+            decode_publish(content_type(&headers), &bytes)?
+        } else {
+            decode_binary_cloudevent(&ce_headers, content_type(&headers), &bytes)?
+        };
         let committed = svc.publish(&who, decoded.events, expected).await?;
         Ok::<_, ServiceError>(if decoded.batch {
             Json(Value::Array(committed.iter().map(committed_json).collect()))
@@ -103,7 +120,13 @@ pub async fn get_events(
         let after = params.number("after")?.unwrap_or(0);
         let limit = params.number("limit")?.map(|n| n as usize);
         let page = svc
-            .history(&who, params.get("pattern"), after, limit)
+            .history(
+                &who,
+                params.get("pattern"),
+                after,
+                limit,
+                Format::parse(params.get("format"))?,
+            )
             .await?;
         Ok::<_, ServiceError>(Json(page))
     }

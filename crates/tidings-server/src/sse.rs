@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::http::respond;
 use crate::metrics::Transport;
 use crate::request::{principal, Params};
-use crate::service::{Open, Outgoing, Service, ServiceError, Target};
+use crate::service::{Format, Open, Outgoing, Service, ServiceError, Target};
 
 /// `GET /sse`.
 pub async fn sse(
@@ -46,6 +46,7 @@ pub async fn sse(
             target: Target::Patterns(params.all("pattern")),
             after,
             transport: Transport::Sse,
+            format: Format::parse(params.get("format"))?,
         };
         svc.open(who, open).await
     }

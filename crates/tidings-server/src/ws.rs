@@ -31,7 +31,7 @@ use crate::http::respond;
 use crate::metrics::Transport;
 use crate::request::{check_origin, principal, Params};
 use crate::service::{
-    error_json, CloseReason, Open, Outgoing, Service, Session, Target, CHANNEL_FULL,
+    error_json, CloseReason, Format, Open, Outgoing, Service, Session, Target, CHANNEL_FULL,
 };
 
 /// Close code: normal closure.
@@ -88,6 +88,7 @@ async fn upgrade(
             target,
             after: params.number("after")?,
             transport: Transport::WebSocket,
+            format: Format::parse(params.get("format"))?,
         };
         svc.open(who, open).await
     }

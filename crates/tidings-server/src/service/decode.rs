@@ -3,7 +3,11 @@
 //! (`application/cloudevents+json`) and batch mode
 //! (`application/cloudevents-batch+json`).
 //!
-//! Only JSON content types are taken. A form or `text/plain` body is a
+//! CloudEvents binary mode (`ce-*` headers, the body is `data` in its own
+//! content type) is [`decode_binary_cloudevent`]: JSON data is kept as
+//! JSON, text as a string, anything else as a base64 string.
+//!
+//! Only JSON content types are taken for the other modes. A form or `text/plain` body is a
 //! "simple" cross-site request a browser sends without a CORS preflight,
 //! so taking it would let any web page publish: it is refused.
 
@@ -216,5 +220,124 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, "invalid_cloudevent");
+    }
+}
+
+/// Decodes a CloudEvents binary-mode request: `headers` are the request's
+/// `ce-*` headers (lowercase names, with the prefix), `content_type` and
+/// `body` are the event's data.
+pub fn decode_binary_cloudevent(
+    headers: &[(String, String)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Decoded, ServiceError> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let required = |name: &'static str| {
+        get(name).map(str::to_owned).ok_or_else(|| {
+            ServiceError::bad_request(
+                "invalid_cloudevent",
+                format!("a binary-mode CloudEvent needs the {name} header"),
+            )
+        })
+    };
+    let time = get("ce-time")
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    ServiceError::bad_request(
+                        "invalid_cloudevent",
+                        format!("ce-time {t:?} is not an RFC 3339 time: {e}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let media = content_type.map(media_type);
+    let data = match media.as_deref() {
+        _ if body.is_empty() => Value::Null,
+        Some(m) if m == "application/json" || m.ends_with("+json") => {
+            parse_json(body, "invalid_cloudevent")?
+        }
+        Some(m) if m.starts_with("text/") => {
+            Value::String(String::from_utf8(body.to_vec()).map_err(|_| {
+                ServiceError::bad_request("invalid_cloudevent", "text data is not UTF-8")
+            })?)
+        }
+        _ => Value::String(base64_encode(body)),
+    };
+    let ce = CloudEvent {
+        specversion: required("ce-specversion")?,
+        kind: required("ce-type")?,
+        source: required("ce-source")?,
+        id: required("ce-id")?,
+        time,
+        data,
+    };
+    Ok(Decoded {
+        events: vec![ce.into_incoming()?],
+        batch: false,
+    })
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::*;
+
+    fn headers(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = [
+            ("ce-specversion", "1.0"),
+            ("ce-type", "order.placed"),
+            ("ce-source", "/shop"),
+            ("ce-id", "A-1"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        h.sort();
+        h
+    }
+
+    #[test]
+    fn binary_mode_keeps_json_text_and_bytes() {
+        let d = decode_binary_cloudevent(
+            &headers(&[("ce-time", "2026-01-02T03:04:05Z")]),
+            Some("application/json"),
+            br#"{"total":3}"#,
+        )
+        .unwrap();
+        let e = &d.events[0];
+        assert_eq!(e.name, "order.placed");
+        assert_eq!(e.data, serde_json::json!({"total": 3}));
+        assert_eq!(e.key.as_deref(), Some("ce:/shop:A-1"));
+        assert_eq!(e.time.unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        let d = decode_binary_cloudevent(&headers(&[]), Some("text/plain"), b"hi").unwrap();
+        assert_eq!(d.events[0].data, "hi");
+        let d = decode_binary_cloudevent(
+            &headers(&[]),
+            Some("application/octet-stream"),
+            &[0, 255, 1],
+        )
+        .unwrap();
+        assert_eq!(d.events[0].data, "AP8B");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+        let mut missing = headers(&[]);
+        missing.retain(|(k, _)| k != "ce-id");
+        let e = decode_binary_cloudevent(&missing, None, b"").unwrap_err();
+        assert!(e.message.contains("ce-id"), "{}", e.message);
+        let e =
+            decode_binary_cloudevent(&headers(&[("ce-time", "yesterday")]), None, b"").unwrap_err();
+        assert!(e.message.contains("ce-time"), "{}", e.message);
     }
 }

@@ -33,12 +33,13 @@ use crate::auth::{Auth, Principal};
 use crate::config::Config;
 use crate::metrics::{Metrics, Transport};
 
-pub use decode::{decode_publish, Decoded, Incoming};
+pub use decode::{decode_binary_cloudevent, decode_publish, Decoded, Incoming};
 pub use error::{ErrorKind, ServiceError};
 pub use session::{
     canonical_channel, error_json, CloseReason, Command, Open, Outgoing, Session, Target,
 };
 pub use store::{Store, StoreError};
+pub use wire::Format;
 
 /// Most events one history request looks at (matching or not).
 pub const HISTORY_SCAN_BUDGET: u64 = 100_000;
@@ -111,8 +112,8 @@ impl Drop for ConnectionGuard {
 /// Slots of the encoded-envelope cache.
 const ENCODE_SLOTS: usize = 4096;
 
-/// One slot: the seq and its envelope's JSON.
-type EncodedSlot = Mutex<Option<(u64, Bytes)>>;
+/// One slot: the seq, the format and the event's JSON in it.
+type EncodedSlot = Mutex<Option<(u64, Format, Bytes)>>;
 
 /// The server's commands.
 pub struct Service {
@@ -132,8 +133,9 @@ pub struct Service {
     /// Becomes true when the server shuts down; every session ends then.
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Recently encoded envelopes, slot `seq % ENCODE_SLOTS`: an event fanned
-    /// out to many connections is turned into JSON once. Invariant: a slot
-    /// holds the JSON of the event with exactly the seq stored beside it.
+    /// out to many connections is turned into JSON once per format.
+    /// Invariant: a slot holds the JSON of the event with exactly the seq,
+    /// in exactly the format, stored beside it.
     encoded: Box<[EncodedSlot]>,
 }
 
@@ -165,17 +167,18 @@ impl Service {
         self.shutdown.send_replace(true);
     }
 
-    /// The envelope as clients see it, encoded once however many
+    /// The event as clients see it in `format`, encoded once however many
     /// connections send it.
-    pub fn encode(&self, event: &SharedEvent) -> Bytes {
-        let slot = &self.encoded[(event.seq % ENCODE_SLOTS as u64) as usize];
-        if let Some((seq, json)) = &*slot.lock() {
-            if *seq == event.seq {
+    pub fn encode(&self, event: &SharedEvent, format: Format) -> Bytes {
+        let index = (event.seq.wrapping_mul(2) + format as u64) % ENCODE_SLOTS as u64;
+        let slot = &self.encoded[index as usize];
+        if let Some((seq, f, json)) = &*slot.lock() {
+            if *seq == event.seq && *f == format {
                 return json.clone();
             }
         }
-        let json = Bytes::from(wire::to_json(event));
-        *slot.lock() = Some((event.seq, json.clone()));
+        let json = Bytes::from(wire::to_json_as(event, format));
+        *slot.lock() = Some((event.seq, format, json.clone()));
         json
     }
 
@@ -272,6 +275,7 @@ impl Service {
         pattern: Option<&str>,
         after: u64,
         limit: Option<usize>,
+        format: Format,
     ) -> Result<HistoryPage, ServiceError> {
         let pattern = match pattern {
             Some(p) => Pattern::parse(p)?,
@@ -312,7 +316,7 @@ impl Service {
                         break 'pages;
                     }
                     bytes += size;
-                    events.push(wire::to_value(&e));
+                    events.push(wire::to_value_as(&e, format));
                 }
                 cursor = e.seq;
                 if events.len() == limit || bytes >= budget {

@@ -39,6 +39,8 @@ pub struct Open {
     pub after: Option<u64>,
     /// The transport; it decides only whether commands can follow.
     pub transport: Transport,
+    /// How events are written.
+    pub format: super::Format,
 }
 
 /// Why a session ends.
@@ -159,6 +161,7 @@ pub struct Session {
     who: Principal,
     stream: EventStream,
     transport: Transport,
+    format: super::Format,
     welcome: Value,
     commands: Bucket,
     /// Fires when the token expires (never without `exp`).
@@ -254,6 +257,7 @@ impl Session {
             who,
             stream,
             transport: open.transport,
+            format: open.format,
             welcome,
             expiry,
             _conn: conn,
@@ -275,7 +279,7 @@ impl Session {
                 self.service.metrics.delivered(self.transport);
                 Some(Outgoing::Event {
                     seq: e.seq,
-                    json: self.service.encode(&e),
+                    json: self.service.encode(&e, self.format),
                 })
             }
             Some(Ok(Delivery::Lagged {

@@ -65,6 +65,84 @@ impl<'a> From<&'a Event> for WireEvent<'a> {
     }
 }
 
+/// How a client wants events written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The Tidings envelope.
+    #[default]
+    Envelope,
+    /// CloudEvents structured JSON (`?format=cloudevents`), with the seq as
+    /// the `sequence` extension attribute.
+    CloudEvents,
+}
+
+impl Format {
+    /// Parses the `format` parameter.
+    pub fn parse(raw: Option<&str>) -> Result<Format, ServiceError> {
+        match raw {
+            None | Some("envelope") => Ok(Format::Envelope),
+            Some("cloudevents") => Ok(Format::CloudEvents),
+            Some(other) => Err(ServiceError::bad_request(
+                "invalid_format",
+                format!("format {other:?} is not one of envelope, cloudevents"),
+            )),
+        }
+    }
+}
+
+/// An event as a CloudEvent (structured mode JSON).
+#[derive(Serialize)]
+pub struct CloudEventOut<'a> {
+    specversion: &'static str,
+    id: String,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    time: &'a chrono::DateTime<chrono::Utc>,
+    datacontenttype: &'static str,
+    /// The CloudEvents sequence extension: the seq, as a string.
+    sequence: String,
+    /// The seq as a number too, so clients resume as with envelopes.
+    seq: u64,
+    data: &'a serde_json::Value,
+}
+
+impl<'a> From<&'a Event> for CloudEventOut<'a> {
+    fn from(e: &'a Event) -> Self {
+        CloudEventOut {
+            specversion: "1.0",
+            id: e.id.to_string(),
+            source: &e.source,
+            kind: &e.name,
+            time: &e.time,
+            datacontenttype: "application/json",
+            sequence: e.seq.to_string(),
+            seq: e.seq,
+            data: &e.data,
+        }
+    }
+}
+
+/// Serializes `e` in `format`.
+pub fn to_json_as(e: &Event, format: Format) -> String {
+    match format {
+        Format::Envelope => to_json(e),
+        Format::CloudEvents => {
+            serde_json::to_string(&CloudEventOut::from(e)).expect("an event always serializes")
+        }
+    }
+}
+
+/// `e` as a JSON value in `format`.
+pub fn to_value_as(e: &Event, format: Format) -> serde_json::Value {
+    match format {
+        Format::Envelope => to_value(e),
+        Format::CloudEvents => {
+            serde_json::to_value(CloudEventOut::from(e)).expect("an event always serializes")
+        }
+    }
+}
+
 /// Serializes `e` as clients see it.
 pub fn to_json(e: &Event) -> String {
     serde_json::to_string(&WireEvent::from(e)).expect("an event always serializes")
