@@ -91,14 +91,16 @@ async fn age_retention_and_seq_before_span_many_script_steps() {
     let options = RedisOptions {
         retention: Retention {
             max_count: None,
-            max_age: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_secs(2)),
         },
         prune_interval: None,
         ..RedisOptions::default()
     };
     let log = common::fresh(&url, "age", options).await;
-    // 15,000 events an hour old (more than one 10,000-entry pruning step
-    // and many 1,000-entry seq_before steps), then 5 recent ones.
+    // 15,000 events dated an hour ago (more than one 10,000-entry pruning
+    // step and many 1,000-entry seq_before steps), then, once their commits
+    // are older than max_age, 5 recent ones. seq_before goes by the events'
+    // time; age retention by their commit time.
     // Whole milliseconds, so times compare exactly after the µs truncation.
     let old = Utc::now() - chrono::Duration::hours(1);
     let old = chrono::DateTime::from_timestamp_millis(old.timestamp_millis()).expect("time");
@@ -112,6 +114,8 @@ async fn age_retention_and_seq_before_span_many_script_steps() {
             .collect();
         log.append(batch, None).await.expect("append old");
     }
+    // Age retention needs the clock to move past max_age: nothing to wait on.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     for i in 0..5 {
         log.append(vec![ev(i)], None).await.expect("append new");
     }
