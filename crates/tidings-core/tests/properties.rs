@@ -221,12 +221,12 @@ proptest! {
     fn invalid_wildcards_and_empty_tokens_are_refused((p, flaw) in invalid_pattern_strategy()) {
         prop_assert!(!reference_valid(&p), "generator made a valid {:?}", p);
         let got = Pattern::parse(&p);
-        let right = match (&got, flaw) {
+        let right = matches!(
+            (&got, flaw),
             (Err(PatternError::PartialWildcard { .. }), Flaw::PartialWildcard)
-            | (Err(PatternError::RestNotLast { .. }), Flaw::RestNotLast)
-            | (Err(PatternError::EmptyToken { .. }), Flaw::EmptyToken) => true,
-            _ => false,
-        };
+                | (Err(PatternError::RestNotLast { .. }), Flaw::RestNotLast)
+                | (Err(PatternError::EmptyToken { .. }), Flaw::EmptyToken)
+        );
         prop_assert!(right, "{:?} ({:?}): got {:?}", p, flaw, got.map(|p| p.as_str().to_owned()));
     }
 
