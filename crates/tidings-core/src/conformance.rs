@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -367,21 +368,33 @@ where
     Fut: Future<Output = Arc<dyn EventLog>>,
 {
     let log = make(LogSpec::default()).await;
-    append_n(&*log, 5).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    append_n(&*log, 5).await;
+    // Event times set explicitly around `cut` (whole milliseconds, which
+    // every backend stores exactly), so no clock has to move.
+    let cut = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis())
+        .expect("now is representable");
+    for i in 0..10i64 {
+        let mut e = ev("conf.item", i as u64);
+        e.time = cut + chrono::Duration::milliseconds(i - 5);
+        log.append(vec![e], None).await.expect("append");
+    }
 
     let mut after = follow(log.clone(), Position::After(7));
     assert_eq!(next_seq(&mut after).await, 8);
     let mut at = follow(log.clone(), Position::At(cut));
     assert_eq!(next_seq(&mut at).await, 6);
     let mut end = follow(log.clone(), Position::End);
-    // Make sure `end` resolved its position before the next append.
-    tokio::time::timeout(Duration::from_millis(100), end.next())
-        .await
-        .ok();
+    // Drive `end` until it has resolved `End` (its position becomes the
+    // last seq) and waits for more, before the next append.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        std::future::poll_fn(|cx| match end.poll_next_unpin(cx) {
+            Poll::Ready(item) => panic!("`End` delivered {item:?} before any append"),
+            Poll::Pending if end.last() == 10 => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+        }),
+    )
+    .await
+    .expect("`End` did not resolve within 10 s");
     log.append(vec![ev("after.end", 0)], None).await.unwrap();
     assert_eq!(next_seq(&mut end).await, 11);
 }
