@@ -241,6 +241,73 @@ proptest! {
     }
 }
 
+/// One step of the subscription-churn property.
+#[derive(Debug, Clone)]
+enum Op {
+    Subscribe(String),
+    Unsubscribe(prop::sample::Index),
+    Emit(String),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    // Few names, so they repeat and the match cache is hit and invalidated.
+    let names = prop::sample::select(vec!["a.b", "a:c", "b.b", "a.b.c", "room.7", "c"]);
+    prop_oneof![
+        2 => pattern_strategy().prop_map(Op::Subscribe),
+        1 => any::<prop::sample::Index>().prop_map(Op::Unsubscribe),
+        4 => names.prop_map(|n| Op::Emit(n.to_owned())),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Subscribing and unsubscribing between emits, with a tiny match
+    /// cache: every handler gets exactly the matching events emitted while
+    /// it was subscribed (the reference decides what matches).
+    #[test]
+    fn subscribe_churn_keeps_deliveries_exact(
+        ops in prop::collection::vec(op_strategy(), 1..120),
+        cache in 1usize..6,
+    ) {
+        let bus = Bus::builder().cache_capacity(cache).build().unwrap();
+        // (pattern, subscription, seqs received, seqs expected)
+        type Live = (String, tidings_core::Subscription, Arc<Mutex<Vec<u64>>>, Vec<u64>);
+        let mut live: Vec<Live> = Vec::new();
+        let check = |(p, _, got, want): &Live| -> Result<(), TestCaseError> {
+            prop_assert_eq!(&*got.lock().unwrap(), want, "pattern {}", p);
+            Ok(())
+        };
+        for op in ops {
+            match op {
+                Op::Subscribe(p) => {
+                    let got = Arc::new(Mutex::new(Vec::new()));
+                    let g = got.clone();
+                    let sub = bus.on(p.as_str(), move |e| g.lock().unwrap().push(e.seq)).unwrap();
+                    live.push((p, sub, got, Vec::new()));
+                }
+                Op::Unsubscribe(i) => {
+                    if !live.is_empty() {
+                        let l = live.remove(i.index(live.len()));
+                        check(&l)?;
+                    }
+                }
+                Op::Emit(n) => {
+                    let e = bus.emit(n.as_str(), json!(null)).unwrap();
+                    for (p, _, _, want) in live.iter_mut() {
+                        if reference_match(p, &n) {
+                            want.push(e.seq);
+                        }
+                    }
+                }
+            }
+        }
+        for l in &live {
+            check(l)?;
+        }
+    }
+}
+
 /// Names emitted by the concurrency property, and the subscribers' patterns.
 const NAMES: [&str; 4] = [
     "order.placed",
