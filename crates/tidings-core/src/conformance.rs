@@ -590,7 +590,9 @@ where
 /// Commit before notify, seen from the receivers: when a sync handler, an
 /// async handler and a stream of a bus over this log receive seq N, the log
 /// already returns N from `read(N - 1, 1)`. Each receiver checks inside
-/// itself, before `emit` returns.
+/// itself (the sync handler blocks on the read with `block_in_place`, so
+/// this check needs a multi-threaded runtime, as `conformance_tests!`
+/// gives it).
 pub async fn commit_before_notify<F, Fut>(make: F)
 where
     F: Fn(LogSpec) -> Fut,
