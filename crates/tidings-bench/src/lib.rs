@@ -19,6 +19,7 @@
 pub mod clients;
 pub mod matcher;
 pub mod nats;
+pub mod process;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
