@@ -4,7 +4,7 @@
 //! The release `tidings` binary runs as a separate process (`memory:`
 //! store, retention `--retain`). `--subscribers` (20) steady WebSocket
 //! clients subscribe to `churn.steady.>`; one publisher POSTs a JSON array
-//! of `--batch` (10) events named `churn.steady.tick` every
+//! of `--batch` (50) events named `churn.steady.tick` every
 //! `batch / rate` s (`--rate` 10,000/s), on absolute deadlines, each
 //! stamped with its send time (`data.t`, a monotonic clock shared with the
 //! subscribers, which are in this process). A phase publishes for
@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
     /// Events per POST.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 50)]
     pub batch: usize,
     /// Seconds measured per phase.
     #[arg(long, default_value_t = 5.0)]
@@ -159,8 +159,9 @@ async fn start_churner(
             match msg {
                 Ok(Message::Text(t)) => {
                     let t = t.as_str();
-                    if t.starts_with("{\"type\"") {
-                        if t.starts_with("{\"type\":\"error\"") {
+                    // Replies carry a "type" (keys are sorted, so not first).
+                    if t.contains("\"type\":\"") {
+                        if t.contains("\"type\":\"error\"") {
                             e2.fetch_add(1, Relaxed);
                             let code = serde_json::from_str::<serde_json::Value>(t)
                                 .ok()
@@ -171,7 +172,9 @@ async fn start_churner(
                                 .entry(code)
                                 .or_default() += 1;
                             permits.add_permits(1);
-                        } else if t.contains("subscribed\"") {
+                        } else if t.contains("\"type\":\"subscribed\"")
+                            || t.contains("\"type\":\"unsubscribed\"")
+                        {
                             o2.fetch_add(1, Relaxed);
                             permits.add_permits(1);
                         }
