@@ -145,7 +145,7 @@ async fn start_churner(
             };
             let Ok(permit) = permit else { break };
             permit.forget();
-            let text = if k % 2 == 0 { &sub } else { &unsub };
+            let text = if k.is_multiple_of(2) { &sub } else { &unsub };
             k += 1;
             if tx.send(Message::Text(text.clone().into())).await.is_err() {
                 break;
@@ -395,7 +395,11 @@ async fn churn(args: &Args) -> Result<Report> {
         let mut raw = Vec::new();
         let mut all_codes = std::collections::BTreeMap::<String, u64>::new();
         for run in 0..args.runs {
-            let order = if run % 2 == 0 { [0, c] } else { [c, 0] };
+            let order = if run.is_multiple_of(2) {
+                [0, c]
+            } else {
+                [c, 0]
+            };
             let mut got = [None, None];
             for n in order {
                 let (ph, codes) = phase(args, &http, &server, &subs, &window, n).await?;
@@ -418,7 +422,7 @@ async fn churn(args: &Args) -> Result<Report> {
             churn_thr.push(w.delivered_per_s);
             ops.push(w.churn_ops_per_s);
             raw.push(json!({
-                "order": if run % 2 == 0 {"without first"} else {"with first"},
+                "order": if run.is_multiple_of(2) {"without first"} else {"with first"},
                 "without": {"delivered_per_s": b.delivered_per_s, "p50_us": b.p50_us, "p99_us": b.p99_us, "published_per_s": b.published_per_s, "deliveries": b.deliveries},
                 "with": {"delivered_per_s": w.delivered_per_s, "p50_us": w.p50_us, "p99_us": w.p99_us, "published_per_s": w.published_per_s, "deliveries": w.deliveries, "churn_ops_per_s": w.churn_ops_per_s, "churn_errors": w.churn_errors, "churners_closed": w.churn_closed},
             }));

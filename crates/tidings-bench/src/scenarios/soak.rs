@@ -227,7 +227,7 @@ fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Check> {
 }
 
 fn pattern_of(partition: usize, shape: usize) -> String {
-    if shape % 2 == 0 {
+    if shape.is_multiple_of(2) {
         format!("soak.{partition}.*")
     } else {
         format!("soak.{partition}.>")
@@ -615,7 +615,7 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
             partition: p,
             ..Check::default()
         }));
-        let (kind, task) = if i % 2 == 0 {
+        let (kind, task) = if i.is_multiple_of(2) {
             (
                 "ws",
                 ws_sub(&wb, &pattern, check.clone(), stop.clone()).await?,
@@ -630,7 +630,7 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
     }
     let mut stalled = Vec::new();
     for i in 0..args.stalled {
-        let ws = i % 2 == 0;
+        let ws = i.is_multiple_of(2);
         stalled.push((ws, stalled_sub(&server.addr, ws).await?));
     }
     progress::phase(&format!(
@@ -711,7 +711,7 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
                 let life = Duration::from_millis(200 + rng.below(1800));
                 let (wb, hb, http) = (wb.clone(), hb.clone(), http.clone());
                 let pattern = pattern_of(p, i);
-                let ws = i % 2 == 0;
+                let ws = i.is_multiple_of(2);
                 i += 1;
                 let _ = &stop;
                 records.push(tokio::spawn(async move {
