@@ -123,6 +123,8 @@
 
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod reader;
 pub mod schema;
