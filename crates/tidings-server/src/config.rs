@@ -48,12 +48,34 @@ pub struct Config {
     pub history_max_limit: usize,
     /// Origins allowed for cross-origin browser clients (none by default).
     pub cors_origins: Vec<String>,
+    /// Host names (the `Host` header, without port) requests may name, a
+    /// guard against DNS rebinding. Unset: the loopback names (`localhost`,
+    /// `127.0.0.1`, `[::1]`) when listening on loopback, any host
+    /// otherwise. `["*"]` allows any host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Most patterns one WebSocket or SSE connection may hold.
+    pub max_patterns_per_connection: usize,
+    /// WebSocket commands a connection may send per second (bursts of
+    /// twice that are allowed); beyond, commands are refused.
+    pub commands_per_sec: u32,
+    /// A write to a client (an event, a reply, a response) that makes no
+    /// progress for this many seconds drops the connection.
+    pub send_timeout_secs: u64,
+    /// A request whose headers take longer than this to arrive is dropped.
+    pub header_read_timeout_secs: u64,
+    /// A request body that takes longer than this to arrive is refused (408).
+    pub body_read_timeout_secs: u64,
+    /// Most bytes (about) one history page or catch-up read holds.
+    pub history_max_bytes: usize,
+    /// An event `time` further ahead of the server clock than this many
+    /// seconds is refused.
+    pub max_future_secs: u64,
     /// Authentication (off unless tokens or a JWT secret are configured).
     pub auth: AuthConfig,
 }
 
 /// Authentication settings. Auth is on when any token or a secret is set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Static tokens and what they may do.
@@ -61,6 +83,28 @@ pub struct AuthConfig {
     /// Secret for HS256 JWTs whose claims carry `publish` and `subscribe`
     /// pattern lists.
     pub jwt_secret: Option<String>,
+    /// JWTs must carry `exp` (default true; false accepts tokens that
+    /// never expire).
+    pub jwt_require_exp: bool,
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// When set, a JWT's `iss` must equal it.
+    pub jwt_issuer: Option<String>,
+    /// When set, a JWT's `aud` must contain it.
+    pub jwt_audience: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            jwt_secret: None,
+            jwt_require_exp: true,
+            jwt_leeway_secs: 30,
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
 }
 
 /// One static token.
@@ -69,6 +113,10 @@ pub struct AuthConfig {
 pub struct TokenConfig {
     /// The bearer token.
     pub token: String,
+    /// The token's idempotency-key namespace (default: derived from a
+    /// hash of the token). Tokens that share a name share their keys.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Patterns of names it may publish.
     #[serde(default)]
     pub publish: Vec<String>,
@@ -94,6 +142,14 @@ impl Default for Config {
             keepalive_secs: 15,
             history_max_limit: 1000,
             cors_origins: Vec::new(),
+            allowed_hosts: None,
+            max_patterns_per_connection: 64,
+            commands_per_sec: 20,
+            send_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            history_max_bytes: 4 * 1024 * 1024,
+            max_future_secs: 300,
             auth: AuthConfig::default(),
         }
     }
@@ -153,8 +209,20 @@ const KEYS: &[&str] = &[
     "keepalive_secs",
     "history_max_limit",
     "cors_origins",
+    "allowed_hosts",
+    "max_patterns_per_connection",
+    "commands_per_sec",
+    "send_timeout_secs",
+    "header_read_timeout_secs",
+    "body_read_timeout_secs",
+    "history_max_bytes",
+    "max_future_secs",
     "auth.tokens",
     "auth.jwt_secret",
+    "auth.jwt_require_exp",
+    "auth.jwt_leeway_secs",
+    "auth.jwt_issuer",
+    "auth.jwt_audience",
 ];
 
 /// The environment variable of a setting.
@@ -168,7 +236,7 @@ fn env_value(key: &str, raw: &str) -> toml::Value {
             return v.clone();
         }
     }
-    if key == "cors_origins" {
+    if key == "cors_origins" || key == "allowed_hosts" {
         return toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -253,6 +321,21 @@ impl Config {
             ),
             ("stream_queue", self.stream_queue),
             ("history_max_limit", self.history_max_limit),
+            (
+                "max_patterns_per_connection",
+                self.max_patterns_per_connection,
+            ),
+            ("commands_per_sec", self.commands_per_sec as usize),
+            ("send_timeout_secs", self.send_timeout_secs as usize),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs as usize,
+            ),
+            (
+                "body_read_timeout_secs",
+                self.body_read_timeout_secs as usize,
+            ),
+            ("history_max_bytes", self.history_max_bytes),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -286,6 +369,14 @@ impl Config {
                 if let Err(e) = tidings_core::Pattern::parse(p) {
                     return invalid("auth.tokens", e.to_string());
                 }
+            }
+        }
+        for h in self.allowed_hosts.iter().flatten() {
+            if h.is_empty() || h.contains(['/', ' ', ',']) {
+                return invalid(
+                    "allowed_hosts",
+                    format!("{h:?} is not a host name like app.example or \"*\""),
+                );
             }
         }
         if self.auth.jwt_secret.as_deref() == Some("") {
@@ -331,6 +422,30 @@ impl Config {
     /// The keepalive interval.
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_secs)
+    }
+
+    /// The send timeout.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
+    }
+
+    /// The host names requests may name; `None` allows any.
+    pub fn hosts_allowed(&self) -> Option<Vec<String>> {
+        match &self.allowed_hosts {
+            Some(list) if list.iter().any(|h| h == "*") => None,
+            Some(list) => Some(list.iter().map(|h| h.to_ascii_lowercase()).collect()),
+            None => {
+                let loopback = self
+                    .listen
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| a.ip().is_loopback());
+                loopback.then(|| {
+                    ["localhost", "127.0.0.1", "[::1]"]
+                        .map(String::from)
+                        .to_vec()
+                })
+            }
+        }
     }
 
     /// True if any authentication is configured.

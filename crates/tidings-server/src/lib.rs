@@ -27,9 +27,9 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod request;
 pub mod server;
 pub mod service;
 pub mod sse;

@@ -1,14 +1,35 @@
-//! Starting and stopping a server.
+//! Starting and stopping a server: the router, the listener, and the
+//! connection-level limits every route shares.
+//!
+//! Every accepted TCP connection is wrapped in a [`StallGuard`]: a write
+//! that makes no progress for `send_timeout_secs` fails, which ends the
+//! connection, whatever it carries (a response, a WebSocket, an SSE
+//! stream). Headers must arrive within `header_read_timeout_secs`; bodies
+//! within `body_read_timeout_secs` (see [`crate::request::read_body`]).
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
+use axum::http::{header, Method};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
-use crate::http::{router, AppState};
 use crate::service::{Service, Store, StoreError};
+use crate::{http, request, sse, ws};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +47,40 @@ pub enum StartError {
     },
 }
 
+/// The whole HTTP surface over `service`.
+pub fn router(service: Arc<Service>) -> Router {
+    let cors = &service.config.cors_origins;
+    let allowed_hosts: Option<Arc<[String]>> = service.config.hosts_allowed().map(Into::into);
+    let mut router = Router::new()
+        .route("/events", get(http::get_events).post(http::post_events))
+        .route("/channels", get(http::get_channels))
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
+        .route("/ws", get(ws::ws_patterns))
+        .route("/ws/events/{channel}", get(ws::ws_channel))
+        .route("/sse", get(sse::sse))
+        .fallback(http::not_found)
+        .with_state(service.clone());
+    if !cors.is_empty() {
+        let origins: Vec<axum::http::HeaderValue> =
+            cors.iter().filter_map(|o| o.parse().ok()).collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    axum::http::HeaderName::from_static("last-event-id"),
+                ]),
+        );
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        allowed_hosts,
+        request::guard_host,
+    ))
+}
+
 /// A server accepting connections.
 pub struct RunningServer {
     /// The bound address (useful with port 0).
@@ -33,7 +88,7 @@ pub struct RunningServer {
     /// The service behind it.
     pub service: Arc<Service>,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
     store: Store,
 }
 
@@ -50,26 +105,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
-    // Small event frames must not wait for the peer's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(%e, "cannot set TCP_NODELAY");
-        }
-    });
     let service = Service::new(config, store.log.clone(), store.shared);
     let (shutdown, rx) = watch::channel(false);
-    let app = router(AppState {
-        service: service.clone(),
-        shutdown: rx.clone(),
-    });
-    let mut stop = rx;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, service.clone(), rx));
     tracing::info!(%addr, "tidings listening");
     Ok(RunningServer {
         addr,
@@ -80,17 +118,163 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })
 }
 
+/// Accepts connections until `stop`, then waits for open requests.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(service.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(service.config.header_read_timeout_secs));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let send_timeout = service.config.send_timeout();
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        // Small event frames must not wait for the peer's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(%e, "cannot set TCP_NODELAY");
+        }
+        let io = TokioIo::new(StallGuard::new(tcp, send_timeout));
+        let hyper_service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(io, hyper_service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Sessions (upgraded sockets, SSE streams) end with a close frame.
+    service.shut_down();
+    graceful.shutdown().await;
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
 impl RunningServer {
     /// Stops accepting, closes every socket with a close frame, waits for
     /// open requests, then flushes and closes the log.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(%e, "server stopped with an error"),
-            Err(e) => tracing::error!(%e, "server task failed"),
+        if let Err(e) = self.task.await {
+            tracing::error!(%e, "server task failed");
         }
         self.store.close();
         tracing::info!("tidings stopped");
+    }
+}
+
+/// A TCP stream whose writes fail once one has made no progress for the
+/// send timeout: a peer that stops reading cannot hold a connection (and
+/// its queue) forever.
+pub struct StallGuard {
+    inner: TcpStream,
+    timeout: Duration,
+    /// Armed while a write or flush is pending; reset on progress.
+    /// Invariant: `Some` only between a `Pending` write and the next
+    /// completed one.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    /// Wraps `inner`.
+    pub fn new(inner: TcpStream, timeout: Duration) -> StallGuard {
+        StallGuard {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the peer read nothing for {} s (send_timeout_secs)",
+                timeout.as_secs()
+            ),
+        )))
+    }
+
+    fn progress<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending(cx),
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(r, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -5,95 +5,77 @@
 //! `Last-Event-ID`, which takes precedence over `after`, so it resumes
 //! exactly after the last event it got. A lag notice is sent as
 //! `event: lagged` with `id: resume_from - 1`, so a reconnect does not ask
-//! for the pruned range again. Comments keep idle connections alive.
+//! for the pruned range again. A session that ends (token expiry,
+//! shutdown) sends `event: close` with the reason. Comments keep idle
+//! connections alive.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::json;
-use tidings_core::Delivery;
 
-use crate::error::ApiError;
-use crate::http::{principal, respond, AppState, Params};
+use crate::http::respond;
 use crate::metrics::Transport;
+use crate::request::{principal, Params};
+use crate::service::{Open, Outgoing, Service, ServiceError, Target};
 
 /// `GET /sse`.
 pub async fn sse(
-    State(st): State<AppState>,
+    State(svc): State<Arc<Service>>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let svc = st.service.clone();
-    let prepared = async {
+    let opened = async {
         let params = Params::parse(q.as_deref());
         let who = principal(&svc, &headers, &params)?;
-        let patterns = params.patterns()?;
-        if patterns.is_empty() {
-            return Err(ApiError::bad_request(
-                "missing_pattern",
-                "give at least one pattern, as in /sse?pattern=orders.>",
-            ));
-        }
         let mut after = params.number("after")?;
         if let Some(v) = headers.get("last-event-id") {
             let v = v.to_str().unwrap_or("");
             after = Some(v.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
+                ServiceError::bad_request(
                     "invalid_last_event_id",
                     format!("Last-Event-ID must be a sequence number, got {v:?}"),
                 )
             })?);
         }
-        let conn = svc.connect(Transport::Sse)?;
-        let stream = svc.subscribe(&who, &patterns, after).await?;
-        Ok((conn, stream))
+        let open = Open {
+            target: Target::Patterns(params.all("pattern")),
+            after,
+            transport: Transport::Sse,
+        };
+        svc.open(who, open).await
     }
     .await;
-    let (conn, stream) = match prepared {
-        Ok(p) => p,
+    let session = match opened {
+        Ok(s) => s,
         Err(e) => return respond(&svc, Err::<(), _>(e)),
     };
-    let mut shutdown = st.shutdown.clone();
-    let metrics_svc = svc.clone();
-    let events = stream
-        .filter_map(move |item| {
-            let _keep = &conn;
-            let svc = metrics_svc.clone();
-            async move {
-                match item {
-                    Ok(Delivery::Event(e)) => {
-                        svc.metrics.delivered(Transport::Sse);
-                        let data = serde_json::to_string(&*e).unwrap_or_default();
-                        Some(Ok::<_, Infallible>(
-                            SseEvent::default().id(e.seq.to_string()).data(data),
-                        ))
-                    }
-                    Ok(Delivery::Lagged {
-                        missed,
-                        resume_from,
-                    }) => {
-                        svc.metrics.lagged();
-                        let data =
-                            json!({"type": "lagged", "missed": missed, "resume_from": resume_from});
-                        Some(Ok(SseEvent::default()
-                            .event("lagged")
-                            .id((resume_from - 1).to_string())
-                            .data(data.to_string())))
-                    }
-                    Err(e) => {
-                        tracing::warn!(%e, "SSE stream could not read the log");
-                        None
-                    }
-                }
+    let events = futures_util::stream::unfold(Some(session), |session| async move {
+        let mut session = session?;
+        let frame = match session.next().await {
+            Outgoing::Event { seq, json } => SseEvent::default()
+                .id(seq.to_string())
+                .data(String::from_utf8_lossy(&json)),
+            Outgoing::Lagged {
+                missed,
+                resume_from,
+            } => SseEvent::default()
+                .event("lagged")
+                .id((resume_from - 1).to_string())
+                .data(Outgoing::lagged_json(missed, resume_from).to_string()),
+            Outgoing::Close(reason) => {
+                let frame = SseEvent::default()
+                    .event("close")
+                    .data(json!({"type": "close", "reason": reason.message()}).to_string());
+                return Some((Ok::<_, Infallible>(frame), None));
             }
-        })
-        .take_until(async move {
-            let _ = shutdown.wait_for(|v| *v).await;
-        });
+        };
+        Some((Ok(frame), Some(session)))
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(svc.config.keepalive()))
         .into_response()

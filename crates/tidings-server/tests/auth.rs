@@ -20,6 +20,7 @@ async fn auth_server() -> TestServer {
     memory_server(|c| {
         c.auth.tokens = vec![TokenConfig {
             token: "orders-token".into(),
+            name: None,
             publish: vec!["orders.>".into()],
             subscribe: vec!["orders.*".into()],
         }];
@@ -113,7 +114,7 @@ async fn static_token_is_held_to_its_patterns() {
 async fn jwts_carry_their_patterns_and_forgeries_fail() {
     let s = auth_server().await;
     let good = jwt(
-        json!({"sub": "ann", "publish": ["chat.>"], "subscribe": [">"]}),
+        json!({"sub": "ann", "exp": chrono::Utc::now().timestamp() + 3600, "publish": ["chat.>"], "subscribe": [">"]}),
         b"s3cret",
     );
     let r = s
@@ -162,4 +163,123 @@ async fn jwts_carry_their_patterns_and_forgeries_fail() {
     assert_eq!(r.status(), 401);
     let mut ws = s.ws(&format!("/ws/events/chat?token={good}")).await;
     assert_eq!(next_json(&mut ws).await["type"], "connection");
+}
+
+/// Every route × {no token, a token of another scope, the right token}.
+#[tokio::test]
+async fn every_route_checks_the_callers_scope() {
+    let s = memory_server(|c| {
+        c.auth.tokens = vec![
+            TokenConfig {
+                token: "right".into(),
+                name: None,
+                publish: vec!["orders.>".into()],
+                subscribe: vec!["orders.>".into()],
+            },
+            TokenConfig {
+                token: "other".into(),
+                name: None,
+                publish: vec!["payroll.>".into()],
+                subscribe: vec!["payroll.>".into()],
+            },
+        ];
+    })
+    .await;
+    enum Call {
+        Post(&'static str, &'static str),
+        Get(&'static str),
+        Ws(&'static str),
+    }
+    use Call::*;
+    let ce = r#"{"specversion":"1.0","type":"orders.x","source":"/s","id":"1"}"#;
+    let ce_batch = r#"[{"specversion":"1.0","type":"orders.x","source":"/s","id":"2"}]"#;
+    // (route, call, expected status for [no token, other scope, right scope])
+    let table: Vec<(&str, Call, [u16; 3])> = vec![
+        (
+            "publish",
+            Post("application/json", r#"{"name":"orders.x"}"#),
+            [401, 403, 200],
+        ),
+        (
+            "publish a batch",
+            Post(
+                "application/json",
+                r#"[{"name":"orders.x"},{"name":"orders.y"}]"#,
+            ),
+            [401, 403, 200],
+        ),
+        (
+            "publish a CloudEvent",
+            Post("application/cloudevents+json", ce),
+            [401, 403, 200],
+        ),
+        (
+            "publish a CloudEvents batch",
+            Post("application/cloudevents-batch+json", ce_batch),
+            [401, 403, 200],
+        ),
+        (
+            "history",
+            Get("/events?pattern=orders.%3E"),
+            [401, 403, 200],
+        ),
+        (
+            "history without a pattern (all)",
+            Get("/events"),
+            [401, 403, 403],
+        ),
+        ("channels", Get("/channels"), [401, 200, 200]),
+        ("metrics", Get("/metrics"), [401, 200, 200]),
+        ("health", Get("/healthz"), [200, 200, 200]),
+        ("sse", Get("/sse?pattern=orders.*"), [401, 403, 200]),
+        (
+            "ws with patterns",
+            Ws("/ws?pattern=orders.*"),
+            [401, 403, 101],
+        ),
+        ("ws without patterns", Ws("/ws"), [401, 101, 101]),
+        ("ws channel", Ws("/ws/events/orders.eu"), [401, 403, 101]),
+    ];
+    for (route, call, expected) in table {
+        for (who, want) in [None, Some("other"), Some("right")]
+            .into_iter()
+            .zip(expected)
+        {
+            let got = match &call {
+                Post(ct, body) => {
+                    let mut r = s
+                        .http
+                        .post(s.url("/events"))
+                        .header("content-type", *ct)
+                        .body(*body);
+                    if let Some(t) = who {
+                        r = r.bearer_auth(t);
+                    }
+                    r.send().await.unwrap().status().as_u16()
+                }
+                Get(path) => {
+                    let mut r = s.http.get(s.url(path));
+                    if let Some(t) = who {
+                        r = r.bearer_auth(t);
+                    }
+                    r.send().await.unwrap().status().as_u16()
+                }
+                Ws(path) => {
+                    let sep = if path.contains('?') { '&' } else { '?' };
+                    let url = match who {
+                        Some(t) => format!("{}{path}{sep}token={t}", s.ws_base),
+                        None => format!("{}{path}", s.ws_base),
+                    };
+                    match tokio_tungstenite::connect_async(url).await {
+                        Ok((_, resp)) => resp.status().as_u16(),
+                        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                            resp.status().as_u16()
+                        }
+                        Err(e) => panic!("{route}: {e}"),
+                    }
+                }
+            };
+            assert_eq!(got, want, "{route} as {who:?}");
+        }
+    }
 }
