@@ -126,7 +126,12 @@ fuzz_target!(|data: &[u8]| {
         }
         CE | CE_BATCH => {
             assert_eq!(decoded.batch, kind == CE_BATCH);
-            let raw: Value = serde_json::from_slice(body).unwrap();
+            // serde_json does not check UTF-8 inside strings it skips, so a
+            // CloudEvent whose ignored attribute holds invalid UTF-8 decodes
+            // while the body as a whole is not JSON; nothing to compare then.
+            let Ok(raw) = serde_json::from_slice::<Value>(body) else {
+                return;
+            };
             let objects: Vec<Value> = match raw {
                 Value::Array(items) => items,
                 one => vec![one],
