@@ -203,6 +203,8 @@
 mod codec;
 mod command;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod health;
 mod options;
