@@ -55,8 +55,8 @@ pub use bus::{
 };
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use log::{
-    follow, AppendError, Bounds, Committed, CursorError, Delivery, EventLog, LogHealth, LogStream,
-    MemoryLog, Page, Position, PruneError, ReadError, Retention,
+    follow, AppendError, Bounds, Committed, ConsumerRecord, CursorError, Delivery, EventLog,
+    LogHealth, LogStream, MemoryLog, Page, Position, PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};
