@@ -106,7 +106,8 @@ struct Inner {
     stream: stream::Stream,
     stream_name: String,
     subject: String,
-    /// Stream `<name>_cursors`, one subject per consumer, last value kept.
+    /// Stream `<name>_cursors`, one subject per consumer cursor and one per
+    /// consumer definition, last value kept (see `consumers.rs`).
     cursors: stream::Stream,
     cursor_prefix: String,
     opts: NatsOptions,
@@ -344,8 +345,8 @@ impl NatsLog {
         &self.inner.client
     }
 
-    /// Deletes the stream and its cursor bucket (tests, tear-down). Other
-    /// handles on the same stream start failing.
+    /// Deletes the stream and its consumer bucket, cursors and definitions
+    /// (tests, tear-down). Other handles on the same stream start failing.
     pub async fn destroy(self) -> Result<(), ConnectError> {
         let name = self.inner.stream_name.clone();
         let js = self.inner.js.clone();
