@@ -8,8 +8,9 @@ use std::sync::{Arc, Weak};
 
 use futures_util::{FutureExt, StreamExt};
 
+use super::dispatch::DEPTH;
 use super::registry::{SubKind, SyncFn};
-use super::{Bus, Inner, SubscribeError, DEPTH};
+use super::{Bus, Inner, SubscribeError};
 use crate::event::{Event, Priority, SharedEvent};
 use crate::filter::{EventFilter, SharedFilter};
 use crate::log::Delivery;

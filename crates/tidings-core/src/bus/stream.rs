@@ -293,3 +293,43 @@ impl Drop for EventStream {
         }
     }
 }
+
+impl Bus {
+    /// Registers a stream (or an async handler's queue when `handler`) on
+    /// `patterns`, duplicates dropped; it starts live, or from the log after
+    /// seq `after`.
+    pub(crate) fn open_stream(
+        &self,
+        patterns: Vec<Pattern>,
+        priority: Priority,
+        owner: Option<Arc<str>>,
+        handler: bool,
+        after: Option<u64>,
+        filter: Option<SharedFilter>,
+    ) -> EventStream {
+        let sink = Arc::new(Sink::filtered(self.inner.stream_capacity, handler, filter));
+        let mut unique: Vec<Pattern> = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+        }
+        let (subs, start) = {
+            let mut reg = self.inner.registry.lock();
+            let subs: Vec<_> = unique
+                .into_iter()
+                .map(|p| {
+                    reg.insert(p, priority, owner.clone(), SubKind::Sink(sink.clone()))
+                        .0
+                })
+                .collect();
+            (subs, reg.looked_up())
+        };
+        let (reader_start, catching_up) = match after {
+            Some(a) => (a, true),
+            None => (start, false),
+        };
+        let reader = Reader::new(self.inner.log.clone(), reader_start);
+        EventStream::new(self.clone(), subs, sink, reader, catching_up)
+    }
+}
