@@ -52,6 +52,7 @@ mod error;
 mod follow;
 mod handler;
 mod registry;
+mod sink;
 mod stats;
 mod stream;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::cache::MatchCache;
-use super::stream::Sink;
+use super::sink::Sink;
 use crate::event::{Priority, SharedEvent};
 use crate::name::Pattern;
 use crate::trie::Trie;
@@ -114,7 +114,7 @@ pub(crate) struct Registry {
     /// pattern matches (no other entry changes). At most `cache_cap`
     /// entries. Names nobody matches are not cached: the trie rejects them
     /// within a token or two, and they would crowd out names that match.
-    cache: MatchCache,
+    cache: MatchCache<Matches>,
     /// The highest seq whose matches were looked up. Lookups happen in seq
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
