@@ -148,7 +148,7 @@ impl BusBuilder {
         let last = *log.watch().borrow();
         let bus = Bus {
             inner: Arc::new(Inner {
-                registry: Mutex::new(Registry::new(self.cache_capacity, last)),
+                registry: Registry::new(self.cache_capacity, last),
                 dispatcher: Dispatcher::new(last + 1),
                 history: self
                     .history

@@ -94,7 +94,7 @@ impl Inner {
             }
             ring.push_back(event.clone());
         }
-        let subs = self.registry.lock().lookup(event);
+        let subs = self.registry.lookup(event);
         for sub in subs.iter() {
             if !sub.active.load(Ordering::Acquire) {
                 continue;

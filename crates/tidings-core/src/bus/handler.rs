@@ -138,7 +138,7 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
 
     fn register_sync(self, f: SyncFn, once: bool) -> Result<Subscription, SubscribeError> {
         let pattern = self.pattern.into_pattern()?;
-        let (sub, _) = self.bus.inner.registry.lock().insert(
+        let sub = self.bus.inner.registry.register(
             pattern,
             self.priority,
             self.owner,

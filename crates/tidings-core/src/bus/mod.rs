@@ -89,7 +89,7 @@ use stats::Counters;
 
 pub(crate) struct Inner {
     log: Arc<dyn EventLog>,
-    registry: Mutex<Registry>,
+    registry: Registry,
     dispatcher: Dispatcher,
     /// Invariant: the newest `history_cap` dispatched events, ascending.
     history: Option<Mutex<VecDeque<SharedEvent>>>,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("sequence", &self.sequence())
-            .field("subscriptions", &self.inner.registry.lock().len())
+            .field("subscriptions", &self.inner.registry.len())
             .finish()
     }
 }
@@ -356,25 +356,12 @@ impl Bus {
 
     /// Removes every subscription of `owner`; returns how many.
     pub fn unsubscribe_all(&self, owner: &str) -> usize {
-        let mut reg = self.inner.registry.lock();
-        let ids: Vec<u64> = reg.by_owner(owner).iter().map(|s| s.id).collect();
-        for id in &ids {
-            reg.remove(*id);
-        }
-        ids.len()
+        self.inner.registry.remove_owner(owner)
     }
 
     /// The live subscriptions, of one owner or all, in registration order.
     pub fn subscriptions(&self, owner: Option<&str>) -> Vec<SubscriptionInfo> {
-        let reg = self.inner.registry.lock();
-        match owner {
-            Some(o) => reg
-                .by_owner(o)
-                .iter()
-                .map(|s| SubscriptionInfo::from(&**s))
-                .collect(),
-            None => reg.all().map(|s| SubscriptionInfo::from(&**s)).collect(),
-        }
+        self.inner.registry.infos(owner)
     }
 
     /// For a plain name: how many subscriptions an event of that name would
@@ -382,7 +369,7 @@ impl Bus {
     /// subscriptions were made with exactly that pattern.
     pub fn handler_count(&self, name_or_pattern: &str) -> Result<usize, PatternError> {
         let pattern = Pattern::parse(name_or_pattern)?;
-        let reg = self.inner.registry.lock();
+        let reg = &self.inner.registry;
         Ok(if pattern.is_literal() {
             reg.count_matching(name_or_pattern)
         } else {
@@ -422,14 +409,14 @@ impl Bus {
 
     /// Counters since the bus was built.
     pub fn stats(&self) -> Stats {
-        let subscriptions = self.inner.registry.lock().len();
+        let subscriptions = self.inner.registry.len();
         self.inner.stats.snapshot(subscriptions)
     }
 }
 
 impl Inner {
     fn remove(&self, id: u64) -> bool {
-        self.registry.lock().remove(id).is_some()
+        self.registry.remove(id)
     }
 }
 

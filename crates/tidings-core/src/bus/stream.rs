@@ -100,7 +100,7 @@ impl EventStream {
         let first = &self.subs.first();
         let (priority, owner) =
             first.map_or((Priority::Normal, None), |s| (s.priority, s.owner.clone()));
-        let (sub, _) = self.bus.inner.registry.lock().insert(
+        let sub = self.bus.inner.registry.register(
             pattern,
             priority,
             owner,
@@ -117,7 +117,7 @@ impl EventStream {
             return Ok(false);
         };
         let sub = self.subs.remove(i);
-        self.bus.inner.registry.lock().detach(sub.id);
+        self.bus.inner.registry.detach(sub.id);
         Ok(true)
     }
 
@@ -184,10 +184,10 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        let mut reg = self.bus.inner.registry.lock();
-        for s in &self.subs {
-            reg.remove(s.id);
-        }
+        self.bus
+            .inner
+            .registry
+            .remove_all(self.subs.iter().map(|s| s.id));
     }
 }
 
@@ -211,17 +211,10 @@ impl Bus {
                 unique.push(p);
             }
         }
-        let (subs, start) = {
-            let mut reg = self.inner.registry.lock();
-            let subs: Vec<_> = unique
-                .into_iter()
-                .map(|p| {
-                    reg.insert(p, priority, owner.clone(), SubKind::Sink(sink.clone()))
-                        .0
-                })
-                .collect();
-            (subs, reg.looked_up())
-        };
+        let (subs, start) = self
+            .inner
+            .registry
+            .register_all(unique, priority, owner, || SubKind::Sink(sink.clone()));
         let (reader_start, catching_up) = match after {
             Some(a) => (a, true),
             None => (start, false),
