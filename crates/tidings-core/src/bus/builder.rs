@@ -10,7 +10,8 @@
 //!   `build`, else [`ConfigError::NoRuntime`]. The follower task holds the
 //!   bus weakly and ends when the bus is dropped.
 //! * The new bus dispatches from the log's next seq: events already in the
-//!   log are history, not news.
+//!   log are not dispatched (a stream from an earlier position reads them
+//!   from the log).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,12 +38,15 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 /// Settings for a [`Bus`]; every limit has a default.
 #[must_use]
 pub struct BusBuilder {
+    /// `None`: a new [`MemoryLog`] at `build`.
     log: Option<Arc<dyn EventLog>>,
+    /// `None`: no history ring. `Some(0)` is refused by `build`.
     history: Option<usize>,
     stream_capacity: usize,
     max_depth: u32,
     cache_capacity: usize,
     runtime: Option<tokio::runtime::Handle>,
+    /// `None`: follow when the log says it is shared.
     follow: Option<bool>,
 }
 

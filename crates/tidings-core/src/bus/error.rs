@@ -44,7 +44,7 @@ pub enum SubscribeError {
     Read(#[from] ReadError),
 }
 
-/// Why [`Bus::wait_for`] returned without an event.
+/// Why [`Bus::wait_for`](super::Bus::wait_for) returned without an event.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     /// The pattern is invalid.

@@ -87,16 +87,26 @@ use dispatcher::Dispatcher;
 use registry::Registry;
 use stats::Counters;
 
+/// What every clone of a [`Bus`] shares.
 pub(crate) struct Inner {
+    /// Where events are committed; the source of truth for seqs.
     log: Arc<dyn EventLog>,
+    /// The subscriptions. Locked only by its own methods.
     registry: Registry,
+    /// Runs committed events strictly by seq. Invariant: every seq below
+    /// `dispatcher.done()` has been dispatched (or skipped as pruned).
     dispatcher: Dispatcher,
     /// Invariant: the newest `history_cap` dispatched events, ascending.
     history: Option<Mutex<VecDeque<SharedEvent>>>,
+    /// Invariant: at least 1 when `history` is `Some`.
     history_cap: usize,
     pub(crate) stats: Counters,
+    /// Invariant: at least 1 (checked by the builder).
     max_depth: u32,
+    /// Queue size of each new sink. Invariant: at least 1.
     stream_capacity: usize,
+    /// The runtime for async handlers; `None` means the current one at
+    /// registration.
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -245,7 +255,7 @@ impl Bus {
     }
 
     /// Starts building a durable consumer named `name` (see
-    /// [`consumer`](self::consumer)): its position is kept in the log.
+    /// [`consumer`]): its position is kept in the log.
     pub fn consumer(&self, name: impl Into<String>) -> ConsumerBuilder {
         ConsumerBuilder::new(self, name)
     }
