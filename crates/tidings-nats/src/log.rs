@@ -51,6 +51,7 @@ struct Inner {
     js: jetstream::Context,
     /// The event stream `stream_name`; its only subject is `subject`.
     stream: stream::Stream,
+    /// A valid stream name (`validate_stream_name`).
     stream_name: String,
     /// `<stream_name>.events`: every record is published here.
     subject: String,
@@ -66,7 +67,8 @@ struct Inner {
     /// Last committed Tidings seq (the `EventLog::watch` channel). Only
     /// rises (`raise_watch`).
     watch_tx: watch::Sender<u64>,
-    /// Stream seq up to which the follower has applied every record.
+    /// Stream seq up to which the follower has applied every record (only
+    /// rises; `wait_seen` waits on it).
     seen_tx: watch::Sender<u64>,
     /// Asks the follower to recreate its consumer (it looked stuck).
     restart_follower: tokio::sync::Notify,
@@ -74,8 +76,8 @@ struct Inner {
 
 /// Stops the background tasks when the last handle is dropped.
 struct Guard {
-    /// The writer task's queue; `append` sends here. Closed only when the
-    /// writer task is gone.
+    /// The writer task's queue; `append` sends here, and sending fails only
+    /// once the writer task is gone.
     writer: mpsc::UnboundedSender<Request>,
     /// The writer, the follower and (with retention by age) the pruner.
     tasks: Vec<AbortHandle>,
@@ -101,10 +103,12 @@ pub struct NatsLog {
     guard: Arc<Guard>,
 }
 
+/// Now, in µs since the epoch (the commit time stamped on records).
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// `d` in µs, saturating.
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -127,6 +131,7 @@ impl NatsLog {
 }
 
 impl Inner {
+    /// The idempotency window, in µs.
     fn window_micros(&self) -> i64 {
         micros(self.opts.idempotency_window)
     }
@@ -140,6 +145,8 @@ impl Inner {
         }
     }
 
+    /// Runs `f` within `request_timeout`, mapping its error as `engine_err`
+    /// does and a timeout to `Unavailable`.
     async fn bounded<T, E: std::fmt::Display>(
         &self,
         what: &str,

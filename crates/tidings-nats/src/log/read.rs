@@ -11,8 +11,9 @@
 //!   started, and its `last_seq` is what the follower applied (consistent
 //!   with the events returned).
 //! * `search` assumes its predicate is false then true along the stream
-//!   (records are ordered by seq and by commit time); records pruned during
-//!   the search count as false.
+//!   (true for a bound on seqs; for commit times, which the writers' clocks
+//!   stamp, as long as those clocks agree); records pruned during the search
+//!   count as false.
 //! * Every request is bounded by `request_timeout` (`Unavailable` after).
 
 use std::collections::VecDeque;

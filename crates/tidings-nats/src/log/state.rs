@@ -11,7 +11,8 @@
 //!   in it.
 //! * `keys` holds each idempotency key once, with the event first appended
 //!   with it and when; `key_order` lists them by time so `expire_keys` drops
-//!   those older than the window (a key re-remembered later is kept).
+//!   those older than the window (an entry of `key_order` only removes its
+//!   key while the key still maps to that time).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //!   requests per record (group commit, up to `max_record_events`), so this
 //!   process never races itself.
 //! * Every record is published with `Nats-Expected-Last-Sequence` set to the
-//!   tail it was planned against, and with `Nats-Msg-Id: tidings-<first
+//!   tail it was planned against (unless the stream is still empty), and with `Nats-Msg-Id: tidings-<first
 //!   seq>`: a record planned against a stale tail is refused, never written
 //!   with reused or skipped seqs. After losing such a race the writer
 //!   re-reads the tail and plans again.

@@ -61,6 +61,149 @@ async fn connect_manager(
     Ok((client, conn))
 }
 
+/// Checks the key types and returns the counter, recovering it from the
+/// stream's last generated id if the counter key alone was lost.
+async fn check_keys(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<u64, ConnectError> {
+    let stream_exists = check_types(conn, keys).await?;
+    let counter: Option<String> = redis::cmd("GET")
+        .arg(&keys.counter)
+        .query_async(conn)
+        .await
+        .map_err(connect_err)?;
+    match counter {
+        Some(c) => c
+            .parse()
+            .map_err(|_| bad_keys(keys, format!("{} holds {c:?}, not a seq", keys.counter))),
+        None if stream_exists => restore_counter(conn, keys).await,
+        None => Ok(0),
+    }
+}
+
+/// Checks that each key of the layout is missing or of its type; returns
+/// whether the stream exists.
+async fn check_types(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<bool, ConnectError> {
+    let (stream_type, counter_type, cursors_type, consumers_type): (
+        String,
+        String,
+        String,
+        String,
+    ) = redis::pipe()
+        .cmd("TYPE")
+        .arg(&keys.stream)
+        .cmd("TYPE")
+        .arg(&keys.counter)
+        .cmd("TYPE")
+        .arg(&keys.cursors)
+        .cmd("TYPE")
+        .arg(&keys.consumers)
+        .query_async(conn)
+        .await
+        .map_err(connect_err)?;
+    let expected = [
+        (&keys.stream, stream_type.as_str(), "stream"),
+        (&keys.counter, counter_type.as_str(), "string"),
+        (&keys.cursors, cursors_type.as_str(), "hash"),
+        (&keys.consumers, consumers_type.as_str(), "hash"),
+    ];
+    for (key, found, want) in expected {
+        if found != want && found != "none" {
+            return Err(bad_keys(keys, format!("{key} is a {found}, not a {want}")));
+        }
+    }
+    Ok(stream_type == "stream")
+}
+
+fn bad_keys(keys: &KeyLayout, reason: String) -> ConnectError {
+    ConnectError::BadKeys {
+        key: keys.stream.clone(),
+        reason,
+    }
+}
+
+/// Restores the lost counter from the stream's last generated id (`SET NX`,
+/// so concurrent restorers agree) and returns the counter as stored.
+async fn restore_counter(
+    conn: &mut ConnectionManager,
+    keys: &KeyLayout,
+) -> Result<u64, ConnectError> {
+    let info: Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(&keys.stream)
+        .query_async(conn)
+        .await
+        .map_err(connect_err)?;
+    let last = last_generated_seq(&info).ok_or_else(|| {
+        bad_keys(
+            keys,
+            "cannot read the stream's last generated id".to_owned(),
+        )
+    })?;
+    tracing::warn!(
+        key = keys.stream,
+        last,
+        "the seq counter is missing but the stream exists; restoring it from the stream"
+    );
+    let _: Value = redis::cmd("SET")
+        .arg(&keys.counter)
+        .arg(last)
+        .arg("NX")
+        .query_async(conn)
+        .await
+        .map_err(connect_err)?;
+    let now: Option<u64> = redis::cmd("GET")
+        .arg(&keys.counter)
+        .query_async(conn)
+        .await
+        .map_err(connect_err)?;
+    Ok(now.unwrap_or(last))
+}
+
+/// The seq of `last-generated-id` in an `XINFO STREAM` reply.
+fn last_generated_seq(info: &Value) -> Option<u64> {
+    let find = |k: &Value, v: &Value| -> Option<u64> {
+        (text(k).ok()? == "last-generated-id")
+            .then(|| parse_id(text(v).ok()?.as_bytes()).ok())
+            .flatten()
+    };
+    match info {
+        Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
+            [k, v] => find(k, v),
+            _ => None,
+        }),
+        Value::Map(pairs) => pairs.iter().find_map(|(k, v)| find(k, v)),
+        _ => None,
+    }
+}
+
+/// Starts the follower and, when retention and a prune interval are set,
+/// the pruner. Both stop when `shared` is dropped (`stop` then errs).
+fn spawn_tasks(
+    shared: &Arc<Shared>,
+    client: redis::Client,
+    tx: Arc<watch::Sender<u64>>,
+    last: u64,
+    stop: watch::Receiver<()>,
+) {
+    tokio::spawn(follower::follow(FollowerSetup {
+        client,
+        stream: shared.keys.stream.clone(),
+        counter: shared.keys.counter.clone(),
+        tx,
+        last,
+        block: shared.options.block,
+        timeout: shared.options.timeout,
+        max_delay: shared.options.max_reconnect_delay,
+        stop: stop.clone(),
+    }));
+    let r = &shared.options.retention;
+    if let (Some(interval), true) = (
+        shared.options.prune_interval,
+        r.max_count.is_some() || r.max_age.is_some(),
+    ) {
+        tokio::spawn(prune_periodically(Arc::downgrade(shared), interval, stop));
+    }
+}
+
 impl RedisLog {
     /// Opens the log named by a store URL `redis://HOST:PORT[/DB][?key=NAME]`
     /// (also `rediss://`, `redis+unix://`, `unix://`). The key defaults to
@@ -163,149 +306,6 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// The seq of `last-generated-id` in an `XINFO STREAM` reply.
-fn last_generated_seq(info: &Value) -> Option<u64> {
-    let find = |k: &Value, v: &Value| -> Option<u64> {
-        (text(k).ok()? == "last-generated-id")
-            .then(|| parse_id(text(v).ok()?.as_bytes()).ok())
-            .flatten()
-    };
-    match info {
-        Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
-            [k, v] => find(k, v),
-            _ => None,
-        }),
-        Value::Map(pairs) => pairs.iter().find_map(|(k, v)| find(k, v)),
-        _ => None,
-    }
-}
-
-/// Starts the follower and, when retention and a prune interval are set,
-/// the pruner. Both stop when `shared` is dropped (`stop` then errs).
-fn spawn_tasks(
-    shared: &Arc<Shared>,
-    client: redis::Client,
-    tx: Arc<watch::Sender<u64>>,
-    last: u64,
-    stop: watch::Receiver<()>,
-) {
-    tokio::spawn(follower::follow(FollowerSetup {
-        client,
-        stream: shared.keys.stream.clone(),
-        counter: shared.keys.counter.clone(),
-        tx,
-        last,
-        block: shared.options.block,
-        timeout: shared.options.timeout,
-        max_delay: shared.options.max_reconnect_delay,
-        stop: stop.clone(),
-    }));
-    let r = &shared.options.retention;
-    if let (Some(interval), true) = (
-        shared.options.prune_interval,
-        r.max_count.is_some() || r.max_age.is_some(),
-    ) {
-        tokio::spawn(prune_periodically(Arc::downgrade(shared), interval, stop));
-    }
-}
-
-/// Checks the key types and returns the counter, recovering it from the
-/// stream's last generated id if the counter key alone was lost.
-async fn check_keys(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<u64, ConnectError> {
-    let stream_exists = check_types(conn, keys).await?;
-    let counter: Option<String> = redis::cmd("GET")
-        .arg(&keys.counter)
-        .query_async(conn)
-        .await
-        .map_err(connect_err)?;
-    match counter {
-        Some(c) => c
-            .parse()
-            .map_err(|_| bad_keys(keys, format!("{} holds {c:?}, not a seq", keys.counter))),
-        None if stream_exists => restore_counter(conn, keys).await,
-        None => Ok(0),
-    }
-}
-
-fn bad_keys(keys: &KeyLayout, reason: String) -> ConnectError {
-    ConnectError::BadKeys {
-        key: keys.stream.clone(),
-        reason,
-    }
-}
-
-/// Checks that each key of the layout is missing or of its type; returns
-/// whether the stream exists.
-async fn check_types(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<bool, ConnectError> {
-    let (stream_type, counter_type, cursors_type, consumers_type): (
-        String,
-        String,
-        String,
-        String,
-    ) = redis::pipe()
-        .cmd("TYPE")
-        .arg(&keys.stream)
-        .cmd("TYPE")
-        .arg(&keys.counter)
-        .cmd("TYPE")
-        .arg(&keys.cursors)
-        .cmd("TYPE")
-        .arg(&keys.consumers)
-        .query_async(conn)
-        .await
-        .map_err(connect_err)?;
-    let expected = [
-        (&keys.stream, stream_type.as_str(), "stream"),
-        (&keys.counter, counter_type.as_str(), "string"),
-        (&keys.cursors, cursors_type.as_str(), "hash"),
-        (&keys.consumers, consumers_type.as_str(), "hash"),
-    ];
-    for (key, found, want) in expected {
-        if found != want && found != "none" {
-            return Err(bad_keys(keys, format!("{key} is a {found}, not a {want}")));
-        }
-    }
-    Ok(stream_type == "stream")
-}
-
-/// Restores the lost counter from the stream's last generated id (`SET NX`,
-/// so concurrent restorers agree) and returns the counter as stored.
-async fn restore_counter(
-    conn: &mut ConnectionManager,
-    keys: &KeyLayout,
-) -> Result<u64, ConnectError> {
-    let info: Value = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(&keys.stream)
-        .query_async(conn)
-        .await
-        .map_err(connect_err)?;
-    let last = last_generated_seq(&info).ok_or_else(|| {
-        bad_keys(
-            keys,
-            "cannot read the stream's last generated id".to_owned(),
-        )
-    })?;
-    tracing::warn!(
-        key = keys.stream,
-        last,
-        "the seq counter is missing but the stream exists; restoring it from the stream"
-    );
-    let _: Value = redis::cmd("SET")
-        .arg(&keys.counter)
-        .arg(last)
-        .arg("NX")
-        .query_async(conn)
-        .await
-        .map_err(connect_err)?;
-    let now: Option<u64> = redis::cmd("GET")
-        .arg(&keys.counter)
-        .query_async(conn)
-        .await
-        .map_err(connect_err)?;
-    Ok(now.unwrap_or(last))
 }
 
 #[cfg(test)]
