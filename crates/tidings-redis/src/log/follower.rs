@@ -1,8 +1,19 @@
-//! The background tasks of a [`RedisLog`](crate::RedisLog): the follower
-//! that keeps `watch` current with appends from every process, and the
-//! periodic pruner. Both stop when the log's last clone is dropped.
+//! The follower: the background task that keeps `watch` current with the
+//! appends of every process (see "Reads, cursors and wake-ups" in the crate
+//! docs).
+//!
+//! # Contract
+//!
+//! * It loops a blocking `XREAD` from the last id it saw, pipelined with
+//!   `GET K:seq` on the same connection, and raises `watch` to the counter
+//!   (or the newest id seen, if higher); `watch` never goes down.
+//! * It has its own connection (a blocking command would stall the shared
+//!   one), reconnects with backoff on its own, and goes on from the last seq
+//!   it saw, so waiters miss nothing.
+//! * It holds nothing of the log but the watch sender, and stops when the
+//!   log's last clone is dropped.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -10,11 +21,10 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::watch;
 
 use crate::codec::{parse_id, text};
-use crate::Shared;
 
 /// What the follower needs; it holds nothing of the log but the watch
 /// sender, so it does not keep the log alive.
-pub(crate) struct FollowerSetup {
+pub(super) struct FollowerSetup {
     pub client: redis::Client,
     pub stream: String,
     pub counter: String,
@@ -70,7 +80,7 @@ fn publish(tx: &watch::Sender<u64>, last: u64) {
 /// K:seq`, pipelined on a connection of its own, publishing the counter on
 /// `watch`. Reconnects with backoff after any error and goes on from the
 /// last seq it saw.
-pub(crate) async fn follow(mut s: FollowerSetup) {
+pub(super) async fn follow(mut s: FollowerSetup) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(s.timeout))
         .set_response_timeout(Some(s.block + s.timeout));
@@ -140,36 +150,6 @@ pub(crate) async fn follow(mut s: FollowerSetup) {
                         _ = tokio::time::sleep(delay) => {}
                     }
                     break;
-                }
-            }
-        }
-    }
-}
-
-/// Applies retention every `interval` until the log is dropped.
-pub(crate) async fn prune_periodically(
-    shared: Weak<Shared>,
-    interval: Duration,
-    mut stop: watch::Receiver<()>,
-) {
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let Some(sh) = shared.upgrade() else { return };
-        match sh.prune().await {
-            Ok(_) => {
-                if failing {
-                    tracing::info!("background pruning works again");
-                    failing = false;
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = ?e, "background pruning failed; will retry");
-                    failing = true;
                 }
             }
         }

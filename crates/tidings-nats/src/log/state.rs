@@ -1,0 +1,97 @@
+//! The in-memory view one process keeps of the stream, behind
+//! `Inner::state`.
+//!
+//! # Contract
+//!
+//! * [`Tail`] only rises: `raise_tail` ignores a tail older (by stream seq)
+//!   than the one held, so the follower and the writer's own acks can both
+//!   report it in any order.
+//! * `cache` holds records ascending and contiguous in stream seq (the
+//!   follower clears it at a hole); `cache_events` is the number of events
+//!   in it.
+//! * `keys` holds each idempotency key once, with the event first appended
+//!   with it and when; `key_order` lists them by time so `expire_keys` drops
+//!   those older than the window (an entry of `key_order` only removes its
+//!   key while the key still maps to that time).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tidings_core::SharedEvent;
+
+use crate::record::Record;
+
+/// The newest record known: its stream seq and the Tidings seq it ends at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Tail {
+    pub(super) stream_seq: u64,
+    pub(super) last: u64,
+}
+
+/// The stream's state as JetStream reports it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StreamState {
+    pub(super) first: u64,
+    pub(super) last: u64,
+    pub(super) messages: u64,
+}
+
+impl StreamState {
+    pub(super) fn is_empty(&self) -> bool {
+        self.messages == 0 || self.first > self.last
+    }
+}
+
+pub(super) struct State {
+    /// Best known tail (from the follower and this process's own acks).
+    pub(super) tail: Tail,
+    /// Last Tidings seq applied by the follower (what the cache covers).
+    pub(super) applied_last: u64,
+    /// Records the follower saw, ascending and contiguous in stream seq.
+    pub(super) cache: VecDeque<Arc<Record>>,
+    pub(super) cache_events: usize,
+    /// Idempotency key -> the event first appended with it, and when (µs).
+    pub(super) keys: HashMap<String, (SharedEvent, i64)>,
+    pub(super) key_order: VecDeque<(i64, String)>,
+}
+
+impl State {
+    pub(super) fn expire_keys(&mut self, window_micros: i64, now: i64) {
+        while let Some((at, _)) = self.key_order.front() {
+            if now - *at < window_micros {
+                break;
+            }
+            if let Some((at, k)) = self.key_order.pop_front() {
+                if self.keys.get(&k).is_some_and(|(_, a)| *a == at) {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+    }
+
+    pub(super) fn remember_keys(
+        &mut self,
+        events: &[SharedEvent],
+        at: i64,
+        window_micros: i64,
+        now: i64,
+    ) {
+        if now - at >= window_micros {
+            return;
+        }
+        for e in events {
+            if let Some(k) = &e.key {
+                if !self.keys.contains_key(k) {
+                    self.keys.insert(k.clone(), (e.clone(), at));
+                    self.key_order.push_back((at, k.clone()));
+                }
+            }
+        }
+    }
+
+    pub(super) fn raise_tail(&mut self, t: Tail) {
+        if t.stream_seq >= self.tail.stream_seq {
+            self.tail = t;
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The writer: the one task of this process that appends to the stream.
+//!
+//! # Contract
+//!
+//! * Appends are queued ([`Request`]) and written by one task, several
+//!   requests per record (group commit, up to `max_record_events`), so this
+//!   process never races itself.
+//! * Every record is published with `Nats-Expected-Last-Sequence` set to the
+//!   tail it was planned against (unless the stream is still empty), and with `Nats-Msg-Id: tidings-<first
+//!   seq>`: a record planned against a stale tail is refused, never written
+//!   with reused or skipped seqs. After losing such a race the writer
+//!   re-reads the tail and plans again.
+//! * Idempotency keys are checked against every record up to the tail the
+//!   publish is guarded by (the writer waits for the follower to get
+//!   there), and against the earlier events of the same record.
+//! * An `expected_last` conflict is only reported against a tail read from
+//!   the server just now.
+//! * Every request is answered exactly once: committed, refused, or failed
+//!   (`Unavailable` once past its deadline or while disconnected).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use tidings_core::log::{AppendError, Committed};
+use tidings_core::{NewEvent, SharedEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::state::Tail;
+use super::{now_micros, Inner};
+use crate::error::EngineError;
+use crate::record::{encode, HEADER_COUNT, HEADER_FIRST_SEQ};
+
+/// One `append` call waiting for the writer.
+pub(super) struct Request {
+    pub(super) batch: Vec<NewEvent>,
+    pub(super) expected: Option<u64>,
+    pub(super) deadline: Instant,
+    pub(super) reply: oneshot::Sender<Result<Vec<Committed>, AppendError>>,
+}
+
+impl Inner {
+    /// Publishes one record guarded by the expected last stream seq.
+    pub(super) async fn publish(
+        &self,
+        first: u64,
+        events: &[SharedEvent],
+        expected_stream_seq: u64,
+    ) -> Result<jetstream::publish::PublishAck, PublishFail> {
+        let payload = encode(first, now_micros(), events)
+            .map_err(|e| PublishFail::Other(EngineError::Storage(e)))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_FIRST_SEQ, first.to_string().as_str());
+        headers.insert(HEADER_COUNT, events.len().to_string().as_str());
+        if !events.is_empty() {
+            headers.insert("Nats-Msg-Id", format!("tidings-{first}").as_str());
+        }
+        if expected_stream_seq > 0 {
+            headers.insert(
+                "Nats-Expected-Last-Sequence",
+                expected_stream_seq.to_string().as_str(),
+            );
+        }
+        let timeout = self.opts.request_timeout;
+        let classify = |e: jetstream::context::PublishError| {
+            use jetstream::context::PublishErrorKind as K;
+            match e.kind() {
+                K::WrongLastSequence => PublishFail::Lost,
+                K::MaxPayloadExceeded => PublishFail::TooLarge(e.to_string()),
+                K::TimedOut | K::BrokenPipe => PublishFail::Other(EngineError::Unavailable(
+                    format!("publish to NATS failed: {e}"),
+                )),
+                _ => PublishFail::Other(self.engine_err("publish", e)),
+            }
+        };
+        let ack_future = match tokio::time::timeout(
+            timeout,
+            self.js
+                .publish_with_headers(self.subject.clone(), headers, payload),
+        )
+        .await
+        {
+            Err(_) => return Err(PublishFail::timed_out(timeout)),
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(f)) => f,
+        };
+        match tokio::time::timeout(timeout, ack_future).await {
+            Err(_) => Err(PublishFail::timed_out(timeout)),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(ack)) if ack.duplicate => Err(PublishFail::Lost),
+            Ok(Ok(ack)) => Ok(ack),
+        }
+    }
+
+    /// Plans one record for the requests against `tail`: per request its
+    /// result, and the new events (consecutive seqs from `tail.last + 1`).
+    fn plan(
+        &self,
+        reqs: &[Request],
+        tail: Tail,
+    ) -> (Vec<Result<Vec<Committed>, AppendError>>, Vec<SharedEvent>) {
+        let mut st = self.state.lock();
+        let now = now_micros();
+        st.expire_keys(self.window_micros(), now);
+        let mut running = tail.last;
+        let mut local: HashMap<&str, SharedEvent> = HashMap::new();
+        let mut new_events = Vec::new();
+        let mut results = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            if let Some(expected) = req.expected {
+                if expected != running {
+                    results.push(Err(AppendError::Conflict {
+                        expected,
+                        actual: running,
+                    }));
+                    continue;
+                }
+            }
+            let mut out = Vec::with_capacity(req.batch.len());
+            for ev in &req.batch {
+                if let Some(k) = ev.key.as_deref() {
+                    if let Some((orig, _)) = st.keys.get(k) {
+                        out.push(Committed {
+                            event: orig.clone(),
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    if let Some(orig) = local.get(k) {
+                        out.push(Committed {
+                            event: orig.clone(),
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                }
+                running += 1;
+                let committed: SharedEvent = Arc::new(ev.clone().commit(running));
+                if let Some(k) = ev.key.as_deref() {
+                    local.insert(k, committed.clone());
+                }
+                new_events.push(committed.clone());
+                out.push(Committed {
+                    event: committed,
+                    duplicate: false,
+                });
+            }
+            results.push(Ok(out));
+        }
+        (results, new_events)
+    }
+
+    /// Writes the requests as one record (retrying after losing a race),
+    /// and answers every one of them.
+    async fn write(&self, mut reqs: Vec<Request>) {
+        let mut tail = self.state.lock().tail;
+        let mut fresh = false;
+        loop {
+            let now = Instant::now();
+            let (late, keep): (Vec<_>, Vec<_>) = reqs.into_iter().partition(|r| r.deadline <= now);
+            reqs = keep;
+            for r in late {
+                let _ = r.reply.send(Err(AppendError::Unavailable(format!(
+                    "the append did not complete within {:?}",
+                    self.opts.append_timeout
+                ))));
+            }
+            if reqs.is_empty() {
+                return;
+            }
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return fail_all(
+                    reqs,
+                    EngineError::Unavailable("not connected to the NATS server".into()),
+                );
+            }
+            let has_keys = reqs.iter().any(|r| r.batch.iter().any(|e| e.key.is_some()));
+            if has_keys {
+                // Keys are checked against every record up to the one the
+                // publish will be guarded by.
+                if let Err(e) = self.wait_seen(tail.stream_seq).await {
+                    return fail_all(reqs, e);
+                }
+            }
+            let (results, new_events) = self.plan(&reqs, tail);
+            let conflicted = results
+                .iter()
+                .any(|r| matches!(r, Err(AppendError::Conflict { .. })));
+            if conflicted && !fresh {
+                // Only refuse against a tail read from the server just now.
+                match self.fetch_tail().await {
+                    Ok(t) => {
+                        tail = t;
+                        fresh = true;
+                        continue;
+                    }
+                    Err(e) => return fail_all(reqs, e),
+                }
+            }
+            if new_events.is_empty() {
+                return answer(reqs, results);
+            }
+            match self
+                .publish(tail.last + 1, &new_events, tail.stream_seq)
+                .await
+            {
+                Ok(ack) => {
+                    let new_tail = Tail {
+                        stream_seq: ack.sequence,
+                        last: tail.last + new_events.len() as u64,
+                    };
+                    {
+                        let mut st = self.state.lock();
+                        st.raise_tail(new_tail);
+                        st.remember_keys(
+                            &new_events,
+                            now_micros(),
+                            self.window_micros(),
+                            now_micros(),
+                        );
+                    }
+                    self.raise_watch(new_tail.last);
+                    return answer(reqs, results);
+                }
+                Err(PublishFail::Lost) => {
+                    // Another writer appended first: re-read and re-plan.
+                    debug!(stream = %self.stream_name, "lost an append race; retrying");
+                    match self.fetch_tail().await {
+                        Ok(t) => {
+                            tail = t;
+                            fresh = true;
+                        }
+                        Err(e) => return fail_all(reqs, e),
+                    }
+                }
+                Err(PublishFail::TooLarge(msg)) => {
+                    if reqs.len() > 1 {
+                        // Group commit made it too big: one record each.
+                        for r in reqs {
+                            Box::pin(self.write(vec![r])).await;
+                        }
+                        return;
+                    }
+                    return fail_all(
+                        reqs,
+                        EngineError::Storage(format!("the batch is too large for NATS: {msg}")),
+                    );
+                }
+                Err(PublishFail::Other(e)) => {
+                    warn!(stream = %self.stream_name, error = %e, "append failed");
+                    return fail_all(reqs, e);
+                }
+            }
+        }
+    }
+}
+
+pub(super) enum PublishFail {
+    /// Another record got there first (wrong last sequence, or the
+    /// first-seq message id was taken).
+    Lost,
+    /// Over the server's max payload.
+    TooLarge(String),
+    Other(EngineError),
+}
+
+impl PublishFail {
+    fn timed_out(d: Duration) -> PublishFail {
+        PublishFail::Other(EngineError::Unavailable(format!(
+            "no publish acknowledgement from NATS within {d:?}"
+        )))
+    }
+}
+
+fn fail_all(reqs: Vec<Request>, e: EngineError) {
+    for r in reqs {
+        let _ = r.reply.send(Err(e.clone().into()));
+    }
+}
+
+fn answer(reqs: Vec<Request>, results: Vec<Result<Vec<Committed>, AppendError>>) {
+    for (r, res) in reqs.into_iter().zip(results) {
+        let _ = r.reply.send(res);
+    }
+}
+
+pub(super) async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.batch.len();
+        let mut reqs = vec![first];
+        while n < inner.opts.max_record_events {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.batch.len();
+                    reqs.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        inner.write(reqs).await;
+    }
+}
