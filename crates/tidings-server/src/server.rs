@@ -59,6 +59,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/ws", get(ws::ws_patterns))
         .route("/ws/events/{channel}", get(ws::ws_channel))
         .route("/sse", get(sse::sse))
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .route("/stats", get(crate::dashboard::stats))
         .fallback(http::not_found)
         .with_state(service.clone());
     if !cors.is_empty() {

@@ -15,6 +15,7 @@
 mod decode;
 mod error;
 mod session;
+mod stats;
 mod store;
 pub mod wire;
 
