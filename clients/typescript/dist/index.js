@@ -458,6 +458,7 @@ class Live {
                 }
                 : undefined;
             let done = false;
+            let halted = false;
             const finish = (error) => {
                 if (done)
                     return;
@@ -499,11 +500,16 @@ class Live {
                     return;
                 }
                 const event = msg;
+                // Events already received are handed over even if the socket
+                // closes meanwhile; only a failed consumer handler stops the rest
+                // (they come again on the next connection).
                 chain = chain.then(async () => {
-                    if (done)
+                    if (halted || this.stop.signal.aborted)
                         return;
-                    if (!(await this.deliver(event, ack)))
+                    if (!(await this.deliver(event, ack))) {
+                        halted = true;
                         finish();
+                    }
                 });
             };
             socket.onclose = () => {

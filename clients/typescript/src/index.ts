@@ -626,6 +626,7 @@ class Live implements Subscription {
           }
         : undefined;
       let done = false;
+      let halted = false;
       const finish = (error?: unknown) => {
         if (done) return;
         done = true;
@@ -660,9 +661,15 @@ class Live implements Subscription {
           return;
         }
         const event = msg as TidingsEvent;
+        // Events already received are handed over even if the socket
+        // closes meanwhile; only a failed consumer handler stops the rest
+        // (they come again on the next connection).
         chain = chain.then(async () => {
-          if (done) return;
-          if (!(await this.deliver(event, ack))) finish();
+          if (halted || this.stop.signal.aborted) return;
+          if (!(await this.deliver(event, ack))) {
+            halted = true;
+            finish();
+          }
         });
       };
       socket.onclose = () => {

@@ -93,3 +93,30 @@ export async function publishSurely(client, name, data, key) {
     }
   }
 }
+
+/** Headless Chromium (puppeteer-core), with a fresh profile. */
+export async function launchChromium() {
+  const { default: puppeteer } = await import("puppeteer-core");
+  const profile = tempDir();
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM_BIN ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile.dir}`,
+    ],
+  });
+  const close = browser.close.bind(browser);
+  browser.close = async () => {
+    await close();
+    profile.remove();
+  };
+  return browser;
+}

@@ -1,0 +1,140 @@
+// The dashboard served by the server, in headless Chromium: an event
+// published over HTTP shows up in the live tail within a second, the page
+// logs no errors, and screenshots (light and dark) are saved for people to
+// look at.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { TidingsClient } from "../dist/index.js";
+import { startServer, tempDir, launchChromium, sleep } from "./harness.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SHOTS = path.resolve(process.env.DASHBOARD_SHOTS ?? path.join(here, "../../../target"));
+
+async function openDashboard(browser, url, scheme) {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1440, height: 1100, deviceScaleFactor: 1 });
+  await page.emulateMediaFeatures([{ name: "prefers-color-scheme", value: scheme }]);
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") problems.push(`${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e}`));
+  page.on("requestfailed", (r) => problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
+  await page.goto(url + "/", { waitUntil: "load" });
+  await page.waitForFunction(() => document.getElementById("tail-state")?.textContent === "live", { timeout: 10_000 });
+  return { page, problems };
+}
+
+/** Some traffic, so the screenshot shows what the page is for. */
+async function demoTraffic(client, server) {
+  const { default: WebSocket } = await import("ws");
+  const sockets = [];
+  for (const ch of ["orders", "orders", "orders", "player.move", "trivia"]) {
+    const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws/events/${ch}`);
+    await new Promise((r) => ws.once("message", r));
+    sockets.push(ws);
+  }
+  const names = ["orders.placed", "orders.paid", "player.move", "trivia.started", "orders.shipped"];
+  for (let round = 0; round < 6; round++) {
+    const n = 3 + round * 2;
+    await client.publishBatch(Array.from({ length: n }, (_, i) => ({
+      name: names[(round + i) % names.length],
+      data: { id: 1000 + round * 10 + i, total: Math.round(Math.random() * 20000) / 100, region: ["eu", "us", "apac"][i % 3] },
+      source: i % 2 ? "checkout" : "game",
+    })));
+    await sleep(1000);
+  }
+  return sockets;
+}
+
+test("dashboard: live tail within a second, no console errors, screenshots", async () => {
+  const server = await startServer();
+  const browser = await launchChromium();
+  const client = new TidingsClient(server.url);
+  let sockets = [];
+  try {
+    mkdirSync(SHOTS, { recursive: true });
+    const { page, problems } = await openDashboard(browser, server.url, "light");
+
+    // Published over HTTP -> in the tail within a second.
+    const t0 = Date.now();
+    const ev = await client.publish("dashboard.check", { hello: "world" }, { source: "test" });
+    await page.waitForSelector(`#tail-list li[data-seq="${ev.seq}"]`, { timeout: 1000 });
+    const took = Date.now() - t0;
+    assert.ok(took < 1000, `took ${took} ms`);
+
+    // The publish form.
+    await page.type("#pub-name", "dashboard.form");
+    await page.type("#pub-data", '{"from": "the form"}');
+    await page.click("#publish-form button[type=submit]");
+    await page.waitForFunction(() => /Committed as #\d+/.test(document.getElementById("pub-result").textContent), { timeout: 3000 });
+
+    sockets = await demoTraffic(client, server);
+    await sleep(2500); // a stats poll or two
+    // Expand the newest event's JSON.
+    await page.click("#tail-list li.ev .ev-head");
+    await page.waitForSelector("#tail-list li.ev pre");
+    // History has pages.
+    await page.click("#hist-form button[type=submit]");
+    await page.waitForSelector("#hist-list li.ev");
+    const histRows = await page.$$eval("#hist-list li.ev", (l) => l.length);
+    assert.ok(histRows > 0);
+    const consumers = await page.$eval("#consumers", (e) => e.textContent);
+    assert.match(consumers, /\S/);
+    const channels = await page.$eval("#channels", (e) => e.textContent);
+    assert.match(channels, /orders/);
+    assert.notEqual(await page.$eval("#stat-conn", (e) => e.textContent), "–");
+
+    await page.screenshot({ path: path.join(SHOTS, "dashboard.png"), fullPage: true });
+
+    const dark = await openDashboard(browser, server.url, "dark");
+    await client.publish("orders.refunded", { id: 1003, total: 12.5, reason: "damaged" }, { source: "support" });
+    await sleep(4500);
+    await dark.page.click("#tail-list li.ev .ev-head");
+    await dark.page.screenshot({ path: path.join(SHOTS, "dashboard-dark.png"), fullPage: true });
+
+    await page.setViewport({ width: 420, height: 900, deviceScaleFactor: 1 });
+    await sleep(300);
+    await page.screenshot({ path: path.join(SHOTS, "dashboard-narrow.png"), fullPage: false });
+
+    assert.deepEqual(problems, [], "the page logged problems");
+    assert.deepEqual(dark.problems, [], "the dark page logged problems");
+  } finally {
+    for (const s of sockets) s.close();
+    await browser.close();
+    await server.kill();
+  }
+});
+
+test("dashboard: asks for a token when auth is on, keeps it for the session", async () => {
+  const tmp = tempDir();
+  const cfg = path.join(tmp.dir, "tidings.toml");
+  writeFileSync(cfg, `[[auth.tokens]]\ntoken = "dash-token"\npublish = [">"]\nsubscribe = [">"]\n`);
+  const server = await startServer({ args: ["--config", cfg] });
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 900 });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(server.url + "/");
+    await page.waitForSelector("#token-dialog[open]", { timeout: 5000 });
+    await page.screenshot({ path: path.join(SHOTS, "dashboard-token.png") });
+    await page.type("#token-input", "dash-token");
+    await page.click("#token-form button[type=submit]");
+    await page.waitForFunction(() => document.getElementById("tail-state")?.textContent === "live", { timeout: 10_000 });
+    const client = new TidingsClient(server.url, { token: "dash-token" });
+    const ev = await client.publish("secure.hello", { ok: true });
+    await page.waitForSelector(`#tail-list li[data-seq="${ev.seq}"]`, { timeout: 1000 });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("tidings.token")), "dash-token");
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.kill();
+    tmp.remove();
+  }
+});
