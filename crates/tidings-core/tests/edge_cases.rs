@@ -20,15 +20,35 @@ struct SlowLog {
     delay: Duration,
     /// Claim to be shared between processes (as NATS and Redis logs are).
     shared: bool,
+    /// When set, an append, once committed, reports its last seq here and
+    /// acknowledges only when the test opens the gate (instead of after
+    /// `delay`): the test knows exactly when the log is acknowledging.
+    gate: Option<Gate>,
+}
+
+#[derive(Clone)]
+struct Gate {
+    committed: tokio::sync::mpsc::UnboundedSender<u64>,
+    open: tokio::sync::watch::Receiver<bool>,
 }
 
 impl EventLog for SlowLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         let inner = self.inner.clone();
         let delay = self.delay;
+        let gate = self.gate.clone();
         AppendFuture::Pending(Box::pin(async move {
             let r = inner.append_now(batch, expected_last);
-            tokio::time::sleep(delay).await; // committed, acknowledged later
+            // Committed; acknowledged later.
+            match gate {
+                Some(mut g) => {
+                    if let Ok(c) = &r {
+                        let _ = g.committed.send(c.last().map_or(0, |c| c.event.seq));
+                    }
+                    g.open.wait_for(|open| *open).await.expect("gate dropped");
+                }
+                None => tokio::time::sleep(delay).await,
+            }
             r
         }))
     }
@@ -64,6 +84,7 @@ fn slow_bus(ms: u64) -> Bus {
             inner: MemoryLog::new(),
             delay: Duration::from_millis(ms),
             shared: false,
+            gate: None,
         })
         .build()
         .unwrap()
@@ -71,14 +92,29 @@ fn slow_bus(ms: u64) -> Bus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_async_emit_is_still_dispatched_and_does_not_stall_the_bus() {
-    let bus = slow_bus(50);
+    let (committed, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (open, open_rx) = tokio::sync::watch::channel(false);
+    let bus = Bus::builder()
+        .log(SlowLog {
+            inner: MemoryLog::new(),
+            delay: Duration::ZERO,
+            shared: false,
+            gate: Some(Gate {
+                committed,
+                open: open_rx,
+            }),
+        })
+        .build()
+        .unwrap();
     let mut s = bus.subscribe(">").unwrap();
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(5), bus.emit_async("first", json!(1))).await;
-    assert!(
-        cancelled.is_err(),
-        "the emit was cancelled while the log was acknowledging"
-    );
+    let mut first = Box::pin(bus.emit_async("first", json!(1)));
+    tokio::select! {
+        r = &mut first => panic!("the emit returned before the log acknowledged: {r:?}"),
+        seq = committed_rx.recv() => assert_eq!(seq, Some(1)),
+    }
+    // Cancel the emit while the log is acknowledging.
+    drop(first);
+    open.send_replace(true);
     // The append had committed; the bus must dispatch it and go on.
     let second = bus.emit_async("second", json!(2)).await.unwrap();
     assert_eq!(second.seq, 2);
@@ -294,18 +330,27 @@ async fn buses_sharing_a_log_each_dispatch_every_event_in_one_order() {
                 inner: log.clone(),
                 delay: Duration::from_millis(1),
                 shared: true,
+                gate: None,
             })
             .build()
             .unwrap()
     };
     let (a, b) = (make(), make());
+    // Each bus's handler records its seqs and publishes how many it has.
     let record = |bus: &Bus| {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, count_rx) = tokio::sync::watch::channel(0usize);
         let s = seen.clone();
-        let sub = bus.on(">", move |e| s.lock().unwrap().push(e.seq)).unwrap();
-        (seen, sub)
+        let sub = bus
+            .on(">", move |e| {
+                let mut s = s.lock().unwrap();
+                s.push(e.seq);
+                count.send_replace(s.len());
+            })
+            .unwrap();
+        (seen, count_rx, sub)
     };
-    let ((seen_a, _ha), (seen_b, _hb)) = (record(&a), record(&b));
+    let ((seen_a, mut count_a, _ha), (seen_b, mut count_b, _hb)) = (record(&a), record(&b));
     let mut stream_b = b.subscribe("shared.*").unwrap();
     let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
         .into_iter()
@@ -321,11 +366,13 @@ async fn buses_sharing_a_log_each_dispatch_every_event_in_one_order() {
     for t in tasks {
         t.await.unwrap();
     }
-    for _ in 0..500 {
-        if seen_a.lock().unwrap().len() == 100 && seen_b.lock().unwrap().len() == 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Each bus dispatches the other's events through its follower: wait
+    // until both handlers have seen all 100.
+    for count in [&mut count_a, &mut count_b] {
+        tokio::time::timeout(Duration::from_secs(5), count.wait_for(|n| *n >= 100))
+            .await
+            .expect("a bus did not dispatch 100 events within 5 s")
+            .expect("handler dropped");
     }
     let want: Vec<u64> = (1..=100).collect();
     assert_eq!(
@@ -354,6 +401,7 @@ fn following_a_shared_log_needs_a_runtime() {
             inner: MemoryLog::new(),
             delay: Duration::from_millis(1),
             shared: true,
+            gate: None,
         })
         .build();
     assert!(matches!(r, Err(tidings_core::ConfigError::NoRuntime)));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use tidings_core::{
-    Bus, Delivery, EventStream, MemoryLog, Position, Retention, SubscribeError, WaitError,
+    Bus, Delivery, EventStream, MemoryLog, NewEvent, Position, Retention, SubscribeError, WaitError,
 };
 
 async fn next_seq(s: &mut EventStream) -> u64 {
@@ -153,15 +153,19 @@ async fn dropping_a_stream_unsubscribes_and_unsubscribe_all_ends_it() {
 async fn async_handlers_receive_events_in_seq_order() {
     let bus = Bus::builder().stream_capacity(8).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let (count, mut count_rx) = tokio::sync::watch::channel(0usize);
     let s = seen.clone();
+    let count = Arc::new(count);
     let _h = bus
         .on_async("work.*", move |e| {
-            let s = s.clone();
+            let (s, count) = (s.clone(), count.clone());
             async move {
                 if e.seq % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await; // a slow one
                 }
-                s.lock().unwrap().push(e.seq);
+                let mut s = s.lock().unwrap();
+                s.push(e.seq);
+                count.send_replace(s.len());
             }
         })
         .unwrap();
@@ -178,7 +182,10 @@ async fn async_handlers_receive_events_in_seq_order() {
     for w in writers {
         w.join().unwrap();
     }
-    eventually(|| seen.lock().unwrap().len() == 300).await;
+    tokio::time::timeout(Duration::from_secs(5), count_rx.wait_for(|n| *n >= 300))
+        .await
+        .expect("300 events not handled within 5 s")
+        .unwrap();
     assert_eq!(*seen.lock().unwrap(), (1..=300).collect::<Vec<_>>());
 }
 
@@ -187,31 +194,52 @@ async fn async_handler_errors_and_panics_are_counted_and_isolated() {
     let bus = Bus::new();
     let ok = Arc::new(AtomicUsize::new(0));
     let o = ok.clone();
+    // An async handler records an outcome before it takes its next event,
+    // so when `_bad` gets "done" its outcomes for the three "j" are counted.
+    let (done, done_rx) = tokio::sync::oneshot::channel();
+    let done = Arc::new(Mutex::new(Some(done)));
     let _bad = bus
-        .on_async("j", |e| async move {
-            if e.seq == 1 {
-                panic!("async boom");
+        .on_async(">", move |e| {
+            let done = done.clone();
+            async move {
+                if e.name == "done" {
+                    let _ = done.lock().unwrap().take().expect("one done").send(());
+                    return Ok(());
+                }
+                if e.seq == 1 {
+                    panic!("async boom");
+                }
+                Err::<(), String>("async failure".into())
             }
-            Err::<(), String>("async failure".into())
         })
         .unwrap();
+    let (good_done, good_done_rx) = tokio::sync::oneshot::channel();
+    let good_done = Arc::new(Mutex::new(Some(good_done)));
     let _good = bus
-        .on_async("j", move |_| {
-            let o = o.clone();
+        .on_async(">", move |e| {
+            let (o, good_done) = (o.clone(), good_done.clone());
             async move {
-                o.fetch_add(1, Ordering::SeqCst);
+                if e.name == "done" {
+                    let _ = good_done.lock().unwrap().take().expect("one done").send(());
+                } else {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
             }
         })
         .unwrap();
     for _ in 0..3 {
         bus.emit("j", json!(null)).unwrap();
     }
-    eventually(|| ok.load(Ordering::SeqCst) == 3).await;
-    eventually(|| {
-        let s = bus.stats();
-        s.handler_panics == 1 && s.handler_errors == 2
-    })
-    .await;
+    bus.emit("done", json!(null)).unwrap();
+    let wait = Duration::from_secs(5);
+    tokio::time::timeout(wait, done_rx).await.unwrap().unwrap();
+    tokio::time::timeout(wait, good_done_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.load(Ordering::SeqCst), 3, "the good handler ran for all");
+    let st = bus.stats();
+    assert_eq!((st.handler_panics, st.handler_errors), (1, 2));
 }
 
 #[tokio::test]
@@ -232,7 +260,9 @@ async fn async_handler_ping_pong_stops_at_the_depth_guard() {
         .unwrap();
     bus.emit("ping", json!(null)).unwrap();
     eventually(|| bus.stats().depth_exceeded == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The refused emit fails the handler that made it, which ends the
+    // chain: once that error is counted, nothing else is in flight.
+    eventually(|| bus.stats().handler_errors == 1).await;
     assert_eq!(bus.sequence(), 7, "depths 0..=6 committed, 7 refused");
     assert_eq!(
         bus.stats().handler_errors,
@@ -248,39 +278,37 @@ fn async_handlers_need_a_runtime() {
     assert!(matches!(err, SubscribeError::NoRuntime));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bus = Bus::builder().runtime(rt.handle().clone()).build().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let n1 = n.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
     let _h = bus
-        .on_async("x", move |_| {
-            let n = n1.clone();
-            async move {
-                n.fetch_add(1, Ordering::SeqCst);
-            }
+        .on_async("x", move |e| {
+            let _ = tx.lock().unwrap().send(e.seq);
+            async {}
         })
         .unwrap();
     bus.emit("x", json!(null)).unwrap();
-    for _ in 0..500 {
-        if n.load(Ordering::SeqCst) == 1 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the async handler never ran on the given runtime");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Ok(1),
+        "the async handler ran on the given runtime"
+    );
 }
 
 #[tokio::test]
 async fn wait_for_returns_the_next_match() {
     let bus = Bus::new();
+    let mut waiting = Box::pin(bus.wait_for("player.*", Duration::from_secs(5)));
+    // The first poll subscribes; only then are the events emitted.
+    let first_poll = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(waiting.as_mut(), cx).is_pending())
+    });
+    assert!(first_poll.await, "nothing emitted yet");
     let b = bus.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
         b.emit("noise", json!(null)).unwrap();
         b.emit("player:login", json!({"u": "ann"})).unwrap();
     });
-    let e = bus
-        .wait_for("player.*", Duration::from_secs(5))
-        .await
-        .unwrap();
+    let e = waiting.await.unwrap();
     assert_eq!(e.name, "player:login");
     assert_eq!(e.seq, 2);
     assert_eq!(bus.stats().subscriptions, 0, "wait_for cleans up");
@@ -314,11 +342,13 @@ async fn emit_async_commits_and_dispatches() {
 #[tokio::test]
 async fn subscribe_from_a_time() {
     let bus = Bus::new();
-    bus.emit("t", json!(1)).unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    bus.emit("t", json!(2)).unwrap();
+    let first = bus.emit("t", json!(1)).unwrap();
+    // The second event is dated after the first explicitly: no clock needs
+    // to move between the two emits.
+    let cut = first.time + chrono::Duration::milliseconds(1);
+    let mut second = NewEvent::new("t", json!(2)).unwrap();
+    second.time = cut;
+    bus.emit_batch(vec![second], None).unwrap();
     let mut s = bus.subscribe_from("t", Position::At(cut)).await.unwrap();
     assert_eq!(next_seq(&mut s).await, 2);
 }

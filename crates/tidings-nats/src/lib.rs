@@ -88,7 +88,8 @@
 //! expire the newest record, and with it the only durable copy of the seq
 //! tail. Instead `prune()` (run by a background task every
 //! [`NatsOptions::prune_interval`]) purges whole records older than the
-//! limit with a purge-up-to-sequence; when every event goes, it first
+//! limit (by the record's append time `at`, never the events' client-set
+//! `time`) with a purge-up-to-sequence; when every event goes, it first
 //! appends an empty *tail marker* record (under the same expected-sequence
 //! guard) and purges below it. Removal is from the front only and no
 //! individual message is ever deleted. Retention is a hard limit: cursors do

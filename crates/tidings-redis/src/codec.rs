@@ -10,6 +10,8 @@
 //! | `data`     | the payload as JSON text                                 |
 //! | `key`      | the idempotency key (only when the event has one)        |
 //! | `priority` | `low`, `normal` or `high` (only when the event has one)  |
+//! | `at`       | commit time, µs by Redis' clock (added by the append     |
+//! |            | script; read only by age retention)                      |
 //!
 //! The entry id is `<seq>-0`. Times are truncated to microseconds when
 //! encoded, and the committed events an append returns carry the truncated

@@ -94,8 +94,9 @@
 //! [`tidings_core::follow`] with a `Lagged`). `max_count` is applied with
 //! `XTRIM MAXLEN =` (exact) on every append and on prune. Stream ids are
 //! seqs, not times, so `max_age` is applied by a script that reads the
-//! `time` field of the entries at the front and `XTRIM MINID`s up to the
-//! first entry young enough (in steps of 10,000 entries, so Redis is never
+//! `at` field (the commit time by Redis' clock, never the client-set event
+//! `time`) of the entries at the front and `XTRIM MINID`s up to the first
+//! entry young enough (in steps of 10,000 entries, so Redis is never
 //! blocked long). [`EventLog::prune`] applies both now; a background task
 //! does so every [`RedisOptions::prune_interval`] (default 1 s). The counter
 //! is never trimmed, so seqs are never reused, and `bounds().first` is the
@@ -127,8 +128,9 @@
 //! ## Stream entries
 //!
 //! Each event is one entry with fields `id` (UUID), `name`, `source`, `time`
-//! (µs since the epoch), `data` (JSON text), and `key` and `priority` when
-//! present. Times are kept to the microsecond; the events an append returns
+//! (µs since the epoch), `data` (JSON text), `key` and `priority` when
+//! present, and `at`, the commit time the append script adds (µs, Redis'
+//! clock). Times are kept to the microsecond; the events an append returns
 //! carry the same truncated time as later reads.
 
 mod codec;
@@ -828,15 +830,16 @@ impl Shared {
             removed += n;
         }
         if let Some(age) = retention.max_age {
-            let cutoff =
-                Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-            let cutoff_us = cutoff.timestamp_micros();
+            // Exact in Lua's doubles (2^53 µs is about 285 years).
+            let age_us = u64::try_from(age.as_micros())
+                .unwrap_or(u64::MAX)
+                .min(1 << 53);
             loop {
                 let mut conn = self.conn.clone();
                 let reply: Value = bounded(self.options.timeout, async {
                     Ok(scripts::PRUNE_AGE_STEP
                         .key(&self.keys.stream)
-                        .arg(cutoff_us)
+                        .arg(age_us)
                         .arg(PRUNE_AGE_STEP)
                         .invoke_async(&mut conn)
                         .await?)

@@ -24,7 +24,10 @@ use redis::Script;
 /// per fresh event, `INCRBY` of the counter, the idempotency keys (`SET ..
 /// PX window`, value = the committed entry as JSON so a duplicate can be
 /// answered even after retention removed the original), then the count
-/// trim. The first write is the first `XADD`; it is refused (before
+/// trim. Every entry also gets an `at` field: the commit time, in µs, from
+/// Redis' own clock (`TIME`, one reading per script), which age retention
+/// measures (Redis ≥ 5 replicates scripts by effects, so a script may read
+/// the clock before writing). The first write is the first `XADD`; it is refused (before
 /// anything was written) if the stream key holds another type.
 ///
 /// Reply: `{2, last}` when the counter is below the floor (Redis lost
@@ -73,11 +76,15 @@ for i = 1, n do
   end
 end
 if fresh > 0 then
+  local clock = redis.call('TIME')
+  local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
   for i = 1, n do
     local f = fate[i]
     if type(f) == 'number' and f > 0 then
       local args = {stream, string.format('%d-0', f)}
       for j = 0, counts[i] - 1 do args[#args + 1] = ARGV[bases[i] + j] end
+      args[#args + 1] = 'at'
+      args[#args + 1] = at
       redis.call('XADD', unpack(args))
     end
   end
@@ -174,29 +181,35 @@ return {0, entries[#entries][1]}
     )
 });
 
-/// One step of age retention: `KEYS[1]` stream, `ARGV[1]` cutoff in µs,
-/// `ARGV[2]` most entries to examine. Removes the run of entries at the
-/// front of the stream whose `time` is before the cutoff (stopping at the
-/// first younger one, so only the front is ever removed: readers see one
-/// hole, reported as lag). Reply `{removed, more}`: `more` = 1 when the
-/// step stopped only because it examined its maximum.
+/// One step of age retention: `KEYS[1]` stream, `ARGV[1]` the maximum age
+/// in µs, `ARGV[2]` most entries to examine. The cutoff is Redis' clock
+/// (`TIME`) minus the age, the clock that stamped each entry's `at` (its
+/// commit time); an entry without `at` (written before commit times were
+/// stored) is judged by its `time`. Removes the run of entries at the
+/// front of the stream committed before the cutoff (stopping at the first
+/// younger one, so only the front is ever removed: readers see one hole,
+/// reported as lag). Reply `{removed, more}`: `more` = 1 when the step
+/// stopped only because it examined its maximum.
 pub(crate) static PRUNE_AGE_STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local cutoff = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local cutoff = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) - tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', max)
 local old = 0
 for _, e in ipairs(entries) do
-  local young = false
+  local at, time = nil, nil
   local f = e[2]
   for j = 1, #f, 2 do
-    if f[j] == 'time' then
-      young = tonumber(f[j + 1]) >= cutoff
-      break
+    if f[j] == 'at' then
+      at = tonumber(f[j + 1])
+    elseif f[j] == 'time' then
+      time = tonumber(f[j + 1])
     end
   end
-  if young then break end
+  local committed = at or time
+  if committed and committed >= cutoff then break end
   old = old + 1
 end
 if old == 0 then return {0, 0} end

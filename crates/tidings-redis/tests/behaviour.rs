@@ -1,6 +1,7 @@
 //! Behaviour specific to the Redis backend, beyond the conformance suite:
 //! opening from a store URL, refusing foreign keys and unreachable servers,
-//! multi-step age retention and `seq_before` over many entries, count
+//! multi-step age retention (by commit time; by event time for entries
+//! written without one) and `seq_before` over many entries, count
 //! retention on append, duplicates answered after their original was
 //! pruned, `destroy`, and refusing to reuse seqs after Redis lost writes.
 
@@ -91,14 +92,16 @@ async fn age_retention_and_seq_before_span_many_script_steps() {
     let options = RedisOptions {
         retention: Retention {
             max_count: None,
-            max_age: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_secs(2)),
         },
         prune_interval: None,
         ..RedisOptions::default()
     };
     let log = common::fresh(&url, "age", options).await;
-    // 15,000 events an hour old (more than one 10,000-entry pruning step
-    // and many 1,000-entry seq_before steps), then 5 recent ones.
+    // 15,000 events dated an hour ago (more than one 10,000-entry pruning
+    // step and many 1,000-entry seq_before steps), then, once their commits
+    // are older than max_age, 5 recent ones. seq_before goes by the events'
+    // time; age retention by their commit time.
     // Whole milliseconds, so times compare exactly after the µs truncation.
     let old = Utc::now() - chrono::Duration::hours(1);
     let old = chrono::DateTime::from_timestamp_millis(old.timestamp_millis()).expect("time");
@@ -112,6 +115,8 @@ async fn age_retention_and_seq_before_span_many_script_steps() {
             .collect();
         log.append(batch, None).await.expect("append old");
     }
+    // Age retention needs the clock to move past max_age: nothing to wait on.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     for i in 0..5 {
         log.append(vec![ev(i)], None).await.expect("append new");
     }
@@ -250,4 +255,65 @@ async fn appends_are_refused_when_redis_lost_acknowledged_events() {
     assert_eq!(page.last_seq, 1);
     assert_eq!(page.events.len(), 1);
     log.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_without_a_commit_time_are_aged_by_their_event_time() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    // Two entries as an older version wrote them (no `at` field): one
+    // dated an hour ago, one dated now.
+    let key = common::unique_key("legacy");
+    let _cleanup = common::delete_on_drop(&url, &key);
+    let layout = tidings_redis::KeyLayout::new(&key);
+    {
+        let client = redis::Client::open(url.as_str()).expect("client");
+        let mut con = client.get_connection().expect("connection");
+        let now = Utc::now().timestamp_micros();
+        for (seq, time) in [(1, now - 3_600_000_000), (2, now)] {
+            redis::cmd("XADD")
+                .arg(&layout.stream)
+                .arg(format!("{seq}-0"))
+                .arg("id")
+                .arg(uuid::Uuid::now_v7().hyphenated().to_string())
+                .arg("name")
+                .arg("beh.legacy")
+                .arg("source")
+                .arg("app")
+                .arg("time")
+                .arg(time)
+                .arg("data")
+                .arg("null")
+                .query::<()>(&mut con)
+                .expect("XADD");
+        }
+        redis::cmd("SET")
+            .arg(&layout.counter)
+            .arg(2)
+            .query::<()>(&mut con)
+            .expect("SET");
+    }
+    let options = RedisOptions {
+        retention: Retention {
+            max_count: None,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        prune_interval: None,
+        ..RedisOptions::default()
+    };
+    let log = RedisLog::open(&url, &key, options).await.expect("open");
+    let c = log.append(vec![ev(3)], None).await.expect("append");
+    assert_eq!(c[0].event.seq, 3);
+    assert_eq!(log.prune().await.expect("prune"), 1, "the hour-old entry");
+    let b = log.bounds().await.expect("bounds");
+    assert_eq!((b.first, b.last), (2, 3));
+    let page = log.read(0, 10).await.expect("read");
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| (e.seq, e.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(2, "beh.legacy"), (3, "beh.item")]
+    );
 }

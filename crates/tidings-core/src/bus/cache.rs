@@ -12,6 +12,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 use super::registry::Matches;
+use crate::name::{Pattern, PatternToken};
 
 struct Slot {
     name: Box<str>,
@@ -19,8 +20,8 @@ struct Slot {
 }
 
 pub(crate) struct MatchCache {
-    /// Invariant: every occupied slot holds what the trie matched for its
-    /// name since the last `clear` (the registry clears on every change).
+    /// Invariant: every occupied slot holds what the trie matches for its
+    /// name now (the registry drops the entries a changed pattern matches).
     slots: Box<[Option<Slot>]>,
     hasher: RandomState,
     /// Invariant: the number of occupied slots (so `clear` on an empty
@@ -70,6 +71,27 @@ impl MatchCache {
         }
     }
 
+    /// Drops the entries of the names `pattern` matches: the only ones a
+    /// subscription with that pattern being added or removed changes.
+    /// Entries for other names stay valid, so one client's subscribe and
+    /// unsubscribe churn does not turn every other name's lookup into a
+    /// trie walk. Costs one early-exit match per occupied slot (the same
+    /// order as `clear`); a catch-all pattern clears.
+    pub fn invalidate_matching(&mut self, pattern: &Pattern) {
+        if self.occupied == 0 {
+            return;
+        }
+        if let [PatternToken::Rest] = pattern.tokens() {
+            return self.clear();
+        }
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| pattern.matches(&s.name)) {
+                *slot = None;
+                self.occupied -= 1;
+            }
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.occupied
@@ -98,5 +120,40 @@ mod tests {
         c.clear();
         assert_eq!(c.len(), 0);
         assert!((0..100).all(|i| c.get(&format!("n{i}")).is_none()));
+    }
+
+    #[test]
+    fn invalidate_drops_only_matched_names() {
+        let names = ["a.x", "a:y", "a.x.z", "b.x", "c"];
+        // Large enough that the five names are unlikely to share a slot;
+        // the assertions below only count names that were kept on insert.
+        let mut c = MatchCache::new(4096);
+        let fill = |c: &mut MatchCache| {
+            c.clear();
+            names.iter().for_each(|n| c.insert(n, Arc::new([])));
+            names
+                .iter()
+                .filter(|n| c.get(n).is_some())
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let cases: [(&str, &[&str]); 6] = [
+            ("a.*", &["a.x", "a:y"]),
+            ("a.>", &["a.x", "a:y", "a.x.z"]),
+            ("*.x", &["a.x", "b.x"]),
+            ("a:x", &["a.x"]),
+            ("d.>", &[]),
+            ("*", &["a.x", "a:y", "a.x.z", "b.x", "c"]),
+        ];
+        for (pattern, dropped) in cases {
+            let held = fill(&mut c);
+            let before = c.len();
+            c.invalidate_matching(&Pattern::parse(pattern).unwrap());
+            for n in &held {
+                assert_eq!(c.get(n).is_none(), dropped.contains(n), "{pattern} on {n}");
+            }
+            let gone = held.iter().filter(|n| dropped.contains(n)).count();
+            assert_eq!(c.len(), before - gone, "{pattern}: occupied count");
+        }
     }
 }

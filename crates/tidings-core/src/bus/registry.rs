@@ -104,7 +104,8 @@ pub(crate) struct Registry {
     no_match: Matches,
     next_id: u64,
     /// Name -> matches. Invariant: every entry equals what the trie gives
-    /// now; cleared on every subscribe and unsubscribe. At most `cache_cap`
+    /// now; a subscribe or unsubscribe drops the entries of the names its
+    /// pattern matches (no other entry changes). At most `cache_cap`
     /// entries. Names nobody matches are not cached: the trie rejects them
     /// within a token or two, and they would crowd out names that match.
     cache: MatchCache,
@@ -112,6 +113,9 @@ pub(crate) struct Registry {
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
     looked_up: u64,
+    /// Lookups answered by the cache.
+    #[cfg(test)]
+    cache_hits: u64,
 }
 
 impl Registry {
@@ -123,6 +127,8 @@ impl Registry {
             next_id: 1,
             cache: MatchCache::new(cache_cap),
             looked_up,
+            #[cfg(test)]
+            cache_hits: 0,
         }
     }
 
@@ -148,7 +154,7 @@ impl Registry {
         });
         self.trie.insert(&sub.pattern, ById(sub.clone()));
         self.subs.insert(id, sub.clone());
-        self.cache.clear();
+        self.cache.invalidate_matching(&sub.pattern);
         (sub, self.looked_up)
     }
 
@@ -167,7 +173,7 @@ impl Registry {
         let sub = self.subs.remove(&id)?;
         sub.active.store(false, Ordering::Release);
         self.trie.remove(&sub.pattern, &ById(sub.clone()));
-        self.cache.clear();
+        self.cache.invalidate_matching(&sub.pattern);
         Some(sub)
     }
 
@@ -175,6 +181,10 @@ impl Registry {
     pub fn lookup(&mut self, event: &SharedEvent) -> Matches {
         self.looked_up = event.seq;
         if let Some(m) = self.cache.get(event.name.as_str()) {
+            #[cfg(test)]
+            {
+                self.cache_hits += 1;
+            }
             return m.clone();
         }
         let mut found = Vec::new();
@@ -225,5 +235,16 @@ impl Registry {
     #[cfg(test)]
     pub fn cache_len(&self) -> usize {
         self.cache.len()
+    }
+
+    /// Whether the cache holds an entry for `name`.
+    #[cfg(test)]
+    pub fn cached(&self, name: &str) -> bool {
+        self.cache.get(name).is_some()
+    }
+
+    #[cfg(test)]
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits
     }
 }

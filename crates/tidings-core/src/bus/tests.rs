@@ -34,10 +34,9 @@ fn cache_is_filled_bounded_and_invalidated() {
             h.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
-    assert_eq!(
-        bus.inner.registry.lock().cache_len(),
-        0,
-        "subscribe clears the cache"
+    assert!(
+        !bus.inner.registry.lock().cached("a.x"),
+        "subscribing drops the entry of a name the pattern matches"
     );
     bus.emit("a.x", json!(null)).unwrap();
     assert_eq!(
@@ -52,6 +51,78 @@ fn cache_is_filled_bounded_and_invalidated() {
         1,
         "and no longer after unsubscribe"
     );
+}
+
+/// A bus whose cache holds both `a.x` and `b.x` (they may share a slot
+/// under one hasher seed; each bus draws its own).
+fn bus_caching_a_x_and_b_x() -> (Bus, [Subscription; 2]) {
+    for _ in 0..32 {
+        let bus = Bus::builder().cache_capacity(64).build().unwrap();
+        let subs = [
+            bus.on("a.*", |_| ()).unwrap(),
+            bus.on("b.*", |_| ()).unwrap(),
+        ];
+        bus.emit("a.x", json!(null)).unwrap();
+        bus.emit("b.x", json!(null)).unwrap();
+        let reg = bus.inner.registry.lock();
+        if reg.cached("a.x") && reg.cached("b.x") {
+            drop(reg);
+            return (bus, subs);
+        }
+    }
+    panic!("a.x and b.x shared a slot under 32 hasher seeds");
+}
+
+#[test]
+fn unrelated_subscribe_churn_keeps_cached_entries() {
+    let (bus, _subs) = bus_caching_a_x_and_b_x();
+    let hits = || bus.inner.registry.lock().cache_hits();
+    let before = hits();
+    // Churn on patterns that match neither name.
+    for p in ["c.>", "a.x.y", "*.y", "b:*:*", "a.x.>"] {
+        let s = bus.on(p, |_| ()).unwrap();
+        drop(s);
+        let st = bus.subscribe(p).unwrap();
+        drop(st);
+    }
+    let reg = bus.inner.registry.lock();
+    assert!(reg.cached("a.x") && reg.cached("b.x"), "entries kept");
+    drop(reg);
+    bus.emit("a.x", json!(null)).unwrap();
+    bus.emit("b:x", json!(null)).unwrap(); // a different name: a miss
+    bus.emit("b.x", json!(null)).unwrap();
+    assert_eq!(hits(), before + 2, "a.x and b.x answered by the cache");
+}
+
+#[test]
+fn related_subscribe_is_seen_at_once_others_stay_cached() {
+    let (bus, _subs) = bus_caching_a_x_and_b_x();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let sub = bus.on("*.x", move |e| s2.lock().push(e.seq)).unwrap();
+    {
+        let reg = bus.inner.registry.lock();
+        assert!(!reg.cached("a.x") && !reg.cached("b.x"), "*.x matches both");
+    }
+    let only_a = bus.subscribe("a.>").unwrap();
+    let start = only_a.last_seq();
+    let a = bus.emit("a.x", json!(null)).unwrap();
+    let b = bus.emit("b.x", json!(null)).unwrap();
+    assert_eq!(*seen.lock(), vec![a.seq, b.seq], "seen at once");
+    assert_eq!(start, a.seq - 1, "the stream starts right before a.x");
+    // a.> matches a.x only: b.x's fresh entry survives, a.x's does not.
+    {
+        let reg = bus.inner.registry.lock();
+        assert!(reg.cached("a.x") && reg.cached("b.x"));
+    }
+    drop(only_a);
+    let hits = bus.inner.registry.lock().cache_hits();
+    bus.emit("b.x", json!(null)).unwrap();
+    assert_eq!(bus.inner.registry.lock().cache_hits(), hits + 1);
+    assert!(!bus.inner.registry.lock().cached("a.x"));
+    drop(sub);
+    let c = bus.emit("a.x", json!(null)).unwrap();
+    assert!(!seen.lock().contains(&c.seq), "unsubscribed at once");
 }
 
 #[test]

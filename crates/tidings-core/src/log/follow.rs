@@ -29,7 +29,9 @@ pub struct Reader {
     last: u64,
     /// Fetched events not yet handed out, ascending.
     buf: VecDeque<SharedEvent>,
-    /// The read in flight, if any.
+    /// The read in flight, if any. Invariant: issued for `after == last`
+    /// (`advance_to` drops it), so an empty page really means "nothing
+    /// after `last`".
     pending: Option<BoxFuture<Result<Page, ReadError>>>,
 }
 
@@ -53,6 +55,11 @@ impl Reader {
     pub fn advance_to(&mut self, seq: u64) {
         if seq > self.last {
             self.last = seq;
+            // A read in flight was issued for the old position: its empty
+            // answer would claim "caught up" past events it never saw (a
+            // stream switching between its queue and the log would then
+            // skip them). Read again from the new position when needed.
+            self.pending = None;
             while self.buf.front().is_some_and(|e| e.seq <= seq) {
                 self.buf.pop_front();
             }
@@ -178,6 +185,91 @@ impl Stream for LogStream {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::log::{AppendFuture, Bounds, CursorError, MemoryLog, PruneError};
+
+    /// A memory log whose reads take their snapshot when issued and
+    /// complete only once the gate opens (a slow network read).
+    struct GatedReads {
+        inner: MemoryLog,
+        gate: watch::Receiver<bool>,
+    }
+
+    impl EventLog for GatedReads {
+        fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+            self.inner.append(batch, expected_last)
+        }
+        fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+            let snapshot = self.inner.read(after, limit);
+            let mut gate = self.gate.clone();
+            Box::pin(async move {
+                let page = snapshot.await;
+                gate.wait_for(|open| *open).await.expect("gate kept");
+                page
+            })
+        }
+        fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+            self.inner.bounds()
+        }
+        fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+            self.inner.seq_before(time)
+        }
+        fn watch(&self) -> watch::Receiver<u64> {
+            self.inner.watch()
+        }
+        fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+            self.inner.cursor(consumer)
+        }
+        fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+            self.inner.commit_cursor(consumer, seq)
+        }
+        fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+            self.inner.prune()
+        }
+    }
+
+    fn append(log: &MemoryLog, n: usize) {
+        for _ in 0..n {
+            let e = NewEvent::new("r", json!(null)).unwrap();
+            log.append_now(vec![e], None).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_in_flight_before_advance_to_is_not_taken_as_caught_up() {
+        let inner = MemoryLog::new();
+        append(&inner, 3);
+        let (open, gate) = watch::channel(false);
+        let log = Arc::new(GatedReads {
+            inner: inner.clone(),
+            gate,
+        });
+        let mut reader = Reader::new(log, 3);
+        let mut cx = Context::from_waker(Waker::noop());
+        // A read for "after 3" is issued while the log ends at 3.
+        assert!(reader.poll_next(&mut cx).is_pending());
+        // Events 4 and 5 are committed; 4 reaches the caller another way
+        // (a stream's queue), 5 does not.
+        append(&inner, 2);
+        reader.advance_to(4);
+        open.send_replace(true);
+        let next = std::future::poll_fn(|cx| reader.poll_next(cx)).await;
+        match next {
+            Ok(Some(Delivery::Event(e))) => assert_eq!(e.seq, 5),
+            other => panic!("expected event 5, got {other:?}"),
         }
     }
 }

@@ -24,6 +24,12 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
 struct State {
     /// Invariant: ascending, consecutive seqs; `events[i].seq == first + i`.
     events: VecDeque<SharedEvent>,
+    /// When each event was committed (`committed_at[i]` for `events[i]`),
+    /// what age retention measures; the events' own `time` is the
+    /// client's. Invariant: as long as `events` when retention has a
+    /// `max_age`, empty otherwise; non-decreasing (stamped under the lock
+    /// from a monotonic clock).
+    committed_at: VecDeque<Instant>,
     /// Seq of `events[0]`; `last + 1` when empty.
     first: u64,
     /// Last seq ever assigned; never decreases.
@@ -57,14 +63,19 @@ impl State {
         if let Some(max) = retention.max_count {
             while self.events.len() as u64 > max {
                 self.events.pop_front();
+                self.committed_at.pop_front();
                 self.first += 1;
                 removed += 1;
             }
         }
         if let Some(age) = retention.max_age {
-            let cutoff =
-                Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-            while self.events.front().is_some_and(|e| e.time < cutoff) {
+            let now = Instant::now();
+            while self
+                .committed_at
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > age)
+            {
+                self.committed_at.pop_front();
                 self.events.pop_front();
                 self.first += 1;
                 removed += 1;
@@ -118,6 +129,7 @@ impl MemoryLog {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     events: VecDeque::new(),
+                    committed_at: VecDeque::new(),
                     first: 1,
                     last: 0,
                     keys: HashMap::new(),
@@ -173,6 +185,7 @@ impl MemoryLog {
             st.expire_keys(sh.window, now);
         }
         let before = st.last;
+        let committed_at = sh.retention.max_age.map(|_| Instant::now());
         for ev in batch {
             if let Some(k) = &ev.key {
                 if let Some((orig, _)) = st.keys.get(k) {
@@ -190,6 +203,9 @@ impl MemoryLog {
                 st.key_order.push_back((now, k.clone()));
             }
             st.events.push_back(committed.clone());
+            if let Some(at) = committed_at {
+                st.committed_at.push_back(at);
+            }
             out(Committed {
                 event: committed,
                 duplicate: false,

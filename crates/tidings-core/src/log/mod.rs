@@ -22,7 +22,8 @@
 //!   after every append, so followers wait without polling.
 //! * **Retention is a hard limit.** Pruning by count or age does not wait for
 //!   durable consumers: a consumer whose position was pruned is told so
-//!   (a [`Delivery::Lagged`]), never silently skipped.
+//!   (a [`Delivery::Lagged`]), never silently skipped. Age counts from the
+//!   log's commit time, not from the client-set [`Event::time`](crate::Event).
 //! * **Cursors.** Named consumer cursors survive as long as the log does;
 //!   delivery from a cursor is at-least-once (commit after processing).
 //!
@@ -131,7 +132,9 @@ pub struct Bounds {
 pub struct Retention {
     /// Keep at most this many events (the newest).
     pub max_count: Option<u64>,
-    /// Drop events older than this.
+    /// Drop events committed longer ago than this. Age is measured from
+    /// when the log committed the event, never from the event's `time`
+    /// (set by the client, so it may be far in the past or the future).
     pub max_age: Option<Duration>,
 }
 
