@@ -8,6 +8,8 @@ const TOKEN_KEY = "tidings.token";
 const STATS_EVERY_MS = 2000;
 const CONSUMERS_EVERY_MS = 5000;
 const TAIL_MAX = 500;
+/** Events of the log's end the tail starts with, so it is never blank. */
+const TAIL_BACKLOG = 50;
 const PAUSED_MAX = 5000;
 
 const $ = (id) => document.getElementById(id);
@@ -201,7 +203,9 @@ async function refreshStats() {
     $("token-button").hidden = false;
   }
   $("stat-seq").textContent = fmt.format(stats.last_seq);
-  $("stat-published").textContent = `${fmt.format(stats.published)} published here since start`;
+  $("stat-published").textContent = `${fmt.format(stats.published)} via this server`;
+  $("stat-pub-total").textContent = `events / s · ${fmt.format(stats.last_seq)} in the log`;
+  $("stat-del-total").textContent = `events / s · ${fmt.format(stats.delivered.total)} since start`;
   $("stat-conn").textContent = fmt.format(stats.connections.total);
   $("stat-conn-split").textContent = `WebSocket ${fmt.format(stats.connections.ws)} · SSE ${fmt.format(stats.connections.sse)}`;
   const subs = Object.values(stats.channels).reduce((a, b) => a + b, 0);
@@ -214,6 +218,8 @@ async function refreshStats() {
     $("stat-pub-rate").textContent = rate(pub);
     $("stat-del-rate").textContent = rate(del);
     chart.push(Date.now(), { pub, del });
+    const span = Math.round((chart.span ?? 300_000) / 60_000);
+    $("chart-window").textContent = `last ${span === 1 ? "minute" : `${span} minutes`}`;
   }
   previous = { at: now, last_seq: stats.last_seq, delivered: stats.delivered.total };
   renderChannels(stats.channels);
@@ -347,9 +353,24 @@ function addToTail(events, fresh) {
   while (list.children.length > TAIL_MAX) list.lastElementChild.remove();
 }
 
-function startTail() {
+let tailGeneration = 0;
+
+async function startTail() {
+  const generation = ++tailGeneration;
   tail?.unsubscribe();
+  tail = null;
   showError($("tail-error"), null);
+  $("tail-list").replaceChildren();
+  tailSeen = 0;
+  pending = [];
+  updateTailCount();
+  let after;
+  try {
+    after = Math.max(0, (await client.lastSeq()) - TAIL_BACKLOG);
+  } catch {
+    after = undefined; // the subscription retries by itself
+  }
+  if (generation !== tailGeneration) return; // started again meanwhile
   const filter = $("tail-filter").value.trim() || undefined;
   const patterns = tailPatterns();
   const state = $("tail-state");
@@ -366,6 +387,7 @@ function startTail() {
     }
     updateTailCount();
   }, {
+    after,
     filter,
     transport: "ws",
     onState: (s) => {
@@ -386,6 +408,7 @@ function startTail() {
     if (e instanceof TidingsError && e.status === 401) {
       authOn = true;
       $("token-button").hidden = false;
+      setPill($("tail-state"), "needs a token", "warn");
       await askForToken(token() ? "That token was refused: " + e.message : undefined);
       return;
     }

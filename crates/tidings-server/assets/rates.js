@@ -9,9 +9,9 @@ function el(name, attrs = {}, parent) {
   return node;
 }
 
-/** 1, 2, 5, 10, 20, 50, … at or above `v`. */
-function niceCeil(v) {
-  if (v <= 1) return 1;
+/** A round grid step (1, 2 or 5 times a power of ten) for about `v`. */
+function niceStep(v) {
+  if (v <= 0) return 0.25;
   const p = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
   return 10 * p;
@@ -20,7 +20,7 @@ function niceCeil(v) {
 function short(v) {
   if (v >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
   if (v >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
-  return `${+v.toFixed(v < 10 && v % 1 ? 1 : 0)}`;
+  return `${+v.toFixed(v % 1 ? 2 : 0)}`;
 }
 
 export class RateChart {
@@ -51,11 +51,16 @@ export class RateChart {
     const left = 44, right = 10, top = 8, bottom = 20;
     const pw = w - left - right, ph = h - top - bottom;
     const now = this.samples.length ? this.samples[this.samples.length - 1].t : Date.now();
-    const t0 = now - this.windowMs;
+    // The window grows from one minute to `windowMs` as samples arrive.
+    const first = this.samples.length ? this.samples[0].t : now;
+    const span = Math.min(this.windowMs, Math.max(60_000, Math.ceil((now - first) / 60_000) * 60_000));
+    this.span = span;
+    const t0 = now - span;
     let max = 0;
     for (const s of this.samples) for (const k of this.series) max = Math.max(max, s.values[k.key] ?? 0);
-    const yMax = niceCeil(max * 1.1);
-    const x = (t) => left + ((t - t0) / this.windowMs) * pw;
+    const step = Math.max(0.25, niceStep((max * 1.1) / 4));
+    const yMax = 4 * step;
+    const x = (t) => left + ((t - t0) / span) * pw;
     const y = (v) => top + ph - (v / yMax) * ph;
 
     for (let i = 0; i <= 4; i++) {
@@ -65,11 +70,14 @@ export class RateChart {
       const label = el("text", { x: left - 8, y: yy + 4, "text-anchor": "end", class: "axis-label" }, svg);
       label.textContent = short(v);
     }
-    const minutes = Math.round(this.windowMs / 60_000);
-    for (let m = minutes; m >= 0; m--) {
-      const xx = x(now - m * 60_000);
-      const label = el("text", { x: xx, y: h - 4, "text-anchor": m === minutes ? "start" : m === 0 ? "end" : "middle", class: "axis-label" }, svg);
-      label.textContent = m === 0 ? "now" : `−${m}m`;
+    // Time labels: every 10 s within a minute, else every minute.
+    const tick = span <= 60_000 ? 10_000 : 60_000;
+    const ticks = Math.round(span / tick);
+    for (let i = ticks; i >= 0; i--) {
+      const xx = x(now - i * tick);
+      const anchor = i === ticks ? "start" : i === 0 ? "end" : "middle";
+      const label = el("text", { x: xx, y: h - 4, "text-anchor": anchor, class: "axis-label" }, svg);
+      label.textContent = i === 0 ? "now" : tick === 60_000 ? `−${i}m` : `−${i * 10}s`;
     }
     const visible = this.samples.filter((s) => s.t >= t0 - 5_000);
     if (visible.length < 2) return;
