@@ -14,11 +14,15 @@
 //!
 //! Scenarios: [`scenarios::inproc`], [`scenarios::patterns`],
 //! [`scenarios::durable`], [`scenarios::fanout`], [`scenarios::replay`],
-//! [`scenarios::latency`], [`scenarios::memory`].
+//! [`scenarios::latency`], [`scenarios::memory`], and two runs of a
+//! separate server process without a peer: [`scenarios::soak`] (RSS over
+//! time, loss, stalled clients) and [`scenarios::churn`] (delivery with and
+//! without subscription churn).
 
 pub mod clients;
 pub mod matcher;
 pub mod nats;
+pub mod process;
 pub mod progress;
 pub mod report;
 pub mod scenarios;

@@ -3,7 +3,9 @@
 //! (one JSON object). See BENCHMARKS.md at the workspace root.
 
 use clap::{Parser, Subcommand};
-use tidings_bench::scenarios::{durable, fanout, inproc, latency, memory, patterns, replay};
+use tidings_bench::scenarios::{
+    churn, durable, fanout, inproc, latency, memory, patterns, replay, soak,
+};
 
 #[derive(Parser)]
 #[command(
@@ -31,11 +33,27 @@ enum Scenario {
     Latency(latency::Args),
     /// RSS per idle WebSocket connection (separate server process) vs nats-server.
     Memory(memory::Args),
+    /// Long run of a server process: RSS over time, loss, stalled clients dropped.
+    Soak(soak::Args),
+    /// Delivery throughput and latency with and without subscribe/unsubscribe churn.
+    Churn(churn::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let report = match &cli.scenario {
+    let (report, ok) = match &cli.scenario {
+        Scenario::Soak(a) => soak::run(a)?,
+        other => (run_other(other)?, true),
+    };
+    println!("{}", report.to_line());
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn run_other(scenario: &Scenario) -> anyhow::Result<tidings_bench::Report> {
+    Ok(match scenario {
         Scenario::Inproc(a) => inproc::run(a)?,
         Scenario::Patterns(a) => patterns::run(a)?,
         Scenario::Durable(a) => durable::run(a)?,
@@ -43,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Replay(a) => replay::run(a)?,
         Scenario::Latency(a) => latency::run(a)?,
         Scenario::Memory(a) => memory::run(a)?,
-    };
-    println!("{}", report.to_line());
-    Ok(())
+        Scenario::Churn(a) => churn::run(a)?,
+        Scenario::Soak(_) => unreachable!("soak is run by main"),
+    })
 }

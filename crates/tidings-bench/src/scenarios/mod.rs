@@ -2,6 +2,7 @@
 //! defaults that finish well under two minutes on a 2-core machine) and a
 //! `run` returning the [`Report`](crate::Report) printed as the last line.
 
+pub mod churn;
 pub mod durable;
 pub mod fanout;
 pub mod inproc;
@@ -9,6 +10,7 @@ pub mod latency;
 pub mod memory;
 pub mod patterns;
 pub mod replay;
+pub mod soak;
 
 use std::time::{Duration, Instant};
 
