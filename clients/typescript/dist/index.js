@@ -251,6 +251,8 @@ class Live {
     readyResolve;
     readyReject;
     isReady = false;
+    /** Set when a connection ends in a way that reconnecting cannot fix. */
+    fatal;
     /** Replies to our socket commands, oldest first. */
     pending = [];
     constructor(client, clientOptions, patterns, handler, options) {
@@ -348,6 +350,8 @@ class Live {
                 }
                 if (this.stop.signal.aborted)
                     break;
+                if (this.fatal)
+                    throw this.fatal;
                 if (opened)
                     attempt = 0;
                 const cap = Math.min(max, min * 2 ** attempt);
@@ -512,7 +516,12 @@ class Live {
                     }
                 });
             };
-            socket.onclose = () => {
+            socket.onclose = (ev) => {
+                if (opened && this.options.consumer && /took this consumer over|taken over|deleted/i.test(ev.reason ?? "")) {
+                    // Another connection has this consumer now (or it was deleted):
+                    // reconnecting would only take it back. Stop, and say why.
+                    this.fatal = new TidingsError(409, "consumer_taken_over", ev.reason);
+                }
                 if (!opened && !done) {
                     // Refused before the welcome: ask the same thing over HTTP to
                     // learn why (browsers do not show an upgrade's status).

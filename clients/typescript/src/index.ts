@@ -424,6 +424,8 @@ class Live implements Subscription {
   private readyResolve!: () => void;
   private readyReject!: (e: unknown) => void;
   private isReady = false;
+  /** Set when a connection ends in a way that reconnecting cannot fix. */
+  private fatal?: TidingsError;
   /** Replies to our socket commands, oldest first. */
   private pending: { resolve: () => void; reject: (e: unknown) => void }[] = [];
 
@@ -522,6 +524,7 @@ class Live implements Subscription {
           if (!this.stop.signal.aborted) this.options.onError?.(e, false);
         }
         if (this.stop.signal.aborted) break;
+        if (this.fatal) throw this.fatal;
         if (opened) attempt = 0;
         const cap = Math.min(max, min * 2 ** attempt);
         attempt = Math.min(attempt + 1, 30);
@@ -672,7 +675,12 @@ class Live implements Subscription {
           }
         });
       };
-      socket.onclose = () => {
+      socket.onclose = (ev) => {
+        if (opened && this.options.consumer && /took this consumer over|taken over|deleted/i.test(ev.reason ?? "")) {
+          // Another connection has this consumer now (or it was deleted):
+          // reconnecting would only take it back. Stop, and say why.
+          this.fatal = new TidingsError(409, "consumer_taken_over", ev.reason);
+        }
         if (!opened && !done) {
           // Refused before the welcome: ask the same thing over HTTP to
           // learn why (browsers do not show an upgrade's status).
