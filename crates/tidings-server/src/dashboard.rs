@@ -17,7 +17,7 @@ use axum::Json;
 
 use crate::http::{not_found, respond};
 use crate::request::{principal, Params};
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 
 /// A file served under `/assets/`: its name, content type and bytes.
 struct Asset {
@@ -141,7 +141,7 @@ pub async fn stats(
 ) -> Response {
     let result =
         principal(&svc, &headers, &Params::parse(q.as_deref())).map(|who| Json(svc.stats(&who)));
-    respond::<Json<serde_json::Value>>(&svc, result.map_err(|e: ServiceError| e))
+    respond(&svc, result)
 }
 
 #[cfg(test)]
