@@ -61,6 +61,7 @@ test("dashboard: live tail within a second, no console errors, screenshots", asy
   const client = new TidingsClient(server.url);
   let sockets = [];
   let ticker;
+  const consumers = [];
   try {
     mkdirSync(SHOTS, { recursive: true });
     const { page, problems } = await openDashboard(browser, server.url, "light");
@@ -83,6 +84,14 @@ test("dashboard: live tail within a second, no console errors, screenshots", asy
     ticker = setInterval(() => {
       client.publish("sensor.reading", { celsius: +(20 + Math.random() * 5).toFixed(1), room: "lab" }, { source: "sensor-7" }).catch(() => {});
     }, 150);
+    // With durable consumers on the server: one that keeps up, one that lags.
+    const hasConsumers = (await fetch(`${server.url}/consumers`)).status !== 404;
+    if (hasConsumers) {
+      consumers.push(client.consumer("projector", "orders.>", () => {}, { after: 0 }));
+      consumers.push(client.consumer("mailer", ">", () => sleep(400), { after: 0 }));
+      await Promise.all(consumers.map((c) => c.ready));
+      await page.waitForFunction(() => /mailer/.test(document.getElementById("consumers").textContent), { timeout: 8000 });
+    }
     await sleep(2500); // a stats poll or two
     // Expand the newest event's JSON.
     await page.click("#tail-list li.ev .ev-head");
@@ -116,6 +125,7 @@ test("dashboard: live tail within a second, no console errors, screenshots", asy
     assert.deepEqual(dark.problems, [], "the dark page logged problems");
   } finally {
     clearInterval(ticker);
+    for (const c of consumers) c.unsubscribe();
     for (const s of sockets) s.close();
     await browser.close();
     await server.kill();

@@ -473,6 +473,13 @@ $("publish-form").addEventListener("submit", async (e) => {
   }
 });
 
+$("pub-data").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    e.preventDefault();
+    $("publish-form").requestSubmit();
+  }
+});
+
 // ---------------------------------------------------------------- history
 
 let histStack = []; // `after` of the pages before the current one
