@@ -187,17 +187,31 @@ function setPill(el, text, kind) {
   el.className = `pill ${kind}`;
 }
 
+/** The health pill, from /healthz (public: it shows before any token). */
+async function refreshHealth() {
+  try {
+    const res = await fetch("/healthz", { cache: "no-store" });
+    const body = await res.json();
+    if (body.status === "ok") setPill($("health"), "healthy", "ok");
+    else setPill($("health"), `degraded: ${body.reason ?? "the log cannot write"}`, "warn");
+    return body;
+  } catch {
+    setPill($("health"), "unreachable", "err");
+    return null;
+  }
+}
+
 async function refreshStats() {
+  refreshHealth();
   let stats;
   try {
     stats = await authed(() => client.request("GET", "/stats"));
   } catch (e) {
-    setPill($("health"), e instanceof TidingsError ? `${e.status} ${e.code}` : "unreachable", "err");
+    if (!(e instanceof TidingsError)) setPill($("health"), "unreachable", "err");
     previous = null;
     return;
   }
   const now = performance.now();
-  setPill($("health"), stats.health === "ok" ? "healthy" : `degraded: ${stats.reason ?? ""}`, stats.health === "ok" ? "ok" : "warn");
   if (stats.auth) {
     authOn = true;
     $("token-button").hidden = false;
