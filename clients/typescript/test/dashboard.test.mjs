@@ -99,8 +99,12 @@ test("dashboard: live tail within a second, no console errors, screenshots", asy
     // History has pages.
     await page.click("#hist-form button[type=submit]");
     await page.waitForSelector("#hist-list li.ev");
-    const histRows = await page.$$eval("#hist-list li.ev", (l) => l.length);
-    assert.ok(histRows > 0);
+    const histRows = await page.$$eval("#hist-list li.ev", (l) => l.map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(histRows, Array.from({ length: 25 }, (_, i) => i + 1));
+    await page.click("#hist-next");
+    await page.waitForSelector('#hist-list li.ev[data-seq="26"]');
+    await page.click("#hist-prev");
+    await page.waitForSelector('#hist-list li.ev[data-seq="1"]');
     const consumers = await page.$eval("#consumers", (e) => e.textContent);
     assert.match(consumers, /\S/);
     const channels = await page.$eval("#channels", (e) => e.textContent);

@@ -34,12 +34,17 @@ export function startServer({ dataDir, listen = "127.0.0.1:0", env = {}, args = 
   return new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`tidings did not start in 20 s: ${stderr}`)), 20_000);
+    let found = false;
     child.stdout.on("data", (d) => {
       out += d;
-      const nl = out.indexOf("\n");
-      if (nl >= 0 && timer) {
+      if (found) return;
+      // The URL is the last word of the "listening on" line (the first
+      // line unless logs at info level go to stdout before it).
+      const line = out.split("\n").slice(0, -1).find((l) => /listening on https?:\/\/\S+\s*$/.test(l));
+      if (line) {
+        found = true;
         clearTimeout(timer);
-        const url = out.slice(0, nl).trim().split(/\s+/).pop();
+        const url = line.trim().split(/\s+/).pop();
         const port = Number(new URL(url).port);
         resolve({
           url,

@@ -41,6 +41,31 @@ for (const transport of ["ws", "sse"]) {
   });
 }
 
+for (const transport of ["ws", "sse"]) {
+  test(`${transport}: events pruned by retention are reported to onLag, then delivery goes on`, async () => {
+    const tmp = tempDir();
+    const server = await startServer({ dataDir: tmp.dir, env: { TIDINGS_RETENTION_MAX_COUNT: "10" } });
+    try {
+      const client = new TidingsClient(server.url, FAST);
+      await client.publishBatch(Array.from({ length: 40 }, (_, i) => ({ name: "lag.x", data: { i } })));
+      await until(async () => (await client.historyPage(">", { limit: 1 })).events[0]?.seq > 1, 10_000, "retention to prune");
+      const lags = [];
+      const seen = [];
+      const sub = client.subscribe("lag.>", (e) => { seen.push(e.seq); }, { transport, after: 0, onLag: (l) => lags.push(l) });
+      await until(() => seen.at(-1) === 40, 10_000, "the retained events");
+      const first = seen[0];
+      assert.ok(first > 1, `first delivered seq ${first}`);
+      assert.deepEqual(lags, [{ missed: first - 1, resumeFrom: first }]);
+      assert.deepEqual(seen, Array.from({ length: 41 - first }, (_, i) => first + i));
+      sub.unsubscribe();
+      await sub.closed;
+    } finally {
+      await server.kill();
+      tmp.remove();
+    }
+  });
+}
+
 test("ws: live addPattern and removePattern", async () => {
   const server = await startServer();
   try {
