@@ -94,6 +94,15 @@ impl<L: EventLog, G: Send + Sync + 'static> EventLog for Guarded<L, G> {
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
         self.log.commit_cursor(consumer, seq)
     }
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        self.log.define_consumer(name, spec)
+    }
+    fn consumers(&self) -> BoxFuture<Result<Vec<crate::log::ConsumerRecord>, CursorError>> {
+        self.log.consumers()
+    }
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        self.log.delete_consumer(name)
+    }
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         self.log.prune()
     }
@@ -881,6 +890,60 @@ where
     assert_eq!(log.bounds().await.expect("bounds").last, 6);
 }
 
+/// Consumer definitions: the first definer wins, they are listed with
+/// their cursors (and cursors without a definition), and deleting one
+/// removes its definition and its cursor.
+pub async fn consumer_definitions<F, Fut>(make: F)
+where
+    F: Fn(LogSpec) -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = make(LogSpec::default()).await;
+    assert!(log.consumers().await.unwrap().is_empty());
+    let first = log
+        .define_consumer("timeline", r#"{"patterns":["story.>"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(first, r#"{"patterns":["story.>"]}"#);
+    let second = log
+        .define_consumer("timeline", r#"{"patterns":["other"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(second, first, "the first definition wins");
+    log.append(vec![NewEvent::new("story.a", json!(1)).unwrap()], None)
+        .await
+        .unwrap();
+    log.commit_cursor("timeline", 1).await.unwrap();
+    log.commit_cursor("bare", 1).await.unwrap();
+    let list = log.consumers().await.unwrap();
+    let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["bare", "timeline"], "sorted by name");
+    assert_eq!(list[0].spec, "", "a cursor without a definition");
+    assert_eq!(list[0].cursor, Some(1));
+    assert_eq!(list[1].spec, first);
+    assert_eq!(list[1].cursor, Some(1));
+    assert!(log.delete_consumer("timeline").await.unwrap());
+    assert!(!log.delete_consumer("timeline").await.unwrap());
+    assert_eq!(log.cursor("timeline").await.unwrap(), None);
+    assert_eq!(log.consumers().await.unwrap().len(), 1);
+    let again = log
+        .define_consumer("timeline", r#"{"patterns":["other"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        again, r#"{"patterns":["other"]}"#,
+        "defined anew after delete"
+    );
+    assert!(matches!(
+        log.define_consumer("bad name", "x").await,
+        Err(CursorError::InvalidName(_))
+    ));
+    assert!(matches!(
+        log.delete_consumer("").await,
+        Err(CursorError::InvalidName(_))
+    ));
+}
+
 /// Calls `$callback!([args] check, check, ...)` with the given arguments
 /// and the name of every check, for backends that wrap each check
 /// themselves (setup, cleanup); the list of checks then lives only here.
@@ -899,6 +962,7 @@ macro_rules! conformance_checks {
             follow_catches_up_then_live,
             follow_positions,
             cursors,
+            consumer_definitions,
             retention_by_count,
             retention_ignores_cursors_but_reports_lag,
             retention_by_age,

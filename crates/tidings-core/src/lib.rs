@@ -39,6 +39,7 @@
 
 pub mod bus;
 pub mod event;
+pub mod filter;
 pub mod log;
 pub mod name;
 pub mod plugin;
@@ -49,14 +50,15 @@ pub mod typed;
 pub mod conformance;
 
 pub use bus::{
-    Bus, BusBuilder, ConfigError, EmitBuilder, EmitError, EventStream, HandlerBuilder,
-    HandlerResult, Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind,
-    WaitError,
+    AckError, Bus, BusBuilder, ConfigError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec,
+    ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, Stats,
+    SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
+pub use filter::{EventFilter, SharedFilter};
 pub use log::{
-    follow, AppendError, Bounds, Committed, CursorError, Delivery, EventLog, LogHealth, LogStream,
-    MemoryLog, Page, Position, PruneError, ReadError, Retention,
+    follow, AppendError, Bounds, Committed, ConsumerRecord, CursorError, Delivery, EventLog,
+    LogHealth, LogStream, MemoryLog, Page, Position, PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};

@@ -16,10 +16,19 @@
 //!
 //! One stream `NAME` with the single subject `NAME.events`, limits
 //! retention, `allow_direct`; and a stream `NAME_cursors` for durable
-//! consumer cursors, used as a key-value bucket (subject
-//! `NAME_cursors.c_<hex of the consumer name>`, one message kept per
-//! subject, payload the seq). The KV API of async-nats cannot create buckets
-//! on nats-server 2.9, so the bucket is a plain stream.
+//! consumers, used as a key-value bucket, one message kept per subject:
+//! `NAME_cursors.c_<hex of the consumer name>` holds its cursor (payload the
+//! seq) and `NAME_cursors.d_<hex of the consumer name>` its definition
+//! (payload the spec). The KV API of async-nats cannot create buckets on
+//! nats-server 2.9, so the bucket is a plain stream.
+//!
+//! A definition is created only if absent: it is published with
+//! `Nats-Expected-Last-Subject-Sequence: 0`, so when two servers define one
+//! consumer at once the server refuses the second ("wrong last sequence")
+//! and that one reads the stored spec back: the first definer wins.
+//! `consumers()` lists the bucket's subjects (stream info with a subjects
+//! filter) and reads the last message of each; `delete_consumer` purges
+//! both of the consumer's subjects.
 //!
 //! # Seq mapping and atomic batches
 //!

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tidings_core::log::{
-    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed, CursorError,
-    EventLog, Page, PruneError, ReadError,
+    AppendError, AppendFuture, Bounds, BoxFuture, Committed, ConsumerRecord, CursorError, EventLog,
+    Page, PruneError, ReadError,
 };
 use tidings_core::{NewEvent, SharedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,6 +23,8 @@ use tracing::{debug, info, warn};
 use crate::error::{ConnectError, EngineError};
 use crate::options::{validate_stream_name, NatsOptions, NatsUrl, Storage};
 use crate::record::{encode, Record, HEADER_COUNT, HEADER_FIRST_SEQ};
+
+mod consumers;
 
 /// The JetStream duplicate window of the stream. It only backs the
 /// `Nats-Msg-Id: tidings-<first seq>` guard (two records can never claim the
@@ -104,7 +106,8 @@ struct Inner {
     stream: stream::Stream,
     stream_name: String,
     subject: String,
-    /// Stream `<name>_cursors`, one subject per consumer, last value kept.
+    /// Stream `<name>_cursors`, one subject per consumer cursor and one per
+    /// consumer definition, last value kept (see `consumers.rs`).
     cursors: stream::Stream,
     cursor_prefix: String,
     opts: NatsOptions,
@@ -342,8 +345,8 @@ impl NatsLog {
         &self.inner.client
     }
 
-    /// Deletes the stream and its cursor bucket (tests, tear-down). Other
-    /// handles on the same stream start failing.
+    /// Deletes the stream and its consumer bucket, cursors and definitions
+    /// (tests, tear-down). Other handles on the same stream start failing.
     pub async fn destroy(self) -> Result<(), ConnectError> {
         let name = self.inner.stream_name.clone();
         let js = self.inner.js.clone();
@@ -925,74 +928,6 @@ impl Inner {
             "the stream kept changing under prune()".into(),
         ))
     }
-
-    fn cursor_subject(&self, consumer: &str) -> String {
-        // Subjects allow few characters: hex-encode the consumer name.
-        let mut k = String::with_capacity(self.cursor_prefix.len() + consumer.len() * 2 + 2);
-        k.push_str(&self.cursor_prefix);
-        k.push_str("c_");
-        for b in consumer.bytes() {
-            k.push_str(&format!("{b:02x}"));
-        }
-        k
-    }
-
-    async fn cursor(&self, consumer: &str) -> Result<Option<u64>, CursorError> {
-        validate_consumer_name(consumer)?;
-        let subject = self.cursor_subject(consumer);
-        let res = tokio::time::timeout(
-            self.opts.request_timeout,
-            self.cursors.direct_get_last_for_subject(subject),
-        )
-        .await;
-        let v = match res {
-            Err(_) => {
-                return Err(EngineError::Unavailable(format!(
-                    "cursor get: no answer from NATS within {:?}",
-                    self.opts.request_timeout
-                ))
-                .into())
-            }
-            Ok(Err(e)) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
-            Ok(Err(e)) => return Err(self.engine_err("cursor get", e).into()),
-            Ok(Ok(m)) => Some(m.payload),
-        };
-        match v {
-            None => Ok(None),
-            Some(b) => std::str::from_utf8(&b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    EngineError::Storage(format!("cursor {consumer:?} holds a malformed value"))
-                        .into()
-                }),
-        }
-    }
-
-    async fn commit_cursor(&self, consumer: &str, seq: u64) -> Result<(), CursorError> {
-        validate_consumer_name(consumer)?;
-        let mut last = self.state.lock().tail.last;
-        if seq > last {
-            last = self.fetch_tail().await?.last;
-            if seq > last {
-                return Err(CursorError::BeyondEnd {
-                    name: consumer.to_owned(),
-                    seq,
-                    last,
-                });
-            }
-        }
-        let subject = self.cursor_subject(consumer);
-        let ack = self
-            .bounded(
-                "cursor put",
-                self.js.publish(subject, seq.to_string().into()),
-            )
-            .await?;
-        self.bounded("cursor put ack", async { ack.await }).await?;
-        Ok(())
-    }
 }
 
 enum PublishFail {
@@ -1198,6 +1133,23 @@ impl EventLog for NatsLog {
         let inner = self.inner.clone();
         let consumer = consumer.to_owned();
         Box::pin(async move { inner.commit_cursor(&consumer, seq).await })
+    }
+
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        let inner = self.inner.clone();
+        let (name, spec) = (name.to_owned(), spec.to_owned());
+        Box::pin(async move { inner.define_consumer(&name, &spec).await })
+    }
+
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.consumers().await })
+    }
+
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        Box::pin(async move { inner.delete_consumer(&name).await })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {

@@ -127,7 +127,7 @@ impl NatsUrl {
     }
 }
 
-/// Checks a stream name: it also names the KV bucket `<name>_cursors` and
+/// Checks a stream name: it also names the consumer bucket `<name>_cursors` and
 /// the subject `<name>.events`, so only letters, digits, `-` and `_`.
 pub fn validate_stream_name(name: &str) -> Result<(), ConnectError> {
     if name.is_empty()

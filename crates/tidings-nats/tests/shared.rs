@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tidings_core::log::{follow, Delivery, Position};
 use tidings_core::{EventLog, NewEvent};
@@ -161,4 +161,51 @@ async fn two_servers_share_one_gap_free_order() {
 
     drop((a, b, c));
     common::delete_stream(&server, &stream).await;
+}
+
+/// Two servers defining one consumer at once agree on one spec (the first
+/// definer's), both list it, and the definition survives reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_definitions_agree_across_servers() {
+    let Some(server) = common::nats_url() else {
+        return;
+    };
+    let stream = common::unique_stream("consumers");
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let a = NatsLog::open(&server, &stream, NatsOptions::default())
+            .await
+            .expect("open a");
+        let b = NatsLog::open(&server, &stream, NatsOptions::default())
+            .await
+            .expect("open b");
+        for round in 0..10 {
+            let name = format!("c{round}");
+            let (ra, rb) = tokio::join!(
+                a.define_consumer(&name, "from-a"),
+                b.define_consumer(&name, "from-b")
+            );
+            let (ra, rb) = (ra.expect("define a"), rb.expect("define b"));
+            assert_eq!(ra, rb, "both servers agree on {name}");
+        }
+        assert_eq!(b.consumers().await.expect("list").len(), 10);
+        assert!(a.delete_consumer("c0").await.expect("delete"));
+        assert!(!b.delete_consumer("c0").await.expect("delete again"));
+        let stored = a.define_consumer("c1", "ignored").await.expect("define");
+        drop((a, b));
+        let c = NatsLog::open(&server, &stream, NatsOptions::default())
+            .await
+            .expect("reopen");
+        let list = c.consumers().await.expect("list");
+        assert_eq!(list.len(), 9);
+        assert_eq!(
+            (list[0].name.as_str(), list[0].spec.as_str()),
+            ("c1", stored.as_str())
+        );
+    })
+    .catch_unwind()
+    .await;
+    common::delete_stream(&server, &stream).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -42,6 +42,7 @@
 //! | `K`            | stream | the events; entry id `<seq>-0`; fields under "Stream entries" below |
 //! | `K:seq`        | string | the last seq ever assigned (never trimmed, never reset)   |
 //! | `K:cursors`    | hash   | durable consumer name -> last processed seq              |
+//! | `K:consumers`  | hash   | durable consumer name -> its definition (opaque spec)    |
 //! | `K:idem:<key>` | string | an idempotency key -> the committed entry (JSON), `PX` window |
 //!
 //! With Redis Cluster all of them must hash to one slot: use a hash tag as
@@ -78,6 +79,10 @@
 //! consistent with the events. `bounds()` likewise reads the counter and the
 //! first entry's id together. `commit_cursor` checks the seq against the
 //! counter and `HSET`s in one script (`BeyondEnd` otherwise).
+//! `define_consumer` is one script, `HSETNX` then `HGET` of `K:consumers`,
+//! so the first definer wins and every server gets the stored spec back;
+//! `delete_consumer` `HDEL`s the name from `K:consumers` and `K:cursors` in
+//! one script, and `consumers()` reads both hashes in one script.
 //! `seq_before(time)` scans the stream's `time` fields from the front, in
 //! script steps of 1,000 entries that return only ids.
 //!
@@ -148,8 +153,8 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tidings_core::log::{
-    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed, CursorError,
-    Page, PruneError, ReadError,
+    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed,
+    ConsumerRecord, CursorError, Page, PruneError, ReadError,
 };
 use tidings_core::{EventLog, NewEvent, SharedEvent};
 use tokio::sync::watch;
@@ -174,6 +179,8 @@ pub struct KeyLayout {
     pub counter: String,
     /// `K:cursors`: consumer name -> seq.
     pub cursors: String,
+    /// `K:consumers`: consumer name -> definition.
+    pub consumers: String,
     /// `K:idem:`: prefix of the idempotency keys.
     pub idempotency_prefix: String,
 }
@@ -185,6 +192,7 @@ impl KeyLayout {
             stream: key.to_owned(),
             counter: format!("{key}:seq"),
             cursors: format!("{key}:cursors"),
+            consumers: format!("{key}:consumers"),
             idempotency_prefix: format!("{key}:idem:"),
         }
     }
@@ -349,13 +357,20 @@ impl RedisLog {
             key: keys.stream.clone(),
             reason,
         };
-        let (stream_type, counter_type, cursors_type): (String, String, String) = redis::pipe()
+        let (stream_type, counter_type, cursors_type, consumers_type): (
+            String,
+            String,
+            String,
+            String,
+        ) = redis::pipe()
             .cmd("TYPE")
             .arg(&keys.stream)
             .cmd("TYPE")
             .arg(&keys.counter)
             .cmd("TYPE")
             .arg(&keys.cursors)
+            .cmd("TYPE")
+            .arg(&keys.consumers)
             .query_async(conn)
             .await
             .map_err(redis_err)?;
@@ -375,6 +390,12 @@ impl RedisLog {
             return Err(bad(format!(
                 "{} is a {cursors_type}, not a hash",
                 keys.cursors
+            )));
+        }
+        if consumers_type != "hash" && consumers_type != "none" {
+            return Err(bad(format!(
+                "{} is a {consumers_type}, not a hash",
+                keys.consumers
             )));
         }
         let counter: Option<String> = redis::cmd("GET")
@@ -429,8 +450,9 @@ impl RedisLog {
         *self.shared.tx.borrow()
     }
 
-    /// Deletes every key of this log (the stream, the counter, the cursors
-    /// and the idempotency keys, found with `SCAN`). Meant for tests and
+    /// Deletes every key of this log (the stream, the counter, the cursors,
+    /// the consumer definitions and the idempotency keys, found with
+    /// `SCAN`). Meant for tests and
     /// administration. Every instance that was open on the key, this one
     /// included, then refuses appends with [`StorageError::LostWrites`]
     /// (it saw seqs the counter no longer covers); a log opened afterwards
@@ -468,6 +490,7 @@ impl RedisLog {
             .arg(&sh.keys.stream)
             .arg(&sh.keys.counter)
             .arg(&sh.keys.cursors)
+            .arg(&sh.keys.consumers)
             .query_async(&mut conn)
             .await
             .map_err(StorageError::Redis)?;
@@ -812,6 +835,74 @@ impl Shared {
         }
     }
 
+    async fn define_consumer(
+        self: Arc<Self>,
+        name: String,
+        spec: String,
+    ) -> Result<String, CursorError> {
+        validate_consumer_name(&name)?;
+        let mut conn = self.conn.clone();
+        let stored: String = bounded(self.options.timeout, async {
+            Ok(scripts::DEFINE_CONSUMER
+                .key(&self.keys.consumers)
+                .arg(&name)
+                .arg(&spec)
+                .invoke_async(&mut conn)
+                .await?)
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    async fn consumers(self: Arc<Self>) -> Result<Vec<ConsumerRecord>, CursorError> {
+        let mut conn = self.conn.clone();
+        let (specs, cursors): (HashMap<String, String>, HashMap<String, String>) =
+            bounded(self.options.timeout, async {
+                Ok(scripts::CONSUMERS
+                    .key(&self.keys.consumers)
+                    .key(&self.keys.cursors)
+                    .invoke_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        let mut names: Vec<&String> = specs.keys().chain(cursors.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let cursor = match cursors.get(name) {
+                    None => None,
+                    Some(s) => Some(s.parse().map_err(|_| {
+                        CursorError::Storage(Box::new(StorageError::decode(format!(
+                            "cursor {name:?} holds {s:?}, not a seq"
+                        ))))
+                    })?),
+                };
+                Ok(ConsumerRecord {
+                    name: name.clone(),
+                    spec: specs.get(name).cloned().unwrap_or_default(),
+                    cursor,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_consumer(self: Arc<Self>, name: String) -> Result<bool, CursorError> {
+        validate_consumer_name(&name)?;
+        let mut conn = self.conn.clone();
+        let removed: u64 = bounded(self.options.timeout, async {
+            Ok(scripts::DELETE_CONSUMER
+                .key(&self.keys.consumers)
+                .key(&self.keys.cursors)
+                .arg(&name)
+                .invoke_async(&mut conn)
+                .await?)
+        })
+        .await?;
+        Ok(removed > 0)
+    }
+
     async fn prune(self: Arc<Self>) -> Result<u64, OpError> {
         let retention = self.options.retention;
         let mut removed = 0u64;
@@ -898,6 +989,22 @@ impl EventLog for RedisLog {
         Box::pin(self.shared.clone().commit_cursor(consumer.to_owned(), seq))
     }
 
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        Box::pin(
+            self.shared
+                .clone()
+                .define_consumer(name.to_owned(), spec.to_owned()),
+        )
+    }
+
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        Box::pin(self.shared.clone().consumers())
+    }
+
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        Box::pin(self.shared.clone().delete_consumer(name.to_owned()))
+    }
+
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.prune().await?) })
@@ -919,6 +1026,7 @@ mod tests {
         assert_eq!(k.stream, "{orders}");
         assert_eq!(k.counter, "{orders}:seq");
         assert_eq!(k.cursors, "{orders}:cursors");
+        assert_eq!(k.consumers, "{orders}:consumers");
         assert_eq!(k.idempotency_prefix, "{orders}:idem:");
     }
 

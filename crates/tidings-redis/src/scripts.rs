@@ -150,6 +150,38 @@ return {1}
     )
 });
 
+/// Define a consumer unless it is defined: `KEYS[1]` consumers hash,
+/// `ARGV[1]` name, `ARGV[2]` spec. Reply: the stored spec (the first
+/// definition wins).
+pub(crate) static DEFINE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"#,
+    )
+});
+
+/// Delete a consumer: `KEYS[1]` consumers hash, `KEYS[2]` cursors hash,
+/// `ARGV[1]` name. Reply: how many of the two fields existed.
+pub(crate) static DELETE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+return redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('HDEL', KEYS[2], ARGV[1])
+"#,
+    )
+});
+
+/// List consumers: `KEYS[1]` consumers hash, `KEYS[2]` cursors hash.
+/// Reply: `{HGETALL consumers, HGETALL cursors}`, read together.
+pub(crate) static CONSUMERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"#,
+    )
+});
+
 /// One step of `seq_before`: `KEYS[1]` stream, `KEYS[2]` counter, `ARGV[1]`
 /// time in µs, `ARGV[2]` exclusive start seq (`""` = from the first entry),
 /// `ARGV[3]` entries to examine. Only the `time` field is looked at, and

@@ -67,6 +67,25 @@ async fn foreign_keys_and_dead_servers_are_refused() {
         .query_async::<()>(&mut c)
         .await
         .expect("del");
+    // The consumer definitions must be a hash too.
+    let consumers = format!("{key}:consumers");
+    redis::cmd("SET")
+        .arg(&consumers)
+        .arg("not a hash")
+        .arg("EX")
+        .arg(60)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("set");
+    match RedisLog::open(&url, &key, RedisOptions::default()).await {
+        Err(ConnectError::BadKeys { reason, .. }) => assert!(reason.contains("consumers")),
+        other => panic!("expected BadKeys, got {other:?}"),
+    }
+    redis::cmd("DEL")
+        .arg(&consumers)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("del");
 
     // Nothing listens on this port (bound, then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -188,8 +207,9 @@ async fn destroy_removes_every_key() {
         .await
         .expect("append");
     log.commit_cursor("c", 1).await.expect("commit");
-    // stream, counter, cursors, two idempotency keys
-    assert_eq!(log.destroy().await.expect("destroy"), 5);
+    log.define_consumer("c", "{}").await.expect("define");
+    // stream, counter, cursors, consumers, two idempotency keys
+    assert_eq!(log.destroy().await.expect("destroy"), 6);
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut c = client
         .get_multiplexed_async_connection()

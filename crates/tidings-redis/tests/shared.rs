@@ -1,7 +1,7 @@
 //! Two `RedisLog` instances on one key, as two Tidings servers would have:
 //! concurrent appends from both give one gap-free order that both see, by
-//! reads, by `follow` and by `watch`; idempotency keys and expectations hold
-//! across instances.
+//! reads, by `follow` and by `watch`; idempotency keys, expectations and
+//! consumer definitions hold across instances.
 
 mod common;
 
@@ -224,4 +224,43 @@ async fn idempotency_and_expectations_hold_across_instances() {
     assert_eq!(fresh, 1, "exactly one append of the key was fresh");
     assert_eq!(originals.len(), 1, "all saw the same original");
     assert_eq!(a.bounds().await.expect("bounds").last, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_definitions_agree_across_instances() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let key = common::unique_key("consumers");
+    let a = common::open_log(&url, &key, RedisOptions::default()).await;
+    let b = RedisLog::open(&url, &key, RedisOptions::default())
+        .await
+        .expect("open b");
+
+    // Both define one name at once: both get the same, first, spec.
+    for round in 0..10 {
+        let name = format!("c{round}");
+        let (ra, rb) = tokio::join!(
+            a.define_consumer(&name, "from-a"),
+            b.define_consumer(&name, "from-b")
+        );
+        let (ra, rb) = (ra.expect("define a"), rb.expect("define b"));
+        assert_eq!(ra, rb, "both servers agree on {name}");
+    }
+    assert_eq!(b.consumers().await.expect("list").len(), 10);
+    assert!(a.delete_consumer("c0").await.expect("delete"));
+    assert!(!b.delete_consumer("c0").await.expect("delete again"));
+    drop(b);
+
+    // A definition survives reopening the log.
+    let stored = a.define_consumer("c1", "ignored").await.expect("define");
+    let c = RedisLog::open(&url, &key, RedisOptions::default())
+        .await
+        .expect("reopen");
+    let list = c.consumers().await.expect("list");
+    assert_eq!(list.len(), 9);
+    assert_eq!(
+        (list[0].name.as_str(), list[0].spec.as_str()),
+        ("c1", stored.as_str())
+    );
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -126,6 +126,7 @@ pub async fn get_events(
                 after,
                 limit,
                 Format::parse(params.get("format"))?,
+                params.get("filter"),
             )
             .await?;
         Ok::<_, ServiceError>(Json(page))
@@ -174,12 +175,90 @@ pub async fn metrics(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = principal(&svc, &headers, &Params::parse(q.as_deref())).map(|_| {
-        (
+    let result = async {
+        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
+        Ok::<_, ServiceError>((
             [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-            svc.render_metrics(),
-        )
-    });
+            svc.render_metrics(&who).await,
+        ))
+    }
+    .await;
+    respond(&svc, result)
+}
+
+/// `GET /consumers`.
+pub async fn list_consumers(
+    State(svc): State<Arc<Service>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
+        Ok::<_, ServiceError>(Json(svc.list_consumers(&who).await?))
+    }
+    .await;
+    respond(&svc, result)
+}
+
+/// `GET /consumers/{name}`.
+pub async fn get_consumer(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
+        Ok::<_, ServiceError>(Json(svc.get_consumer(&who, &name).await?))
+    }
+    .await;
+    respond(&svc, result)
+}
+
+/// `DELETE /consumers/{name}`.
+pub async fn delete_consumer(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
+        Ok::<_, ServiceError>(Json(svc.delete_consumer(&who, &name).await?))
+    }
+    .await;
+    respond(&svc, result)
+}
+
+/// `POST /consumers/{name}/ack` with `{"seq": N}`.
+pub async fn ack_consumer(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ack {
+        seq: u64,
+    }
+    let result = async {
+        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
+        let bytes = read_body(&svc, &headers, body).await?;
+        if !content_type(&headers).is_some_and(|t| t.starts_with("application/json")) {
+            return Err(ServiceError::new(
+                ErrorKind::UnsupportedMediaType,
+                "unsupported_media_type",
+                "send {\"seq\":N} as application/json",
+            ));
+        }
+        let ack: Ack = serde_json::from_slice(&bytes).map_err(|e| {
+            ServiceError::bad_request("invalid_ack", format!("expected {{\"seq\":N}}: {e}"))
+        })?;
+        Ok::<_, ServiceError>(Json(svc.ack(&who, &name, ack.seq).await?))
+    }
+    .await;
     respond(&svc, result)
 }
 

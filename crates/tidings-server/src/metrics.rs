@@ -55,6 +55,11 @@ impl EncodeLabelValue for Transport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConsumerLabel {
+    consumer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransportLabel {
     transport: Transport,
 }
@@ -198,10 +203,31 @@ impl Metrics {
         self.append.observe(d.as_secs_f64());
     }
 
-    /// The text exposition.
-    pub fn render(&self) -> String {
+    /// The text exposition, with the lag of the consumers given (the ones
+    /// the caller may see) and the filter failure count.
+    pub fn render(&self, consumer_lags: &[(String, u64)], filter_failures: u64) -> String {
+        let mut per_call = Registry::default();
+        let lag = Family::<ConsumerLabel, Gauge>::default();
+        for (name, l) in consumer_lags {
+            lag.get_or_create(&ConsumerLabel {
+                consumer: name.clone(),
+            })
+            .set(*l as i64);
+        }
+        per_call.register(
+            "tidings_consumer_lag",
+            "Events after a durable consumer's cursor.",
+            lag,
+        );
+        per_call.register(
+            "tidings_filter_failures",
+            "Events a filter could not evaluate (not delivered).",
+            ConstCounter::new(filter_failures),
+        );
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut out, &per_call))
+            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }
@@ -224,7 +250,12 @@ mod tests {
         m.append_latency(Duration::from_secs(5));
         m.delivered(Transport::Sse);
         m.connection(Transport::WebSocket, 1);
-        let text = m.render();
+        let text = m.render(&[("timeline".into(), 4)], 2);
+        assert!(
+            text.contains("tidings_consumer_lag{consumer=\"timeline\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("tidings_filter_failures_total 2"), "{text}");
         assert!(
             text.contains("tidings_append_seconds_bucket{le=\"0.0001\"} 1"),
             "{text}"

@@ -59,6 +59,15 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/ws", get(ws::ws_patterns))
         .route("/ws/events/{channel}", get(ws::ws_channel))
         .route("/sse", get(sse::sse))
+        .route("/consumers", get(http::list_consumers))
+        .route(
+            "/consumers/{name}",
+            get(http::get_consumer).delete(http::delete_consumer),
+        )
+        .route(
+            "/consumers/{name}/ack",
+            axum::routing::post(http::ack_consumer),
+        )
         .route("/", get(crate::dashboard::index))
         .route("/assets/{*path}", get(crate::dashboard::asset))
         .route("/stats", get(crate::dashboard::stats))
@@ -70,7 +79,7 @@ pub fn router(service: Arc<Service>) -> Router {
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,

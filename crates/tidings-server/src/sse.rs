@@ -47,6 +47,8 @@ pub async fn sse(
             after,
             transport: Transport::Sse,
             format: Format::parse(params.get("format"))?,
+            filter: params.get("filter").map(str::to_owned),
+            consumer: params.get("consumer").map(str::to_owned),
         };
         svc.open(who, open).await
     }

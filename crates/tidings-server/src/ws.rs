@@ -40,6 +40,9 @@ const NORMAL: u16 = 1000;
 const GOING_AWAY: u16 = 1001;
 /// Close code: try again later (a full channel).
 const TRY_AGAIN_LATER: u16 = 1013;
+/// Close code: another connection took the consumer over (application
+/// range).
+const TAKEN_OVER: u16 = 4409;
 /// Close code: policy violation (the token expired).
 const POLICY: u16 = 1008;
 /// Read buffer per socket: clients only send small commands, and
@@ -89,6 +92,8 @@ async fn upgrade(
             after: params.number("after")?,
             transport: Transport::WebSocket,
             format: Format::parse(params.get("format"))?,
+            filter: params.get("filter").map(str::to_owned),
+            consumer: params.get("consumer").map(str::to_owned),
         };
         svc.open(who, open).await
     }
@@ -138,6 +143,7 @@ fn frame(out: Outgoing) -> Message {
             code: match reason {
                 CloseReason::ShuttingDown => GOING_AWAY,
                 CloseReason::TokenExpired => POLICY,
+                CloseReason::TakenOver => TAKEN_OVER,
                 CloseReason::Ended => NORMAL,
             },
             reason: Utf8Bytes::from_static(reason.message()),
@@ -169,7 +175,10 @@ async fn run(svc: Arc<Service>, socket: WebSocket, mut session: Session) {
             }
             msg = rx.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Text(t))) => vec![text(session.command(t.as_str()).to_string())],
+                Some(Ok(Message::Text(t))) => match session.command(t.as_str()) {
+                    Some(reply) => vec![text(reply.to_string())],
+                    None => continue,
+                },
                 Some(Ok(Message::Binary(_))) => vec![text(error_json(&crate::service::ServiceError::bad_request(
                     "unknown_command",
                     "binary messages are not commands; send JSON text",

@@ -65,7 +65,9 @@ async fn binary_mode_is_published_and_deduplicated() {
 #[tokio::test]
 async fn events_come_out_as_cloudevents_on_request() {
     let s = memory_server(|_| {}).await;
-    let mut ws = s.ws("/ws?pattern=order.%3E&format=cloudevents&after=0").await;
+    let mut ws = s
+        .ws("/ws?pattern=order.%3E&format=cloudevents&after=0")
+        .await;
     next_json(&mut ws).await;
     let mut sse_stream = sse(&s, "pattern=order.%3E&format=cloudevents&after=0", None)
         .await

@@ -91,6 +91,19 @@ pub(crate) enum Command {
         seq: u64,
         reply: oneshot::Sender<Result<(), CursorError>>,
     },
+    /// Define a consumer unless it is defined (name already validated);
+    /// answered with the stored spec.
+    DefineConsumer {
+        name: String,
+        spec: String,
+        reply: oneshot::Sender<Result<String, CursorError>>,
+    },
+    /// Delete a consumer's definition and cursor (name already validated);
+    /// answered with whether there was either.
+    DeleteConsumer {
+        name: String,
+        reply: oneshot::Sender<Result<bool, CursorError>>,
+    },
     /// Apply retention now.
     Prune {
         reply: oneshot::Sender<Result<u64, PruneError>>,

@@ -35,8 +35,8 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use tidings_core::log::{
-    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, EventLog,
-    LogHealth, Page, PruneError, ReadError,
+    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord,
+    CursorError, EventLog, LogHealth, Page, PruneError, ReadError,
 };
 use tidings_core::NewEvent;
 use tokio::sync::{oneshot, watch};
@@ -363,6 +363,21 @@ fn cursor_closed() -> CursorError {
     CursorError::Closed
 }
 
+impl SqliteLog {
+    /// The answer to a consumer command sent to the writer.
+    fn cursor_reply<T: Send + 'static>(
+        &self,
+        rx: oneshot::Receiver<Result<T, CursorError>>,
+    ) -> BoxFuture<Result<T, CursorError>> {
+        let health = self.inner.health.clone();
+        reply(rx, move || {
+            health
+                .dropped_reply()
+                .map_or(CursorError::Closed, Into::into)
+        })
+    }
+}
+
 impl EventLog for SqliteLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         if batch.is_empty() {
@@ -469,12 +484,38 @@ impl EventLog for SqliteLog {
             seq,
             reply: tx,
         });
-        let health = self.inner.health.clone();
-        reply(rx, move || {
-            health
-                .dropped_reply()
-                .map_or(CursorError::Closed, Into::into)
-        })
+        self.cursor_reply(rx)
+    }
+
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        if let Err(e) = validate_consumer_name(name) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::DefineConsumer {
+            name: name.to_owned(),
+            spec: spec.to_owned(),
+            reply: tx,
+        });
+        self.cursor_reply(rx)
+    }
+
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_read(ReadJob::Consumers { reply: tx });
+        reply(rx, cursor_closed)
+    }
+
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        if let Err(e) = validate_consumer_name(name) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.send_write(Command::DeleteConsumer {
+            name: name.to_owned(),
+            reply: tx,
+        });
+        self.cursor_reply(rx)
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {

@@ -50,7 +50,7 @@
 //! | `writer/group.rs` | group commit: gathering, running, isolating and answering a group |
 //! | `writer/maintenance.rs` | between groups: retention, `Batch` fsyncs, health probes |
 //! | `reader.rs` | the reader threads and the read-ahead of full pages |
-//! | `sql.rs` | the SQL shared by writer and readers: last seq, appends, keys, cursors, pruning |
+//! | `sql.rs` | the SQL shared by writer and readers: last seq, appends, keys, cursors, consumers, pruning |
 //! | `codec.rs` | events to rows and back (encoding on the appender, decoding on the reader) |
 //! | [`schema`] | the on-disk schema, its versions, migrations and open-time checks |
 //! | `health.rs` | whether writes currently succeed ([`EventLog::health`]) |
@@ -77,7 +77,8 @@
 //! isolated by rolling back and re-running the group without it, so it does
 //! not affect the others. After `COMMIT` the writer publishes the new last
 //! sequence on [`EventLog::watch`] and then answers the appenders. Cursor
-//! commits and on-demand prunes ride the same queue.
+//! commits, consumer definitions and deletions, and on-demand prunes ride
+//! the same queue.
 //!
 //! The writer answers with where each event went; the appender's future
 //! builds the committed `Arc<Event>`s itself, so the writer thread does no
@@ -187,6 +188,15 @@
 //! retention prunes an event whose key is still live, the event is copied
 //! beside its key first, so the answer stays the original event.
 //!
+//! ## Consumers
+//!
+//! A consumer's definition (core's opaque spec) is a row of `consumers`
+//! beside its cursor in `cursors`. The writer defines one with an insert
+//! that does nothing if the name is taken, then reads the stored spec back
+//! in the same transaction, so the first definition wins (also against
+//! another process on the file); deleting a consumer removes both rows in
+//! one transaction. The list is read in one statement, one snapshot.
+//!
 //! ## Files
 //!
 //! The schema is versioned (`PRAGMA user_version`, see [`schema`]); older
@@ -203,6 +213,8 @@
 mod codec;
 mod command;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod health;
 mod options;

@@ -61,7 +61,7 @@ use parking_lot::{Condvar, Mutex};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
 use rusqlite::{Connection, OptionalExtension};
-use tidings_core::log::{Bounds, CursorError, ReadError};
+use tidings_core::log::{Bounds, ConsumerRecord, CursorError, ReadError};
 use tokio::sync::oneshot;
 
 use crate::codec::{micros_ceil, RawPage, EVENT_COLUMNS};
@@ -91,6 +91,9 @@ pub(crate) enum ReadJob {
     Cursor {
         name: String,
         reply: oneshot::Sender<Result<Option<u64>, CursorError>>,
+    },
+    Consumers {
+        reply: oneshot::Sender<Result<Vec<ConsumerRecord>, CursorError>>,
     },
 }
 
@@ -292,6 +295,9 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<ReadJob>, ahead: Arc<ReadAh
             }
             ReadJob::Cursor { name, reply } => {
                 let _ = reply.send(cursor(&conn, &name).map_err(Into::into));
+            }
+            ReadJob::Consumers { reply } => {
+                let _ = reply.send(consumers(&conn).map_err(Into::into));
             }
         }
     }
@@ -502,4 +508,30 @@ fn cursor(conn: &Connection, name: &str) -> Result<Option<u64>, StorageError> {
         .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
         .map_err(StorageError::sqlite("reading a cursor"))?;
     Ok(v.map(|s| s.max(0) as u64))
+}
+
+/// Every consumer with a definition or a cursor, by name (byte order, as
+/// `String`s sort), from one statement and so one snapshot.
+fn consumers(conn: &Connection) -> Result<Vec<ConsumerRecord>, StorageError> {
+    let op = "listing consumers";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT n.name, ifnull(d.spec, ''), c.seq
+             FROM (SELECT name FROM consumers UNION SELECT name FROM cursors) AS n
+             LEFT JOIN consumers AS d ON d.name = n.name
+             LEFT JOIN cursors AS c ON c.name = n.name
+             ORDER BY n.name",
+        )
+        .map_err(StorageError::sqlite(op))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(ConsumerRecord {
+                name: r.get(0)?,
+                spec: r.get(1)?,
+                cursor: r.get::<_, Option<i64>>(2)?.map(|s| s.max(0) as u64),
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(StorageError::sqlite(op))?;
+    Ok(rows)
 }

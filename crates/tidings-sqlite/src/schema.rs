@@ -16,7 +16,7 @@
 //! * [`SCHEMA_VERSION`] is one more than the number of migrations (checked
 //!   at compile time), and a file's `user_version` only ever moves up.
 //!
-//! # Version 3 (current)
+//! # Version 4 (current)
 //!
 //! ```sql
 //! meta(k TEXT PRIMARY KEY, v INTEGER)          -- 'last_seq': written by retention before it
@@ -35,7 +35,14 @@
 //!           id, name, source, time, data, priority)  -- copy of the original event, filled
 //!                                               -- only if retention prunes it while the key lives
 //! cursors(name TEXT PRIMARY KEY, seq INTEGER, updated INTEGER)
+//! consumers(name TEXT PRIMARY KEY, spec TEXT)  -- consumer definitions (opaque to the log),
+//!                                               -- written once: the first definer wins
 //! ```
+//!
+//! # Version 3
+//!
+//! The same without `consumers`: a consumer was only its cursor. The
+//! 3 → 4 migration creates the (empty) table.
 //!
 //! # Version 2
 //!
@@ -59,13 +66,13 @@ use crate::error::OpenError;
 use crate::options::OpenCheck;
 
 /// The schema version this crate writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a Tidings log: "TIDG".
 pub const APPLICATION_ID: i64 = 0x5449_4447;
 
 /// The current schema, created in a fresh file.
-const CREATE_V3: &str = "
+const CREATE_V4: &str = "
 CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (k, v) VALUES ('last_seq', 0);
 CREATE TABLE events (
@@ -92,6 +99,7 @@ CREATE TABLE idem_keys (
 ) WITHOUT ROWID;
 CREATE INDEX idem_keys_at ON idem_keys (at);
 CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE consumers (name TEXT PRIMARY KEY, spec TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 /// Migrations: entry `i` takes a file from version `i + 1` to `i + 2`.
@@ -112,6 +120,10 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE events ADD COLUMN committed INTEGER NOT NULL DEFAULT 0;
     UPDATE events SET committed = time;
+    ",
+    // 3 -> 4: consumer definitions, beside their cursors.
+    "
+    CREATE TABLE consumers (name TEXT PRIMARY KEY, spec TEXT NOT NULL) WITHOUT ROWID;
     ",
 ];
 
@@ -201,7 +213,7 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), OpenErro
     check_identity(&tx, path, app_id, version)?;
     if version == 0 {
         tracing::info!(path = %path.display(), "creating a new event log");
-        tx.execute_batch(CREATE_V3).map_err(sqlite)?;
+        tx.execute_batch(CREATE_V4).map_err(sqlite)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))
@@ -259,6 +271,7 @@ fn verify_tables(conn: &Connection, path: &Path) -> Result<(), OpenError> {
             ],
         ),
         ("cursors", &["name", "seq", "updated"]),
+        ("consumers", &["name", "spec"]),
     ];
     for (table, columns) in NEEDED {
         let mut stmt = conn

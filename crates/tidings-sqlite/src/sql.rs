@@ -1,13 +1,13 @@
 //! The SQL the log runs against its file, shared by the writer and the
 //! readers: reading the last seq, appending a batch (with idempotency
-//! keys), storing a cursor, and pruning.
+//! keys), storing a cursor, defining and deleting consumers, and pruning.
 //!
 //! # Contract
 //!
 //! * No function here begins or ends a transaction: the caller decides
 //!   what commits together. The writing ones ([`append_batch`],
-//!   [`store_cursor`], [`prune`]) run inside the writer's `BEGIN
-//!   IMMEDIATE`; one that fails may have written part of its work, and the
+//!   [`store_cursor`], [`define_consumer`], [`delete_consumer`],
+//!   [`prune`]) run inside the writer's `BEGIN IMMEDIATE`; one that fails may have written part of its work, and the
 //!   caller rolls back. [`read_last`] reads within whatever snapshot the
 //!   caller holds (a reader's read transaction, so a page and its
 //!   `last_seq` agree).
@@ -76,6 +76,40 @@ pub(crate) fn store_cursor(
     .and_then(|mut s| s.execute(params![name, seq as i64, now_us]))
     .map(|_| ())
     .map_err(StorageError::sqlite("storing a cursor"))
+}
+
+/// Defines consumer `name` as `spec` unless it is defined; returns the
+/// stored spec (the first definition wins).
+pub(crate) fn define_consumer(
+    conn: &Connection,
+    name: &str,
+    spec: &str,
+) -> Result<String, StorageError> {
+    let op = "defining a consumer";
+    conn.prepare_cached(
+        "INSERT INTO consumers (name, spec) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![name, spec]))
+    .map_err(StorageError::sqlite(op))?;
+    conn.prepare_cached("SELECT spec FROM consumers WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)))
+        .map_err(StorageError::sqlite(op))
+}
+
+/// Deletes consumer `name`'s definition and cursor; true if either existed.
+pub(crate) fn delete_consumer(conn: &Connection, name: &str) -> Result<bool, StorageError> {
+    let op = "deleting a consumer";
+    let mut removed = 0;
+    for sql in [
+        "DELETE FROM consumers WHERE name = ?1",
+        "DELETE FROM cursors WHERE name = ?1",
+    ] {
+        removed += conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([name]))
+            .map_err(StorageError::sqlite(op))?;
+    }
+    Ok(removed > 0)
 }
 
 /// Column layout of the key lookup: the event row first, then the copy kept

@@ -3,8 +3,8 @@
 //! # Contract
 //!
 //! * One [`Writer`] per open log, on its own thread, owns the only writing
-//!   connection. Everything that writes (appends, cursor commits, prunes,
-//!   syncs) reaches it as a [`Command`] on its channel; nothing else ever
+//!   connection. Everything that writes (appends, cursor commits, consumer
+//!   definitions and deletions, prunes, syncs) reaches it as a [`Command`] on its channel; nothing else ever
 //!   writes the file.
 //! * Commit, then notify, then acknowledge: after a `COMMIT` returns, the
 //!   writer publishes the new last seq on the watch channel (waking

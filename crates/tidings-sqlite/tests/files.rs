@@ -226,6 +226,13 @@ async fn version_1_file_is_migrated() {
         assert_eq!(e.data, json!({"n": e.seq}));
     }
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(2));
+    let listed = log.consumers().await.unwrap();
+    assert_eq!(listed.len(), 1, "an old cursor is listed as a consumer");
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].spec.as_str()),
+        ("indexer", "")
+    );
+    assert_eq!(log.define_consumer("indexer", "{}").await.unwrap(), "{}");
     let dup = log.append(vec![ev(0).key("order-7")], None).await.unwrap();
     assert!(dup[0].duplicate, "a v1 idempotency key still counts");
     assert_eq!((dup[0].event.seq, dup[0].event.id), (2, ids[1]));
@@ -262,6 +269,41 @@ async fn version_1_file_is_migrated() {
     let log = SqliteLog::open(&path, SqliteOptions::default()).expect("reopen after migration");
     let page = log.read(3, 10).await.unwrap();
     assert_eq!(page.events[0].priority, Some(Priority::High));
+}
+
+/// A version-3 file (no `consumers` table) gets the table, keeps its
+/// cursors, and its definitions persist.
+#[tokio::test]
+async fn version_3_file_gets_consumer_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = healthy_log(dir.path(), 3).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE consumers;
+         INSERT INTO cursors (name, seq, updated) VALUES ('indexer', 2, 0);
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let log = SqliteLog::open(&path, SqliteOptions::default()).expect("a v3 file opens");
+    let listed = log.consumers().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].cursor, Some(2));
+    assert_eq!(listed[0].spec, "", "no definition before the migration");
+    let spec = r#"{"patterns":["a.>"]}"#;
+    assert_eq!(log.define_consumer("indexer", spec).await.unwrap(), spec);
+    log.close().unwrap();
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    drop(conn);
+    let log = SqliteLog::open(&path, SqliteOptions::default()).expect("reopen after migration");
+    let listed = log.consumers().await.unwrap();
+    assert_eq!((listed[0].spec.as_str(), listed[0].cursor), (spec, Some(2)));
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::registry::{SubKind, SyncFn};
 use super::{Bus, Inner, SubscribeError, DEPTH};
 use crate::event::{Event, Priority, SharedEvent};
+use crate::filter::{EventFilter, SharedFilter};
 use crate::log::Delivery;
 use crate::name::IntoPattern;
 use crate::typed::TypedEvent;
@@ -95,6 +96,7 @@ pub struct HandlerBuilder<'a, P> {
     pattern: P,
     priority: Priority,
     owner: Option<Arc<str>>,
+    filter: Option<SharedFilter>,
 }
 
 impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
@@ -104,7 +106,21 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
             pattern,
             priority: Priority::Normal,
             owner: None,
+            filter: None,
         }
+    }
+
+    /// Only events `filter` accepts reach the handler (see
+    /// [`crate::filter`]); a rejected event does not use up a `once`.
+    pub fn filter(mut self, filter: impl EventFilter) -> Self {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Like [`HandlerBuilder::filter`], with a filter already shared.
+    pub fn shared_filter(mut self, filter: Option<SharedFilter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Dispatch priority (default normal).
@@ -125,7 +141,11 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
             pattern,
             self.priority,
             self.owner,
-            SubKind::Sync { f, once },
+            SubKind::Sync {
+                f,
+                once,
+                filter: self.filter,
+            },
         );
         Ok(Subscription::new(self.bus, sub.id))
     }
@@ -180,7 +200,14 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
         let handle = self.bus.runtime()?;
         let pattern = self.pattern.into_pattern()?;
         let bus = self.bus.clone();
-        let mut stream = bus.open_stream(vec![pattern], self.priority, self.owner, true, None);
+        let mut stream = bus.open_stream(
+            vec![pattern],
+            self.priority,
+            self.owner,
+            true,
+            None,
+            self.filter,
+        );
         let id = stream.id();
         let task_bus = bus.clone();
         handle.spawn(async move {

@@ -32,6 +32,7 @@
 //! the `_async` emits: sync `emit` blocks its thread until its handlers ran.
 
 mod cache;
+pub mod consumer;
 mod dispatcher;
 mod handler;
 mod registry;
@@ -52,6 +53,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 
 use crate::event::{NewEvent, Priority, SharedEvent};
+use crate::filter::SharedFilter;
 use crate::log::{
     resolve_position, AppendError, AppendFuture, Committed, Delivery, EventLog, MemoryLog,
     Position, ReadError, Reader,
@@ -68,6 +70,10 @@ use dispatcher::{Dispatcher, Submitted};
 use registry::{Registry, SubKind};
 use stats::Counters;
 use stream::Sink;
+
+pub use consumer::{
+    AckError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec, ConsumerTask,
+};
 
 /// Default history ring size.
 pub const DEFAULT_HISTORY: usize = 10_000;
@@ -639,6 +645,12 @@ impl Bus {
         self.handler(T::PATTERN).typed(f)
     }
 
+    /// Starts building a durable consumer named `name` (see
+    /// [`consumer`](self::consumer)): its position is kept in the log.
+    pub fn consumer(&self, name: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder::new(self, name)
+    }
+
     /// Starts building a handler subscription (priority, owner, kind).
     pub fn handler<P: IntoPattern>(&self, pattern: P) -> HandlerBuilder<'_, P> {
         HandlerBuilder::new(self, pattern)
@@ -647,7 +659,7 @@ impl Bus {
     /// A stream of events matching `pattern`, from now on.
     pub fn subscribe<P: IntoPattern>(&self, pattern: P) -> Result<EventStream, SubscribeError> {
         let pattern = pattern.into_pattern()?;
-        Ok(self.open_stream(vec![pattern], Priority::Normal, None, false, None))
+        Ok(self.open_stream(vec![pattern], Priority::Normal, None, false, None, None))
     }
 
     /// A stream of events matching `pattern` from a position: it catches up
@@ -659,7 +671,14 @@ impl Bus {
     ) -> Result<EventStream, SubscribeError> {
         let pattern = pattern.into_pattern()?;
         let after = resolve_position(&*self.inner.log, from).await?;
-        Ok(self.open_stream(vec![pattern], Priority::Normal, None, false, Some(after)))
+        Ok(self.open_stream(
+            vec![pattern],
+            Priority::Normal,
+            None,
+            false,
+            Some(after),
+            None,
+        ))
     }
 
     /// A stream of events matching any of `patterns` (an event matching
@@ -670,6 +689,18 @@ impl Bus {
         patterns: impl IntoIterator<Item = P>,
         from: Position,
     ) -> Result<EventStream, SubscribeError> {
+        self.subscribe_filtered(patterns, from, None).await
+    }
+
+    /// Like [`Bus::subscribe_many`], delivering only the events `filter`
+    /// accepts: a rejected event is never queued for the stream, and the
+    /// stream's catch-up from the log applies the same filter.
+    pub async fn subscribe_filtered<P: IntoPattern>(
+        &self,
+        patterns: impl IntoIterator<Item = P>,
+        from: Position,
+        filter: Option<SharedFilter>,
+    ) -> Result<EventStream, SubscribeError> {
         let patterns = patterns
             .into_iter()
             .map(IntoPattern::into_pattern)
@@ -678,7 +709,7 @@ impl Bus {
             Position::End => None,
             other => Some(resolve_position(&*self.inner.log, other).await?),
         };
-        Ok(self.open_stream(patterns, Priority::Normal, None, false, after))
+        Ok(self.open_stream(patterns, Priority::Normal, None, false, after, filter))
     }
 
     pub(crate) fn open_stream(
@@ -688,8 +719,9 @@ impl Bus {
         owner: Option<Arc<str>>,
         handler: bool,
         after: Option<u64>,
+        filter: Option<SharedFilter>,
     ) -> EventStream {
-        let sink = Arc::new(Sink::new(self.inner.stream_capacity, handler));
+        let sink = Arc::new(Sink::filtered(self.inner.stream_capacity, handler, filter));
         let mut unique: Vec<Pattern> = Vec::with_capacity(patterns.len());
         for p in patterns {
             if !unique.contains(&p) {
@@ -891,7 +923,10 @@ impl Inner {
                 continue;
             }
             match &sub.kind {
-                SubKind::Sync { f, once } => {
+                SubKind::Sync { f, once, filter } => {
+                    if !crate::filter::passes(filter, event) {
+                        continue;
+                    }
                     if *once && sub.fired.swap(true, Ordering::AcqRel) {
                         continue;
                     }
@@ -903,8 +938,10 @@ impl Inner {
                     }
                 }
                 SubKind::Sink(sink) => {
-                    self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
-                    sink.push(event, depth);
+                    if sink.accepts(event) {
+                        self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
+                        sink.push(event, depth);
+                    }
                 }
             }
         }

@@ -15,7 +15,13 @@ pub(crate) type SyncFn = Box<dyn Fn(&SharedEvent) -> Result<(), String> + Send +
 
 pub(crate) enum SubKind {
     /// Runs inline during dispatch.
-    Sync { f: SyncFn, once: bool },
+    Sync {
+        f: SyncFn,
+        once: bool,
+        /// Events it rejects are not handed to `f` (and do not use up a
+        /// `once`).
+        filter: Option<crate::filter::SharedFilter>,
+    },
     /// Feeds a queue read by a stream (plain streams, async handlers,
     /// `wait_for`).
     Sink(Arc<Sink>),

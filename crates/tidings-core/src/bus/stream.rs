@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use super::registry::{Sub, SubKind};
 use super::Bus;
 use crate::event::{Priority, SharedEvent};
+use crate::filter::{passes, SharedFilter};
 use crate::log::{Delivery, ReadError, Reader};
 use crate::name::{IntoPattern, Pattern, PatternError};
 
@@ -50,11 +51,15 @@ pub(crate) struct Sink {
     capacity: usize,
     /// True if an async handler task reads this sink.
     handler: bool,
+    /// Events it rejects are never queued (and never read back from the
+    /// log by the stream).
+    filter: Option<SharedFilter>,
 }
 
 impl Sink {
-    pub fn new(capacity: usize, handler: bool) -> Self {
+    pub fn filtered(capacity: usize, handler: bool, filter: Option<SharedFilter>) -> Self {
         Sink {
+            filter,
             state: Mutex::new(SinkState {
                 queue: VecDeque::new(),
                 overflowed: false,
@@ -70,8 +75,17 @@ impl Sink {
         self.handler
     }
 
-    /// Queues an event; returns false if it was left for the log instead.
+    /// True if the sink's filter lets `event` through.
+    pub fn accepts(&self, event: &crate::event::Event) -> bool {
+        passes(&self.filter, event)
+    }
+
+    /// Queues an event; returns false if it was left for the log instead
+    /// (or filtered out).
     pub fn push(&self, event: &SharedEvent, depth: u32) -> bool {
+        if !self.accepts(event) {
+            return false;
+        }
         let mut st = self.state.lock();
         if st.closed {
             return false;
@@ -148,6 +162,11 @@ impl EventStream {
         }
     }
 
+    /// The bus the stream belongs to.
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     /// The id of the stream's first subscription (for logs).
     pub fn id(&self) -> u64 {
         self.subs.first().map_or(0, |s| s.id)
@@ -158,8 +177,8 @@ impl EventStream {
         self.subs.iter().map(|s| s.pattern.clone()).collect()
     }
 
-    fn wants(&self, name: &str) -> bool {
-        self.subs.iter().any(|s| s.pattern.matches(name))
+    fn wants(&self, event: &crate::event::Event) -> bool {
+        self.subs.iter().any(|s| s.pattern.matches(&event.name)) && self.sink.accepts(event)
     }
 
     /// Adds a pattern: events matching it are delivered from now on.
@@ -229,7 +248,7 @@ impl Stream for EventStream {
                 }
                 match ready!(this.reader.poll_next(cx)) {
                     Ok(Some(Delivery::Event(e))) => {
-                        if this.wants(&e.name) {
+                        if this.wants(&e) {
                             this.last_depth = 0;
                             return Poll::Ready(Some(Ok(Delivery::Event(e))));
                         }

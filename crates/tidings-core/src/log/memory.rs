@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{
-    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed, CursorError,
-    EventLog, Page, PruneError, ReadError, Retention,
+    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed,
+    ConsumerRecord, CursorError, EventLog, Page, PruneError, ReadError, Retention,
 };
 use crate::event::{NewEvent, SharedEvent};
 
@@ -39,6 +39,8 @@ struct State {
     /// Keys in insertion (= time) order, for expiry.
     key_order: VecDeque<(Instant, String)>,
     cursors: HashMap<String, u64>,
+    /// Consumer name -> definition.
+    consumers: HashMap<String, String>,
 }
 
 impl State {
@@ -135,6 +137,7 @@ impl MemoryLog {
                     keys: HashMap::new(),
                     key_order: VecDeque::new(),
                     cursors: HashMap::new(),
+                    consumers: HashMap::new(),
                 }),
                 retention,
                 window: idempotency_window,
@@ -301,6 +304,43 @@ impl EventLog for MemoryLog {
             }
             st.cursors.insert(consumer.to_owned(), seq);
             Ok(())
+        });
+        ready(r)
+    }
+
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        let r = validate_consumer_name(name).map(|_| {
+            let mut st = self.shared.state.lock();
+            st.consumers
+                .entry(name.to_owned())
+                .or_insert_with(|| spec.to_owned())
+                .clone()
+        });
+        ready(r)
+    }
+
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        let st = self.shared.state.lock();
+        let mut names: Vec<&String> = st.consumers.keys().chain(st.cursors.keys()).collect();
+        names.sort();
+        names.dedup();
+        let list = names
+            .into_iter()
+            .map(|n| ConsumerRecord {
+                name: n.clone(),
+                spec: st.consumers.get(n).cloned().unwrap_or_default(),
+                cursor: st.cursors.get(n).copied(),
+            })
+            .collect();
+        ready(Ok(list))
+    }
+
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        let r = validate_consumer_name(name).map(|_| {
+            let mut st = self.shared.state.lock();
+            let a = st.consumers.remove(name).is_some();
+            let b = st.cursors.remove(name).is_some();
+            a || b
         });
         ready(r)
     }

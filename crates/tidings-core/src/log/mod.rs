@@ -25,7 +25,9 @@
 //!   (a [`Delivery::Lagged`]), never silently skipped. Age counts from the
 //!   log's commit time, not from the client-set [`Event::time`](crate::Event).
 //! * **Cursors.** Named consumer cursors survive as long as the log does;
-//!   delivery from a cursor is at-least-once (commit after processing).
+//!   delivery from a cursor is at-least-once (commit after processing). A
+//!   consumer's definition is stored beside its cursor, created once
+//!   (first definer wins), listed with it, and deleted with it.
 //!
 //! Futures returned by the trait are `'static` so streams and detached tasks
 //! can hold them; implementations clone their shared state into them.
@@ -160,6 +162,21 @@ pub enum AppendError {
     /// The backing storage failed.
     #[error("event log storage failed: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A durable consumer as a log keeps it: its definition and its cursor.
+///
+/// The definition (`spec`) is opaque to the log: the bus stores the
+/// consumer's patterns and filter there, so every server on a shared log
+/// sees the same consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The consumer's name.
+    pub name: String,
+    /// Its definition; empty for a cursor committed without one.
+    pub spec: String,
+    /// The last seq it processed, if it committed any.
+    pub cursor: Option<u64>,
 }
 
 /// Whether a log can take appends right now ([`EventLog::health`]).
@@ -350,6 +367,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// Records that `consumer` has processed everything up to `seq`.
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>>;
 
+    /// Defines consumer `name` with `spec` unless it is already defined,
+    /// atomically (two servers defining one name at once agree on one
+    /// spec). Returns the stored spec: `spec`, or the existing one.
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>>;
+
+    /// Every consumer with a definition or a cursor, by name.
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>>;
+
+    /// Deletes consumer `name`: its definition and its cursor. Returns
+    /// whether there was anything to delete.
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>>;
+
     /// Applies the retention limits now; returns how many events were removed.
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>>;
 
@@ -406,6 +435,15 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     }
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
         (**self).commit_cursor(consumer, seq)
+    }
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        (**self).define_consumer(name, spec)
+    }
+    fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        (**self).consumers()
+    }
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        (**self).delete_consumer(name)
     }
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         (**self).prune()

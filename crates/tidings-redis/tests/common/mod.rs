@@ -41,7 +41,8 @@ pub fn delete_keys(url: &str, key: &str) {
         let mut del = redis::cmd("DEL");
         del.arg(&layout.stream)
             .arg(&layout.counter)
-            .arg(&layout.cursors);
+            .arg(&layout.cursors)
+            .arg(&layout.consumers);
         for k in idem {
             del.arg(k);
         }

@@ -12,6 +12,7 @@
 //!
 //! Errors are [`ServiceError`]s: a kind and a code, no status codes.
 
+mod consumers;
 mod decode;
 mod error;
 mod session;
@@ -131,6 +132,10 @@ pub struct Service {
     /// live [`ConnectionGuard`]s, and never exceeds `max_connections`
     /// (taken by compare-and-swap, so concurrent connects cannot overshoot).
     open_connections: AtomicUsize,
+    /// Consumers held by a connection on this server, by name.
+    live: Mutex<std::collections::HashMap<String, consumers::Live>>,
+    /// Events filters could not evaluate (not delivered), for `/metrics`.
+    filter_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Becomes true when the server shuts down; every session ends then.
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Recently encoded envelopes, slot `seq % ENCODE_SLOTS`: an event fanned
@@ -158,6 +163,8 @@ impl Service {
             config,
             channels: Mutex::new(BTreeMap::new()),
             open_connections: AtomicUsize::new(0),
+            live: Mutex::new(std::collections::HashMap::new()),
+            filter_failures: Arc::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             encoded: (0..ENCODE_SLOTS).map(|_| Mutex::new(None)).collect(),
         })
@@ -277,7 +284,9 @@ impl Service {
         after: u64,
         limit: Option<usize>,
         format: Format,
+        filter: Option<&str>,
     ) -> Result<HistoryPage, ServiceError> {
+        let filter = filter.map(|f| self.compile_filter(f)).transpose()?;
         let pattern = match pattern {
             Some(p) => Pattern::parse(p)?,
             None => Pattern::all(),
@@ -311,7 +320,11 @@ impl Service {
                 break;
             }
             for e in page.events {
-                if pattern.matches(&e.name) {
+                if pattern.matches(&e.name)
+                    && filter
+                        .as_ref()
+                        .is_none_or(|f| tidings_core::EventFilter::accepts(&**f, &e))
+                {
                     let size = e.approx_bytes();
                     if !events.is_empty() && bytes + size > budget {
                         break 'pages;
@@ -345,11 +358,12 @@ impl Service {
         &self,
         patterns: &[Pattern],
         after: Option<u64>,
+        filter: Option<tidings_core::SharedFilter>,
     ) -> Result<EventStream, ServiceError> {
         let from = after.map_or(Position::End, Position::After);
         Ok(self
             .bus
-            .subscribe_many(patterns.iter().cloned(), from)
+            .subscribe_filtered(patterns.iter().cloned(), from, filter)
             .await?)
     }
 
@@ -423,9 +437,10 @@ impl Service {
         }
     }
 
-    /// The `/metrics` text. It holds no per-channel or per-pattern series,
-    /// only server-wide counters, so every caller may see all of it.
-    pub fn render_metrics(&self) -> String {
-        self.metrics.render()
+    /// The `/metrics` text: server-wide counters, and the lag of each
+    /// consumer `who` may use (no other per-name series).
+    pub async fn render_metrics(&self, who: &Principal) -> String {
+        let lags = self.consumer_lags(who).await;
+        self.metrics.render(&lags, self.filter_failures())
     }
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tidings_core::{Delivery, EventStream, Pattern};
+use tidings_core::{Consumer, Delivery, EventStream, Pattern};
 use tokio::time::Sleep;
 
+use super::consumers::LiveGuard;
 use super::{ChannelGuard, ConnectionGuard, Service, ServiceError};
 use crate::auth::Principal;
 use crate::metrics::Transport;
@@ -41,6 +42,11 @@ pub struct Open {
     pub transport: Transport,
     /// How events are written.
     pub format: super::Format,
+    /// A CEL filter over the envelope (`filter=`).
+    pub filter: Option<String>,
+    /// A durable consumer's name (`consumer=`): the session resumes after
+    /// its cursor and takes acknowledgements.
+    pub consumer: Option<String>,
 }
 
 /// Why a session ends.
@@ -50,6 +56,8 @@ pub enum CloseReason {
     ShuttingDown,
     /// The token the session was opened with expired.
     TokenExpired,
+    /// Another connection took the consumer over, or it was deleted.
+    TakenOver,
     /// The subscription ended (the log was closed).
     Ended,
 }
@@ -60,6 +68,9 @@ impl CloseReason {
         match self {
             CloseReason::ShuttingDown => "server shutting down",
             CloseReason::TokenExpired => "token expired: reconnect with a fresh token",
+            CloseReason::TakenOver => {
+                "another connection took this consumer over, or it was deleted"
+            }
             CloseReason::Ended => "subscription closed",
         }
     }
@@ -110,6 +121,11 @@ pub enum Command {
     },
     /// `{"op":"ping"}`
     Ping,
+    /// `{"op":"ack","seq":N}`: a consumer has processed everything up to N.
+    Ack {
+        /// The seq.
+        seq: u64,
+    },
 }
 
 impl Command {
@@ -118,7 +134,7 @@ impl Command {
         serde_json::from_str(text).map_err(|e| {
             ServiceError::bad_request(
                 "unknown_command",
-                format!("{e}; commands are {{\"op\":\"subscribe\"|\"unsubscribe\",\"pattern\":P}} and {{\"op\":\"ping\"}}"),
+                format!("{e}; commands are {{\"op\":\"subscribe\"|\"unsubscribe\",\"pattern\":P}}, {{\"op\":\"ack\",\"seq\":N}} and {{\"op\":\"ping\"}}"),
             )
         })
     }
@@ -155,11 +171,24 @@ impl Bucket {
     }
 }
 
+/// What a session reads: a plain subscription, or a durable consumer.
+enum Source {
+    Stream(EventStream),
+    Consumer {
+        consumer: Box<Consumer>,
+        /// Acknowledgements arriving by HTTP (`POST /consumers/NAME/ack`).
+        acks: tokio::sync::mpsc::UnboundedReceiver<u64>,
+        /// Set when another connection takes the consumer over.
+        kicked: tokio::sync::watch::Receiver<bool>,
+        _live: LiveGuard,
+    },
+}
+
 /// One connection's subscription and everything it is allowed.
 pub struct Session {
     service: Arc<Service>,
     who: Principal,
-    stream: EventStream,
+    source: Source,
     transport: Transport,
     format: super::Format,
     welcome: Value,
@@ -223,6 +252,17 @@ impl Session {
         for p in &patterns {
             who.check_subscribe(p)?;
         }
+        let filter = open
+            .filter
+            .as_deref()
+            .map(|f| service.compile_filter(f))
+            .transpose()?;
+        if open.consumer.is_some() && (channel.is_some() || patterns.is_empty()) {
+            return Err(ServiceError::bad_request(
+                "invalid_consumer",
+                "a consumer needs at least one pattern, on /ws or /sse",
+            ));
+        }
         if who.expires.is_some_and(|t| t <= chrono::Utc::now()) {
             return Err(ServiceError::unauthenticated("the token has expired"));
         }
@@ -231,7 +271,24 @@ impl Session {
             Some(c) => Some(service.join_channel(&c)?),
             None => None,
         };
-        let stream = service.subscribe(&patterns, open.after).await?;
+        let source = match &open.consumer {
+            None => Source::Stream(
+                service
+                    .subscribe(&patterns, open.after, filter.map(|f| f as _))
+                    .await?,
+            ),
+            Some(name) => {
+                let (consumer, live) = service
+                    .open_consumer(name, &patterns, open.after, filter)
+                    .await?;
+                Source::Consumer {
+                    consumer: Box::new(consumer),
+                    acks: live.acks,
+                    kicked: live.kicked,
+                    _live: live.guard,
+                }
+            }
+        };
         let welcome = match (&open.target, &channel) {
             (Target::Channel(c), Some(guard)) => json!({
                 "type": "connection",
@@ -240,11 +297,18 @@ impl Session {
                 "subscribers": guard.subscribers,
                 "last_seq": service.last_seq(),
             }),
-            _ => json!({
-                "type": "connection",
-                "patterns": patterns.iter().map(Pattern::as_str).collect::<Vec<_>>(),
-                "last_seq": service.last_seq(),
-            }),
+            _ => {
+                let mut w = json!({
+                    "type": "connection",
+                    "patterns": patterns.iter().map(Pattern::as_str).collect::<Vec<_>>(),
+                    "last_seq": service.last_seq(),
+                });
+                if let (Some(name), Source::Consumer { consumer, .. }) = (&open.consumer, &source) {
+                    w["consumer"] = json!(name);
+                    w["cursor"] = json!(consumer.acked());
+                }
+                w
+            }
         };
         let expiry = who.expires.map(|t| {
             let left = (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -255,7 +319,7 @@ impl Session {
             shutdown: service.shutdown.subscribe(),
             service: service.clone(),
             who,
-            stream,
+            source,
             transport: open.transport,
             format: open.format,
             welcome,
@@ -305,17 +369,43 @@ impl Session {
     /// The next thing to write: an event, a lag notice, or the end.
     pub async fn next(&mut self) -> Outgoing {
         loop {
+            let Session {
+                source,
+                shutdown,
+                expiry,
+                ..
+            } = self;
             let expiry = async {
-                match &mut self.expiry {
+                match expiry {
                     Some(s) => s.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
-            let item = tokio::select! {
-                biased;
-                _ = crate::server::stopped(&mut self.shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
-                _ = expiry => return Outgoing::Close(CloseReason::TokenExpired),
-                item = futures_util::StreamExt::next(&mut self.stream) => item,
+            let item = match source {
+                Source::Stream(stream) => tokio::select! {
+                    biased;
+                    _ = crate::server::stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
+                    _ = expiry => return Outgoing::Close(CloseReason::TokenExpired),
+                    item = futures_util::StreamExt::next(stream) => item,
+                },
+                Source::Consumer {
+                    consumer,
+                    acks,
+                    kicked,
+                    ..
+                } => tokio::select! {
+                    biased;
+                    _ = crate::server::stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
+                    _ = expiry => return Outgoing::Close(CloseReason::TokenExpired),
+                    _ = crate::server::stopped(kicked) => return Outgoing::Close(CloseReason::TakenOver),
+                    Some(seq) = acks.recv() => {
+                        if let Err(e) = consumer.ack(seq) {
+                            tracing::debug!(%e, "an HTTP acknowledgement was refused");
+                        }
+                        continue;
+                    }
+                    item = futures_util::StreamExt::next(&mut **consumer) => item,
+                },
             };
             if let Some(out) = self.delivery(item) {
                 return out;
@@ -328,46 +418,81 @@ impl Session {
     /// The next thing to write if it is ready now (to batch writes).
     pub fn try_next(&mut self) -> Option<Outgoing> {
         use futures_util::FutureExt;
-        let item = futures_util::StreamExt::next(&mut self.stream).now_or_never()?;
+        let item = match &mut self.source {
+            Source::Stream(s) => futures_util::StreamExt::next(s).now_or_never()?,
+            Source::Consumer { consumer, .. } => {
+                futures_util::StreamExt::next(&mut **consumer).now_or_never()?
+            }
+        };
         self.delivery(item)
     }
 
-    /// Runs a client's command; returns the reply to send.
-    pub fn command(&mut self, text: &str) -> Value {
+    /// Runs a client's command; returns the reply to send, if any.
+    pub fn command(&mut self, text: &str) -> Option<Value> {
         if !self.commands.take() {
-            return error_json(&ServiceError::limit(format!(
+            return Some(error_json(&ServiceError::limit(format!(
                 "too many commands: at most {} per second (commands_per_sec)",
                 self.service.config.commands_per_sec
-            )));
+            ))));
         }
         match self.run(text) {
-            Ok(v) => v,
-            Err(e) => error_json(&e),
+            Ok(Value::Null) => None,
+            Ok(v) => Some(v),
+            Err(e) => Some(error_json(&e)),
         }
     }
 
     fn run(&mut self, text: &str) -> Result<Value, ServiceError> {
         match Command::parse(text)? {
             Command::Ping => Ok(json!({"type": "pong", "last_seq": self.service.last_seq()})),
+            Command::Ack { seq } => match &self.source {
+                Source::Consumer { consumer, .. } => {
+                    consumer
+                        .ack(seq)
+                        .map_err(|e| ServiceError::bad_request("invalid_ack", e.to_string()))?;
+                    // Acks are not answered: one per event would double
+                    // the traffic. Only a refused one is.
+                    Ok(Value::Null)
+                }
+                Source::Stream(_) => Err(ServiceError::bad_request(
+                    "not_a_consumer",
+                    "only a consumer connection (?consumer=NAME) acknowledges",
+                )),
+            },
+            Command::Subscribe { .. } | Command::Unsubscribe { .. }
+                if matches!(self.source, Source::Consumer { .. }) =>
+            {
+                Err(ServiceError::new(
+                    super::ErrorKind::Conflict,
+                    "consumer_patterns_fixed",
+                    "a consumer's patterns are part of it: delete it to change them",
+                ))
+            }
             Command::Subscribe { pattern } => {
+                let Source::Stream(stream) = &mut self.source else {
+                    unreachable!("consumers were answered above")
+                };
                 let parsed = Pattern::parse(&pattern)?;
                 self.who.check_subscribe(&parsed)?;
-                let held = self.stream.patterns();
+                let held = stream.patterns();
                 let limit = self.service.config.max_patterns_per_connection;
                 if !held.contains(&parsed) && held.len() >= limit {
                     return Err(ServiceError::limit(format!(
                         "this connection holds {limit} patterns, the limit (max_patterns_per_connection)"
                     )));
                 }
-                self.stream.add_pattern(parsed)?;
+                stream.add_pattern(parsed)?;
                 Ok(
-                    json!({"type": "subscribed", "pattern": pattern, "count": self.stream.patterns().len()}),
+                    json!({"type": "subscribed", "pattern": pattern, "count": stream.patterns().len()}),
                 )
             }
             Command::Unsubscribe { pattern } => {
-                if self.stream.remove_pattern(pattern.as_str())? {
+                let Source::Stream(stream) = &mut self.source else {
+                    unreachable!("consumers were answered above")
+                };
+                if stream.remove_pattern(pattern.as_str())? {
                     Ok(
-                        json!({"type": "unsubscribed", "pattern": pattern, "count": self.stream.patterns().len()}),
+                        json!({"type": "unsubscribed", "pattern": pattern, "count": stream.patterns().len()}),
                     )
                 } else {
                     Err(ServiceError::bad_request(

@@ -61,6 +61,10 @@ enum Outcome {
     BeyondEnd { last: u64 },
     /// Pruned this many events.
     Pruned(u64),
+    /// The consumer's stored spec.
+    Defined(String),
+    /// Whether the consumer had a definition or a cursor.
+    Deleted(bool),
     /// Done (cursor stored, sync queued).
     Done,
     /// Not run: it failed in an earlier attempt of this group.
@@ -228,6 +232,12 @@ impl Writer {
                         Outcome::Done
                     }
                 }
+                Command::DefineConsumer { name, spec, .. } => Outcome::Defined(
+                    sql::define_consumer(&self.conn, name, spec).map_err(|e| (i, e))?,
+                ),
+                Command::DeleteConsumer { name, .. } => {
+                    Outcome::Deleted(sql::delete_consumer(&self.conn, name).map_err(|e| (i, e))?)
+                }
                 Command::Prune { .. } => Outcome::Pruned(
                     sql::prune(
                         &self.conn,
@@ -304,6 +314,22 @@ fn answer(
                 };
                 let _ = reply.send(r);
             }
+            Command::DefineConsumer { reply, .. } => {
+                let r = match (fail, outcome) {
+                    (Some(e), _) => Err(e.into()),
+                    (None, Outcome::Defined(spec)) => Ok(spec),
+                    (None, _) => Err(mismatch().into()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::DeleteConsumer { reply, .. } => {
+                let r = match (fail, outcome) {
+                    (Some(e), _) => Err(e.into()),
+                    (None, Outcome::Deleted(any)) => Ok(any),
+                    (None, _) => Err(mismatch().into()),
+                };
+                let _ = reply.send(r);
+            }
             Command::Prune { reply } => {
                 let r = match (fail, outcome) {
                     (Some(e), _) => Err(e.into()),
@@ -344,6 +370,12 @@ pub(super) fn refuse_all(
                 let _ = reply.send(Err(e.into()));
             }
             Command::CommitCursor { reply, .. } => {
+                let _ = reply.send(Err(e.into()));
+            }
+            Command::DefineConsumer { reply, .. } => {
+                let _ = reply.send(Err(e.into()));
+            }
+            Command::DeleteConsumer { reply, .. } => {
                 let _ = reply.send(Err(e.into()));
             }
             Command::Prune { reply } => {

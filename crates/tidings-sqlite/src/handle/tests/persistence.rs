@@ -66,8 +66,8 @@ async fn key_outlives_its_pruned_event() {
     assert_eq!(dup[0].event, orig[0].event);
 }
 
-/// Cursors survive a restart, and survive retention removing everything
-/// they point at.
+/// Cursors and consumer definitions survive a restart, and cursors
+/// survive retention removing everything they point at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_persist_across_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,6 +79,7 @@ async fn cursors_persist_across_restart() {
     log.commit_cursor("indexer", 3).await.unwrap();
     log.commit_cursor("mailer", 5).await.unwrap();
     log.commit_cursor("indexer", 4).await.unwrap();
+    log.define_consumer("indexer", "spec-1").await.unwrap();
     log.close().unwrap();
 
     let options = SqliteOptions::default().retention(Retention {
@@ -89,6 +90,11 @@ async fn cursors_persist_across_restart() {
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(4));
     assert_eq!(log.cursor("mailer").await.unwrap(), Some(5));
     assert_eq!(log.cursor("nobody").await.unwrap(), None);
+    assert_eq!(
+        log.define_consumer("indexer", "spec-2").await.unwrap(),
+        "spec-1",
+        "the definition survived the restart"
+    );
     assert_eq!(log.prune().await.unwrap(), 5);
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(4));
     assert!(matches!(

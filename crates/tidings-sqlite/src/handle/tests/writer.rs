@@ -85,6 +85,27 @@ async fn expected_last_is_checked_against_the_running_seq() {
     assert_eq!((s.groups, s.conflicts), (1, 1));
 }
 
+/// Consumer definitions in one group behave as if they ran one by one: the
+/// first wins, a delete in between lets the next one define anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_definitions_in_one_group_run_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&path_in(&dir), quiet());
+    let release = log.hold_writer();
+    let a = log.define_consumer("c", "a");
+    let b = log.define_consumer("c", "b");
+    let gone = log.delete_consumer("c");
+    let again = log.delete_consumer("c");
+    let d = log.define_consumer("c", "d");
+    release.send(()).unwrap();
+    assert_eq!(a.await.unwrap(), "a");
+    assert_eq!(b.await.unwrap(), "a", "the first definition wins");
+    assert!(gone.await.unwrap());
+    assert!(!again.await.unwrap());
+    assert_eq!(d.await.unwrap(), "d");
+    assert_eq!(log.stats().groups, 1);
+}
+
 /// A request whose write fails (here a trigger aborts it) gets the error;
 /// the others in its group commit, with dense seqs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
