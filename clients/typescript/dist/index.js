@@ -29,6 +29,8 @@ export class TidingsError extends Error {
         return this.status >= 400 && this.status < 500 && this.status !== 408 && this.status !== 429;
     }
 }
+/** Consumer acknowledgements are sent at most this often (they are cumulative). */
+const ACK_INTERVAL_MS = 100;
 let socketCtor;
 function webSocketCtor() {
     if (!socketCtor) {
@@ -280,13 +282,8 @@ class Live {
     }
     unsubscribe() {
         this.stop.abort();
+        // Ends the connection (a socket sends its last acknowledgement first).
         this.connection?.abort();
-        try {
-            this.socket?.close(1000, "unsubscribed");
-        }
-        catch {
-            // already closed
-        }
     }
     async addPattern(pattern) {
         if (this.list.includes(pattern))
@@ -440,6 +437,10 @@ class Live {
         const idle = this.clientOptions.idleTimeoutMs ?? 45_000;
         const conn = new AbortController();
         this.connection = conn;
+        if (this.stop.signal.aborted)
+            return false;
+        const onStop = () => conn.abort();
+        this.stop.signal.addEventListener("abort", onStop, { once: true });
         return new Promise((resolve, reject) => {
             let opened = false;
             let lastHeard = Date.now();
@@ -455,10 +456,27 @@ class Live {
                     socket.send(JSON.stringify({ op: "ping" }));
                 }
             }, Math.max(100, Math.min(5000, idle / 6)));
+            // Acknowledgements are cumulative, so they are coalesced: at most one
+            // per ACK_INTERVAL_MS (the server rate-limits socket commands), and a
+            // last one when the connection is closed on purpose.
+            let ackWanted = 0;
+            let ackSent = 0;
+            let ackAt = 0;
+            let ackTimer;
+            const flushAck = () => {
+                clearTimeout(ackTimer);
+                ackTimer = undefined;
+                if (ackWanted > ackSent && socket.readyState === 1) {
+                    socket.send(JSON.stringify({ op: "ack", seq: ackWanted }));
+                    ackSent = ackWanted;
+                    ackAt = Date.now();
+                }
+            };
             const ack = this.options.consumer
                 ? (seq) => {
-                    if (socket.readyState === 1)
-                        socket.send(JSON.stringify({ op: "ack", seq }));
+                    if (seq > ackWanted)
+                        ackWanted = seq;
+                    ackTimer ??= setTimeout(flushAck, Math.max(0, ACK_INTERVAL_MS - (Date.now() - ackAt)));
                 }
                 : undefined;
             let done = false;
@@ -468,13 +486,15 @@ class Live {
                     return;
                 done = true;
                 clearInterval(timer);
+                flushAck();
                 conn.signal.removeEventListener("abort", onAbort);
+                this.stop.signal.removeEventListener("abort", onStop);
                 if (this.socket === socket)
                     this.socket = undefined;
                 for (const p of this.pending.splice(0))
                     p.reject(new Error("connection closed"));
                 try {
-                    socket.close();
+                    socket.close(1000, "closed by the client");
                 }
                 catch {
                     // already closed
@@ -517,7 +537,7 @@ class Live {
                 });
             };
             socket.onclose = (ev) => {
-                if (opened && this.options.consumer && /took this consumer over|taken over|deleted/i.test(ev.reason ?? "")) {
+                if (opened && this.options.consumer && (ev.code === 4409 || /took this consumer over|deleted/i.test(ev.reason ?? ""))) {
                     // Another connection has this consumer now (or it was deleted):
                     // reconnecting would only take it back. Stop, and say why.
                     this.fatal = new TidingsError(409, "consumer_taken_over", ev.reason);

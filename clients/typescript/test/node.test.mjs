@@ -219,7 +219,8 @@ test("consumer: kill -9 and restart: nothing acknowledged twice, nothing lost", 
     // A new process: no memory of what the first one handled.
     const fresh = new TidingsClient(server.url, FAST);
     const second = [];
-    const b = fresh.consumer("projector", "work.>", (e) => { second.push(e.seq); });
+    const errors = [];
+    const b = fresh.consumer("projector", "work.>", (e) => { second.push(e.seq); }, { onError: (e) => errors.push(String(e)) });
     await b.ready;
     await until(() => second.at(-1) === total, 15_000, "the rest");
     await sleep(200);
@@ -227,7 +228,7 @@ test("consumer: kill -9 and restart: nothing acknowledged twice, nothing lost", 
     assert.equal(second[0], cursor + 1);
     assert.deepEqual(second, Array.from({ length: total - cursor }, (_, i) => cursor + 1 + i));
     assert.deepEqual(first, Array.from({ length: first.length }, (_, i) => i + 1));
-    await until(async () => (await fresh.consumerInfo("projector")).cursor === total, 5_000, "the last ack");
+    await until(async () => (await fresh.consumerInfo("projector")).cursor === total, 5_000, `the last ack (${JSON.stringify(await fresh.consumerInfo("projector"))} ${errors})`);
     b.unsubscribe();
     await b.closed;
   } finally {

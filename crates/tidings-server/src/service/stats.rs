@@ -30,7 +30,8 @@ impl Service {
     /// "total_channels","subscriptions","lagged","health","reason"?,"auth"}`
     pub fn stats(&self, who: &Principal) -> Value {
         let bus = self.bus().stats();
-        let text = self.render_metrics();
+        // Only the server-wide counters are read: no consumer series.
+        let text = self.metrics.render(&[], 0);
         let (dws, dsse) = (
             delivered(&text, Transport::WebSocket),
             delivered(&text, Transport::Sse),
