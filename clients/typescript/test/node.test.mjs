@@ -236,3 +236,46 @@ test("consumer: kill -9 and restart: nothing acknowledged twice, nothing lost", 
     tmp.remove();
   }
 });
+
+test("consumer: a failing handler gets the event again; the last ack is sent on unsubscribe; a takeover stops the first", async () => {
+  const server = await startServer();
+  try {
+    const client = new TidingsClient(server.url, FAST);
+    for (let i = 1; i <= 5; i++) await client.publish("job.run", { i });
+    const handled = [];
+    const errors = [];
+    let failed = false;
+    const a = client.consumer("worker", "job.>", (e) => {
+      handled.push(e.seq);
+      if (e.seq === 3 && !failed) {
+        failed = true;
+        throw new Error("transient");
+      }
+    }, { onError: (e, fatal) => errors.push([String(e), fatal]) });
+    await a.ready;
+    await until(() => handled.at(-1) === 5, 10_000, "all five");
+    assert.deepEqual(handled, [1, 2, 3, 3, 4, 5]);
+    assert.deepEqual(errors[0], ["Error: transient", false]);
+    a.unsubscribe();
+    await a.closed;
+    await until(async () => (await client.consumerInfo("worker")).cursor === 5, 5_000, "the final ack");
+
+    // A second connection with the same name takes over; the first stops.
+    const firstErrors = [];
+    const one = client.consumer("worker", "job.>", () => {}, { onError: (e, fatal) => firstErrors.push([e, fatal]) });
+    await one.ready;
+    const two = client.consumer("worker", "job.>", () => {});
+    await two.ready;
+    await one.closed;
+    assert.equal(one.state, "closed");
+    const [err, fatal] = firstErrors.at(-1);
+    assert.ok(err instanceof TidingsError && err.code === "consumer_taken_over" && fatal, String(err));
+    // Other patterns under the same name are refused with the server's 409.
+    const other = client.consumer("worker", "other.>", () => {});
+    await assert.rejects(other.ready, (e) => e instanceof TidingsError && e.status === 409);
+    two.unsubscribe();
+    await two.closed;
+  } finally {
+    await server.kill();
+  }
+});
