@@ -105,8 +105,8 @@ test("dashboard: live tail within a second, no console errors, screenshots", asy
     await page.waitForSelector('#hist-list li.ev[data-seq="26"]');
     await page.click("#hist-prev");
     await page.waitForSelector('#hist-list li.ev[data-seq="1"]');
-    const consumers = await page.$eval("#consumers", (e) => e.textContent);
-    assert.match(consumers, /\S/);
+    const consumersText = await page.$eval("#consumers", (e) => e.textContent);
+    assert.match(consumersText, /\S/);
     const channels = await page.$eval("#channels", (e) => e.textContent);
     assert.match(channels, /orders/);
     assert.notEqual(await page.$eval("#stat-conn", (e) => e.textContent), "–");
