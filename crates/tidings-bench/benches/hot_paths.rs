@@ -9,6 +9,11 @@
 //!   `trie/linear_10k` is the linear token scan over the same patterns.
 //! * `envelope/json`: `serde_json::to_string` of a committed `Event` (what
 //!   the server does per event per WebSocket/SSE subscriber).
+//! * `filter/none`, `filter/cel_world_42`: one `Bus::emit` of a
+//!   `player.move` event and its delivery to a stream subscriber, without
+//!   a filter and with the CEL filter `data.world_id == 42` (which accepts
+//!   it); the difference is a filter's cost per event and subscriber.
+//!   `filter/cel_eval` is the expression's evaluation alone.
 //! * `sqlite/append_1_none`: one-event `EventLog::append` on a SQLite log
 //!   with `Durability::None` (the writer thread round trip, no fsync).
 
@@ -68,6 +73,47 @@ fn envelope(c: &mut Criterion) {
     g.finish();
 }
 
+fn filter(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut data = payload();
+    data["world_id"] = serde_json::json!(42);
+    let cel = std::sync::Arc::new(
+        tidings_filter::CelFilter::compile("data.world_id == 42").expect("valid filter"),
+    );
+    let mut g = c.benchmark_group("filter");
+    g.throughput(Throughput::Elements(1));
+    for (name, f) in [
+        ("none", None),
+        (
+            "cel_world_42",
+            Some(cel.clone() as tidings_core::SharedFilter),
+        ),
+    ] {
+        let bus = rt
+            .block_on(async { tidings_core::Bus::builder().without_history().build() })
+            .expect("bus");
+        let mut stream = rt
+            .block_on(bus.subscribe_filtered(["player.move"], tidings_core::Position::End, f))
+            .expect("subscribe");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                bus.emit("player.move", data.clone()).expect("emit");
+                black_box(rt.block_on(futures_util::StreamExt::next(&mut stream)))
+            })
+        });
+    }
+    let e = NewEvent::new("player.move", data.clone())
+        .expect("valid")
+        .commit(7);
+    g.bench_function("cel_eval", |b| {
+        b.iter(|| black_box(tidings_core::EventFilter::accepts(&*cel, black_box(&e))))
+    });
+    g.finish();
+}
+
 fn sqlite(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = SqliteLog::open(
@@ -106,6 +152,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = trie, envelope, sqlite
+    targets = trie, envelope, filter, sqlite
 }
 criterion_main!(benches);

@@ -73,6 +73,15 @@ impl EventLog for SlowLog {
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         self.inner.prune()
     }
+    fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        self.inner.define_consumer(name, spec)
+    }
+    fn consumers(&self) -> BoxFuture<Result<Vec<tidings_core::ConsumerRecord>, CursorError>> {
+        self.inner.consumers()
+    }
+    fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        self.inner.delete_consumer(name)
+    }
     fn shared(&self) -> bool {
         self.shared
     }

@@ -122,10 +122,7 @@ impl CelFilter {
         let mut ctx = Context::default();
         ctx.add_variable_from_value("seq", Value::UInt(event.seq));
         ctx.add_variable_from_value("name", Value::String(Arc::new(event.name.clone())));
-        ctx.add_variable_from_value(
-            "source",
-            Value::String(Arc::new(event.source.to_string())),
-        );
+        ctx.add_variable_from_value("source", Value::String(Arc::new(event.source.to_string())));
         ctx.add_variable_from_value("time", Value::Timestamp(event.time.fixed_offset()));
         ctx.add_variable_from_value("data", json(&event.data));
         match self.program.execute(&ctx) {
@@ -191,7 +188,10 @@ mod tests {
 
     #[test]
     fn the_envelope_is_visible() {
-        let e = event("player.move", json!({"world_id": 42, "x": 1.5, "tags": ["a"]}));
+        let e = event(
+            "player.move",
+            json!({"world_id": 42, "x": 1.5, "tags": ["a"]}),
+        );
         for (expr, want) in [
             ("data.world_id == 42", true),
             ("data.world_id == 41", false),
@@ -203,17 +203,27 @@ mod tests {
             (r#""a" in data.tags"#, true),
             (r#"time > timestamp("2000-01-01T00:00:00Z")"#, true),
         ] {
-            assert_eq!(CelFilter::compile(expr).unwrap().accepts(&e), want, "{expr}");
+            assert_eq!(
+                CelFilter::compile(expr).unwrap().accepts(&e),
+                want,
+                "{expr}"
+            );
         }
     }
 
     #[test]
     fn failures_are_not_delivered_and_counted() {
         let f = CelFilter::compile("data.world_id == 42").unwrap();
-        assert!(!f.accepts(&event("a", json!({"other": 1}))), "a missing field");
+        assert!(
+            !f.accepts(&event("a", json!({"other": 1}))),
+            "a missing field"
+        );
         assert!(!f.accepts(&event("a", json!("text"))), "no fields at all");
         let g = CelFilter::compile("data.world_id").unwrap();
-        assert!(!g.accepts(&event("a", json!({"world_id": 3}))), "not a boolean");
+        assert!(
+            !g.accepts(&event("a", json!({"world_id": 3}))),
+            "not a boolean"
+        );
         assert_eq!(f.failures(), 2);
         assert_eq!(g.failures(), 1);
     }

@@ -5,10 +5,23 @@
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+/// How `tidings tail` follows.
+#[derive(Debug, Clone, Default)]
+pub struct TailOptions {
+    /// Start after this seq.
+    pub after: Option<u64>,
+    /// Print raw envelopes.
+    pub json: bool,
+    /// A CEL filter.
+    pub filter: Option<String>,
+    /// Follow as this durable consumer, acknowledging what was printed.
+    pub consumer: Option<String>,
+}
 
 /// Where and how to reach the server.
 pub struct Client {
@@ -96,14 +109,24 @@ impl Client {
         Self::answer(r).await
     }
 
-    /// Follows `/ws` and prints events until the connection ends.
+    /// `GET /consumers`.
+    pub async fn consumers(&self) -> Result<Value> {
+        let r = self
+            .auth(self.http.get(format!("{}/consumers", self.base)))
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// Follows `/ws` and prints events until the connection ends; as a
+    /// consumer, acknowledges each event once it is printed.
     pub async fn tail(
         &self,
         patterns: &[String],
-        after: Option<u64>,
-        as_json: bool,
+        opts: &TailOptions,
         out: &mut impl Write,
     ) -> Result<()> {
+        let (after, as_json) = (opts.after, opts.json);
         let ws_base = self.base.replacen("http", "ws", 1);
         let mut url =
             reqwest::Url::parse(&format!("{ws_base}/ws")).context("invalid --server URL")?;
@@ -118,6 +141,12 @@ impl Client {
             }
             if let Some(a) = after {
                 q.append_pair("after", &a.to_string());
+            }
+            if let Some(f) = &opts.filter {
+                q.append_pair("filter", f);
+            }
+            if let Some(c) = &opts.consumer {
+                q.append_pair("consumer", c);
             }
             if let Some(t) = &self.token {
                 q.append_pair("token", t);
@@ -156,6 +185,16 @@ impl Client {
                 )?,
             }
             out.flush()?;
+            if let (Some(_), Some(seq)) = (&opts.consumer, v.get("seq").and_then(Value::as_u64)) {
+                if v.get("type").is_none() {
+                    // Printed and flushed: done with it.
+                    socket
+                        .send(Message::Text(
+                            json!({"op": "ack", "seq": seq}).to_string().into(),
+                        ))
+                        .await?;
+                }
+            }
         }
         Ok(())
     }

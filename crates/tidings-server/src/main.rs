@@ -61,6 +61,18 @@ enum Command {
         /// Print the raw JSON envelopes.
         #[arg(long)]
         json: bool,
+        /// Only events this CEL expression accepts (e.g. 'data.world_id == 42').
+        #[arg(long)]
+        filter: Option<String>,
+        /// Follow as durable consumer NAME: resume after its cursor and
+        /// acknowledge every event once printed.
+        #[arg(long)]
+        consumer: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List durable consumers with their cursor and lag.
+    Consumers {
         #[command(flatten)]
         remote: Remote,
     },
@@ -135,11 +147,40 @@ async fn main() -> Result<()> {
             patterns,
             after,
             json,
+            filter,
+            consumer,
             remote,
         } => {
             let c = Client::new(&remote.server, remote.token);
-            c.tail(&patterns, after, json, &mut std::io::stdout())
-                .await?;
+            let opts = tidings_server::cli::TailOptions {
+                after,
+                json,
+                filter,
+                consumer,
+            };
+            c.tail(&patterns, &opts, &mut std::io::stdout()).await?;
+        }
+        Command::Consumers { remote } => {
+            let c = Client::new(&remote.server, remote.token);
+            let list = c.consumers().await?;
+            let rows = list["consumers"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no consumers");
+            }
+            for r in rows {
+                println!(
+                    "{:<24} cursor {:>10}  lag {:>8}  {}  {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["cursor"],
+                    r["lag"],
+                    if r["connected"] == true {
+                        "connected"
+                    } else {
+                        "idle     "
+                    },
+                    r["patterns"]
+                );
+            }
         }
         Command::History {
             pattern,

@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::{all_events, spawn_binary};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -184,6 +184,118 @@ async fn two_servers_on_one_redis_stream() {
     let key = format!("tidings-cluster-{}", uuid::Uuid::now_v7().simple());
     let store = format!("{url}?key={key}");
     two_servers_share_one_log(&store).await;
+    if let Ok(log) = tidings_redis::RedisLog::connect(&store, Default::default()).await {
+        let _ = log.destroy().await;
+    }
+}
+
+/// One consumer shared by two servers on one log: its definition and
+/// cursor live in the log, so it resumes on the other server after the
+/// last ack made on the first, and the other patterns are refused there.
+async fn two_servers_share_one_consumer(store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let a = spawn(store, &dir.path().join("a"));
+    let b = spawn(store, &dir.path().join("b"));
+    for i in 0..10 {
+        let r = http
+            .post(format!("{}/events", a.base))
+            .json(&json!({"name": "job.run", "data": i}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let ws_url = |base: &str, pattern: &str| {
+        format!(
+            "{}/ws?consumer=shared&pattern={pattern}",
+            base.replacen("http", "ws", 1)
+        )
+    };
+    let (mut on_a, _) = tokio_tungstenite::connect_async(ws_url(&a.base, "job.*"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut on_a).await["consumer"], "shared");
+    let first = take(&mut on_a, 6).await;
+    assert_eq!(
+        first.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    on_a.send(Message::Text(
+        json!({"op": "ack", "seq": 4}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let cursor_on = |base: String| {
+        let http = http.clone();
+        async move {
+            let v: Value = http
+                .get(format!("{base}/consumers/shared"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["cursor"].as_u64()
+        }
+    };
+    let mut seen = None;
+    for _ in 0..300 {
+        seen = cursor_on(b.base.clone()).await;
+        if seen == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(4), "server b sees the ack made on server a");
+    drop(on_a);
+    // The definition is shared: other patterns are refused on b too.
+    match tokio_tungstenite::connect_async(ws_url(&b.base, "other")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 409),
+        other => panic!("expected 409, got {:?}", other.map(|_| ())),
+    }
+    let (mut on_b, _) = tokio_tungstenite::connect_async(ws_url(&b.base, "job.*"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut on_b).await["cursor"], 4);
+    let rest = take(&mut on_b, 6).await;
+    assert_eq!(
+        rest.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9, 10],
+        "resumes after the last ack: 5 and 6 again, nothing lost"
+    );
+    let r = http
+        .delete(format!("{}/consumers/shared", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_a_consumer_on_nats() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_NATS") else {
+        eprintln!("skipped: TIDINGS_TEST_NATS not set");
+        return;
+    };
+    let stream = format!("consumer_{}", uuid::Uuid::now_v7().simple());
+    let store = format!("{url}?stream={stream}");
+    two_servers_share_one_consumer(&store).await;
+    if let Ok(log) = tidings_nats::NatsLog::connect(&store, Default::default()).await {
+        let _ = log.destroy().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_a_consumer_on_redis() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_REDIS") else {
+        eprintln!("skipped: TIDINGS_TEST_REDIS not set");
+        return;
+    };
+    let key = format!("tidings-consumer-{}", uuid::Uuid::now_v7().simple());
+    let store = format!("{url}?key={key}");
+    two_servers_share_one_consumer(&store).await;
     if let Ok(log) = tidings_redis::RedisLog::connect(&store, Default::default()).await {
         let _ = log.destroy().await;
     }

@@ -528,3 +528,14 @@ async fn a_websocket_that_never_answers_pings_is_closed() {
     // Ping frames (opcode 0x9) were sent before it was closed.
     assert!(seen.contains(&0x89), "no ping was sent");
 }
+
+/// A `max_future_secs` too large for the clock means no limit, not a panic
+/// (found by the config fuzzer).
+#[tokio::test]
+async fn a_huge_future_limit_does_not_break_publishing() {
+    let s = memory_server(|c| c.max_future_secs = u64::MAX).await;
+    let (st, body) = s
+        .post(json!({"name": "a.b", "time": "9999-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+}

@@ -220,8 +220,12 @@ impl Service {
                 "the batch is empty: send at least one event",
             ));
         }
-        let horizon = chrono::Utc::now()
-            + chrono::Duration::seconds(self.config.max_future_secs.min(i64::MAX as u64) as i64);
+        // A setting too large for the clock means "no limit", not a panic.
+        let horizon = i64::try_from(self.config.max_future_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         let mut batch = Vec::with_capacity(events.len());
         for (i, e) in events.into_iter().enumerate() {
             let at = |msg: String| format!("event {i}: {msg}");
