@@ -165,3 +165,31 @@ test("dashboard: asks for a token when auth is on, keeps it for the session", as
     tmp.remove();
   }
 });
+
+test("dashboard: the tail filter applies, and a bad one shows the server's error", async () => {
+  const server = await startServer();
+  const browser = await launchChromium();
+  try {
+    const client = new TidingsClient(server.url);
+    const page = await browser.newPage();
+    await page.goto(server.url + "/");
+    await page.waitForFunction(() => document.getElementById("tail-state")?.textContent === "live", { timeout: 10_000 });
+    await page.type("#tail-filter", "data.x ==");
+    await page.click("#tail-form button[type=submit]");
+    await page.waitForSelector("#tail-error:not([hidden])", { timeout: 5000 });
+    assert.match(await page.$eval("#tail-error", (e) => e.textContent), /^400 /);
+
+    await page.$eval("#tail-filter", (e) => { e.value = ""; });
+    await page.type("#tail-filter", "data.x > 10");
+    await page.click("#tail-form button[type=submit]");
+    await page.waitForFunction(() => document.getElementById("tail-state")?.textContent === "live", { timeout: 10_000 });
+    assert.equal(await page.$eval("#tail-error", (e) => e.hidden), true);
+    const low = await client.publish("f.x", { x: 1 });
+    const high = await client.publish("f.x", { x: 11 });
+    await page.waitForSelector(`#tail-list li[data-seq="${high.seq}"]`, { timeout: 2000 });
+    assert.equal(await page.$(`#tail-list li[data-seq="${low.seq}"]`), null);
+  } finally {
+    await browser.close();
+    await server.kill();
+  }
+});
