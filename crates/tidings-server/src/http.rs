@@ -186,18 +186,30 @@ pub async fn metrics(
     respond(&svc, result)
 }
 
+/// Authenticates the request, then answers `f(who)` as JSON.
+async fn as_caller<F, Fut>(svc: &Service, q: Option<&str>, headers: &HeaderMap, f: F) -> Response
+where
+    F: FnOnce(crate::auth::Principal) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ServiceError>>,
+{
+    let result = match principal(svc, headers, &Params::parse(q)) {
+        Ok(who) => f(who).await.map(Json),
+        Err(e) => Err(e),
+    };
+    respond(svc, result)
+}
+
 /// `GET /consumers`.
 pub async fn list_consumers(
     State(svc): State<Arc<Service>>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = async {
-        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
-        Ok::<_, ServiceError>(Json(svc.list_consumers(&who).await?))
-    }
-    .await;
-    respond(&svc, result)
+    let svc2 = svc.clone();
+    as_caller(&svc, q.as_deref(), &headers, |who| async move {
+        svc2.list_consumers(&who).await
+    })
+    .await
 }
 
 /// `GET /consumers/{name}`.
@@ -207,12 +219,11 @@ pub async fn get_consumer(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = async {
-        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
-        Ok::<_, ServiceError>(Json(svc.get_consumer(&who, &name).await?))
-    }
-    .await;
-    respond(&svc, result)
+    let svc2 = svc.clone();
+    as_caller(&svc, q.as_deref(), &headers, |who| async move {
+        svc2.get_consumer(&who, &name).await
+    })
+    .await
 }
 
 /// `DELETE /consumers/{name}`.
@@ -222,12 +233,11 @@ pub async fn delete_consumer(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = async {
-        let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
-        Ok::<_, ServiceError>(Json(svc.delete_consumer(&who, &name).await?))
-    }
-    .await;
-    respond(&svc, result)
+    let svc2 = svc.clone();
+    as_caller(&svc, q.as_deref(), &headers, |who| async move {
+        svc2.delete_consumer(&who, &name).await
+    })
+    .await
 }
 
 /// `POST /consumers/{name}/ack` with `{"seq": N}`.

@@ -290,3 +290,20 @@ async fn filters_deliver_exactly_the_matching_events() {
         "{metrics}"
     );
 }
+
+/// One ack per event is never refused by the command rate limit.
+#[tokio::test]
+async fn acks_are_not_rate_limited() {
+    let s = memory_server(|c| c.commands_per_sec = 1).await;
+    for _ in 0..50 {
+        s.post(json!({"name": "a.b"})).await;
+    }
+    let mut ws = s.ws("/ws?consumer=fast&pattern=a.*").await;
+    next_json(&mut ws).await;
+    for seq in 1..=50u64 {
+        assert_eq!(next_json(&mut ws).await["seq"], seq);
+        send_json(&mut ws, json!({"op": "ack", "seq": seq})).await;
+    }
+    quiet(&mut ws, 300).await;
+    wait_cursor(&s, "fast", 50).await;
+}

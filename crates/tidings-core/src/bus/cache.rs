@@ -1,5 +1,16 @@
-//! The bounded cache in front of the trie: event name -> matched
-//! subscriptions.
+//! The bounded cache in front of the trie: event name -> what the trie
+//! matched for it (the registry stores its dispatch-ordered
+//! subscriptions; the cache only needs to clone it).
+//!
+//! # Contract
+//!
+//! * A hit is always for the name asked, never for another name sharing
+//!   its slot.
+//! * The cache holds at most `capacity` names.
+//! * Keeping entries right is the owner's job: it calls
+//!   [`MatchCache::invalidate_matching`] with the pattern of every
+//!   subscription it adds or removes, which drops exactly the names that
+//!   pattern matches.
 //!
 //! Direct-mapped: a name has exactly one slot (its hash modulo the
 //! capacity), and inserting overwrites whatever was there. Lookups and
@@ -11,25 +22,24 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::registry::Matches;
 use crate::name::{Pattern, PatternToken};
 
-struct Slot {
+struct Slot<V> {
     name: Box<str>,
-    matches: Matches,
+    matches: V,
 }
 
-pub(crate) struct MatchCache {
+pub(crate) struct MatchCache<V> {
     /// Invariant: every occupied slot holds what the trie matches for its
     /// name now (the registry drops the entries a changed pattern matches).
-    slots: Box<[Option<Slot>]>,
+    slots: Box<[Option<Slot<V>>]>,
     hasher: RandomState,
     /// Invariant: the number of occupied slots (so `clear` on an empty
     /// cache, e.g. while subscribing many before any emit, costs nothing).
     occupied: usize,
 }
 
-impl MatchCache {
+impl<V> MatchCache<V> {
     /// A cache of at most `capacity` names (`capacity >= 1`).
     pub fn new(capacity: usize) -> Self {
         MatchCache {
@@ -43,14 +53,14 @@ impl MatchCache {
         (self.hasher.hash_one(name) % self.slots.len() as u64) as usize
     }
 
-    pub fn get(&self, name: &str) -> Option<&Matches> {
+    pub fn get(&self, name: &str) -> Option<&V> {
         match &self.slots[self.index(name)] {
             Some(slot) if &*slot.name == name => Some(&slot.matches),
             _ => None,
         }
     }
 
-    pub fn insert(&mut self, name: &str, matches: Matches) {
+    pub fn insert(&mut self, name: &str, matches: V) {
         let i = self.index(name);
         let slot = &mut self.slots[i];
         if slot.is_none() {
@@ -100,15 +110,13 @@ impl MatchCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
     fn bounded_exact_and_cleared() {
-        let mut c = MatchCache::new(3);
+        let mut c = MatchCache::<()>::new(3);
         for i in 0..100 {
-            c.insert(&format!("n{i}"), Arc::new([]));
+            c.insert(&format!("n{i}"), ());
             assert!(c.len() <= 3);
             assert!(c.get(&format!("n{i}")).is_some(), "the last insert is kept");
         }
@@ -127,10 +135,10 @@ mod tests {
         let names = ["a.x", "a:y", "a.x.z", "b.x", "c"];
         // Large enough that the five names are unlikely to share a slot;
         // the assertions below only count names that were kept on insert.
-        let mut c = MatchCache::new(4096);
-        let fill = |c: &mut MatchCache| {
+        let mut c = MatchCache::<()>::new(4096);
+        let fill = |c: &mut MatchCache<()>| {
             c.clear();
-            names.iter().for_each(|n| c.insert(n, Arc::new([])));
+            names.iter().for_each(|n| c.insert(n, ()));
             names
                 .iter()
                 .filter(|n| c.get(n).is_some())

@@ -8,8 +8,9 @@ use std::sync::{Arc, Weak};
 
 use futures_util::{FutureExt, StreamExt};
 
+use super::dispatch::DEPTH;
 use super::registry::{SubKind, SyncFn};
-use super::{Bus, Inner, SubscribeError, DEPTH};
+use super::{Bus, Inner, SubscribeError};
 use crate::event::{Event, Priority, SharedEvent};
 use crate::filter::{EventFilter, SharedFilter};
 use crate::log::Delivery;
@@ -137,7 +138,7 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
 
     fn register_sync(self, f: SyncFn, once: bool) -> Result<Subscription, SubscribeError> {
         let pattern = self.pattern.into_pattern()?;
-        let (sub, _) = self.bus.inner.registry.lock().insert(
+        let sub = self.bus.inner.registry.register(
             pattern,
             self.priority,
             self.owner,

@@ -1,11 +1,27 @@
 //! Who listens to what: subscriptions, the pattern trie and the match cache.
+//!
+//! # Contract
+//!
+//! * [`Registry`] is the only way to the subscriptions; its lock is its
+//!   own, so every change (subscribe, unsubscribe, detach) and every lookup
+//!   is atomic with respect to the others.
+//! * A lookup gives the subscriptions matching an event in dispatch order:
+//!   higher priority first, then registration (id) order.
+//! * Lookups happen in seq order (dispatch is sequenced), so a
+//!   subscription registered now receives every event with a seq greater
+//!   than the one `register_all` returns, and none with a smaller one.
+//! * A removed subscription is inactive from the moment `remove` or
+//!   `detach` returns; `remove` also closes its sink, `detach` leaves it
+//!   open (a stream dropping one of its several patterns).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::cache::MatchCache;
-use super::stream::Sink;
+use super::sink::Sink;
 use crate::event::{Priority, SharedEvent};
 use crate::name::Pattern;
 use crate::trie::Trie;
@@ -102,7 +118,119 @@ impl PartialEq for ById {
     }
 }
 
+/// The subscriptions of a bus, behind their own lock.
 pub(crate) struct Registry {
+    table: Mutex<Table>,
+}
+
+impl Registry {
+    /// An empty registry whose first lookup will be for a seq after
+    /// `looked_up`, caching the matches of up to `cache_cap` names.
+    pub fn new(cache_cap: usize, looked_up: u64) -> Self {
+        Registry {
+            table: Mutex::new(Table::new(cache_cap, looked_up)),
+        }
+    }
+
+    /// Registers a subscription.
+    pub fn register(
+        &self,
+        pattern: Pattern,
+        priority: Priority,
+        owner: Option<Arc<str>>,
+        kind: SubKind,
+    ) -> Arc<Sub> {
+        self.table.lock().insert(pattern, priority, owner, kind).0
+    }
+
+    /// Registers one subscription per pattern, all at once; returns them
+    /// and the seq after which they receive events.
+    pub fn register_all(
+        &self,
+        patterns: Vec<Pattern>,
+        priority: Priority,
+        owner: Option<Arc<str>>,
+        kind: impl Fn() -> SubKind,
+    ) -> (Vec<Arc<Sub>>, u64) {
+        let mut table = self.table.lock();
+        let subs = patterns
+            .into_iter()
+            .map(|p| table.insert(p, priority, owner.clone(), kind()).0)
+            .collect();
+        (subs, table.looked_up())
+    }
+
+    /// Removes a subscription and closes its sink; returns whether it
+    /// existed.
+    pub fn remove(&self, id: u64) -> bool {
+        self.table.lock().remove(id).is_some()
+    }
+
+    /// Removes several subscriptions at once, closing their sinks.
+    pub fn remove_all(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut table = self.table.lock();
+        for id in ids {
+            table.remove(id);
+        }
+    }
+
+    /// Removes a subscription but leaves its sink open.
+    pub fn detach(&self, id: u64) {
+        self.table.lock().detach(id);
+    }
+
+    /// Removes every subscription of `owner`; returns how many.
+    pub fn remove_owner(&self, owner: &str) -> usize {
+        let mut table = self.table.lock();
+        let ids: Vec<u64> = table.by_owner(owner).iter().map(|s| s.id).collect();
+        for id in &ids {
+            table.remove(*id);
+        }
+        ids.len()
+    }
+
+    /// The dispatch-ordered subscriptions matching the event.
+    pub fn lookup(&self, event: &SharedEvent) -> Matches {
+        self.table.lock().lookup(event)
+    }
+
+    /// The live subscriptions, of one owner or all, in registration order.
+    pub fn infos(&self, owner: Option<&str>) -> Vec<SubscriptionInfo> {
+        let table = self.table.lock();
+        match owner {
+            Some(o) => table
+                .by_owner(o)
+                .iter()
+                .map(|s| SubscriptionInfo::from(&**s))
+                .collect(),
+            None => table.all().map(|s| SubscriptionInfo::from(&**s)).collect(),
+        }
+    }
+
+    /// Subscriptions an event named `name` would reach.
+    pub fn count_matching(&self, name: &str) -> usize {
+        self.table.lock().count_matching(name)
+    }
+
+    /// Subscriptions registered with exactly this pattern.
+    pub fn count_with_pattern(&self, pattern: &Pattern) -> usize {
+        self.table.lock().count_with_pattern(pattern)
+    }
+
+    /// How many subscriptions are live.
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
+    /// The state itself, for tests that look at the cache.
+    #[cfg(test)]
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Table> {
+        self.table.lock()
+    }
+}
+
+/// The registry's state, behind its lock.
+pub(crate) struct Table {
     trie: Trie<ById>,
     /// Invariant: exactly the subscriptions stored in `trie`, by id.
     subs: BTreeMap<u64, Arc<Sub>>,
@@ -114,7 +242,7 @@ pub(crate) struct Registry {
     /// pattern matches (no other entry changes). At most `cache_cap`
     /// entries. Names nobody matches are not cached: the trie rejects them
     /// within a token or two, and they would crowd out names that match.
-    cache: MatchCache,
+    cache: MatchCache<Matches>,
     /// The highest seq whose matches were looked up. Lookups happen in seq
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
@@ -124,9 +252,9 @@ pub(crate) struct Registry {
     cache_hits: u64,
 }
 
-impl Registry {
-    pub fn new(cache_cap: usize, looked_up: u64) -> Self {
-        Registry {
+impl Table {
+    fn new(cache_cap: usize, looked_up: u64) -> Self {
+        Table {
             trie: Trie::new(),
             subs: BTreeMap::new(),
             no_match: Arc::new([]),
@@ -140,7 +268,7 @@ impl Registry {
 
     /// Registers a subscription; returns it and the seq after which it
     /// receives events.
-    pub fn insert(
+    fn insert(
         &mut self,
         pattern: Pattern,
         priority: Priority,
@@ -165,7 +293,7 @@ impl Registry {
     }
 
     /// Removes a subscription; closes its sink so its stream ends.
-    pub fn remove(&mut self, id: u64) -> Option<Arc<Sub>> {
+    fn remove(&mut self, id: u64) -> Option<Arc<Sub>> {
         let sub = self.detach(id)?;
         if let SubKind::Sink(s) = &sub.kind {
             s.close();
@@ -175,7 +303,7 @@ impl Registry {
 
     /// Removes a subscription but leaves its sink open (a stream dropping
     /// one of its several patterns).
-    pub fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
+    fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
         let sub = self.subs.remove(&id)?;
         sub.active.store(false, Ordering::Release);
         self.trie.remove(&sub.pattern, &ById(sub.clone()));
@@ -184,7 +312,7 @@ impl Registry {
     }
 
     /// The dispatch-ordered subscriptions matching the event.
-    pub fn lookup(&mut self, event: &SharedEvent) -> Matches {
+    fn lookup(&mut self, event: &SharedEvent) -> Matches {
         self.looked_up = event.seq;
         if let Some(m) = self.cache.get(event.name.as_str()) {
             #[cfg(test)]
@@ -206,23 +334,23 @@ impl Registry {
     }
 
     /// The last seq whose matches were looked up.
-    pub fn looked_up(&self) -> u64 {
+    fn looked_up(&self) -> u64 {
         self.looked_up
     }
 
     /// Subscriptions an event named `name` would reach.
-    pub fn count_matching(&self, name: &str) -> usize {
+    fn count_matching(&self, name: &str) -> usize {
         let mut found = Vec::new();
         self.trie.matches(name, &mut found);
         found.len()
     }
 
     /// Subscriptions registered with exactly this pattern.
-    pub fn count_with_pattern(&self, pattern: &Pattern) -> usize {
+    fn count_with_pattern(&self, pattern: &Pattern) -> usize {
         self.subs.values().filter(|s| &s.pattern == pattern).count()
     }
 
-    pub fn by_owner(&self, owner: &str) -> Vec<Arc<Sub>> {
+    fn by_owner(&self, owner: &str) -> Vec<Arc<Sub>> {
         self.subs
             .values()
             .filter(|s| s.owner.as_deref() == Some(owner))
@@ -230,27 +358,27 @@ impl Registry {
             .collect()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Sub>> {
+    fn all(&self) -> impl Iterator<Item = &Arc<Sub>> {
         self.subs.values()
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.subs.len()
     }
 
     #[cfg(test)]
-    pub fn cache_len(&self) -> usize {
+    pub(super) fn cache_len(&self) -> usize {
         self.cache.len()
     }
 
     /// Whether the cache holds an entry for `name`.
     #[cfg(test)]
-    pub fn cached(&self, name: &str) -> bool {
+    pub(super) fn cached(&self, name: &str) -> bool {
         self.cache.get(name).is_some()
     }
 
     #[cfg(test)]
-    pub fn cache_hits(&self) -> u64 {
+    pub(super) fn cache_hits(&self) -> u64 {
         self.cache_hits
     }
 }

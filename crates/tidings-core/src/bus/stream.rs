@@ -14,110 +14,19 @@
 //! repeats an event. Only if retention pruned the events it needs does the
 //! stream yield [`Delivery::Lagged`], with the count and where it resumes.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
-use parking_lot::Mutex;
 
 use super::registry::{Sub, SubKind};
+use super::sink::{Peek, Sink, Take};
 use super::Bus;
-use crate::event::{Priority, SharedEvent};
-use crate::filter::{passes, SharedFilter};
+use crate::event::Priority;
+use crate::filter::SharedFilter;
 use crate::log::{Delivery, ReadError, Reader};
 use crate::name::{IntoPattern, Pattern, PatternError};
-
-pub(crate) struct Queued {
-    pub event: SharedEvent,
-    /// Emit depth of the event (for the depth guard of async handlers).
-    pub depth: u32,
-}
-
-struct SinkState {
-    /// Invariant: ascending seqs, at most `capacity` entries.
-    queue: VecDeque<Queued>,
-    /// Set when an event was left out because the queue was full.
-    overflowed: bool,
-    /// Set when the subscription was removed; the stream then ends.
-    closed: bool,
-    waker: Option<Waker>,
-}
-
-/// The dispatch side of a stream subscription.
-pub(crate) struct Sink {
-    state: Mutex<SinkState>,
-    capacity: usize,
-    /// True if an async handler task reads this sink.
-    handler: bool,
-    /// Events it rejects are never queued (and never read back from the
-    /// log by the stream).
-    filter: Option<SharedFilter>,
-}
-
-impl Sink {
-    pub fn filtered(capacity: usize, handler: bool, filter: Option<SharedFilter>) -> Self {
-        Sink {
-            filter,
-            state: Mutex::new(SinkState {
-                queue: VecDeque::new(),
-                overflowed: false,
-                closed: false,
-                waker: None,
-            }),
-            capacity,
-            handler,
-        }
-    }
-
-    pub fn is_handler(&self) -> bool {
-        self.handler
-    }
-
-    /// True if the sink's filter lets `event` through.
-    pub fn accepts(&self, event: &crate::event::Event) -> bool {
-        passes(&self.filter, event)
-    }
-
-    /// Queues an event; returns false if it was left for the log instead
-    /// (or filtered out).
-    pub fn push(&self, event: &SharedEvent, depth: u32) -> bool {
-        if !self.accepts(event) {
-            return false;
-        }
-        let mut st = self.state.lock();
-        if st.closed {
-            return false;
-        }
-        let queued = if st.overflowed || st.queue.len() >= self.capacity {
-            st.overflowed = true;
-            false
-        } else {
-            st.queue.push_back(Queued {
-                event: event.clone(),
-                depth,
-            });
-            true
-        };
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        queued
-    }
-
-    pub fn close(&self) {
-        let mut st = self.state.lock();
-        st.closed = true;
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
 
 /// A live, ordered, lossless stream of the bus's events matching one or
 /// more patterns.
@@ -191,7 +100,7 @@ impl EventStream {
         let first = &self.subs.first();
         let (priority, owner) =
             first.map_or((Priority::Normal, None), |s| (s.priority, s.owner.clone()));
-        let (sub, _) = self.bus.inner.registry.lock().insert(
+        let sub = self.bus.inner.registry.register(
             pattern,
             priority,
             owner,
@@ -208,7 +117,7 @@ impl EventStream {
             return Ok(false);
         };
         let sub = self.subs.remove(i);
-        self.bus.inner.registry.lock().detach(sub.id);
+        self.bus.inner.registry.detach(sub.id);
         Ok(true)
     }
 
@@ -232,19 +141,13 @@ impl Stream for EventStream {
         let this = self.get_mut();
         loop {
             if this.catching_up {
-                {
-                    let st = this.sink.state.lock();
-                    if st.closed {
-                        return Poll::Ready(None);
-                    }
-                    if st
-                        .queue
-                        .front()
-                        .is_some_and(|q| q.event.seq <= this.reader.last() + 1)
-                    {
+                match this.sink.peek() {
+                    Peek::Closed => return Poll::Ready(None),
+                    Peek::Front(seq) if seq <= this.reader.last() + 1 => {
                         this.catching_up = false;
                         continue;
                     }
+                    Peek::Front(_) | Peek::Empty => {}
                 }
                 match ready!(this.reader.poll_next(cx)) {
                     Ok(Some(Delivery::Event(e))) => {
@@ -261,25 +164,19 @@ impl Stream for EventStream {
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             } else {
-                let mut st = this.sink.state.lock();
-                while let Some(q) = st.queue.pop_front() {
-                    if q.event.seq <= this.reader.last() {
+                match this.sink.take_after(this.reader.last(), cx.waker()) {
+                    Take::Event(q) => {
+                        this.reader.advance_to(q.event.seq);
+                        this.last_depth = q.depth;
+                        return Poll::Ready(Some(Ok(Delivery::Event(q.event))));
+                    }
+                    Take::Overflowed => {
+                        this.catching_up = true;
                         continue;
                     }
-                    this.reader.advance_to(q.event.seq);
-                    this.last_depth = q.depth;
-                    return Poll::Ready(Some(Ok(Delivery::Event(q.event))));
+                    Take::Closed => return Poll::Ready(None),
+                    Take::Pending => return Poll::Pending,
                 }
-                if st.overflowed {
-                    st.overflowed = false;
-                    this.catching_up = true;
-                    continue;
-                }
-                if st.closed {
-                    return Poll::Ready(None);
-                }
-                st.waker = Some(cx.waker().clone());
-                return Poll::Pending;
             }
         }
     }
@@ -287,9 +184,42 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        let mut reg = self.bus.inner.registry.lock();
-        for s in &self.subs {
-            reg.remove(s.id);
+        self.bus
+            .inner
+            .registry
+            .remove_all(self.subs.iter().map(|s| s.id));
+    }
+}
+
+impl Bus {
+    /// Registers a stream (or an async handler's queue when `handler`) on
+    /// `patterns`, duplicates dropped; it starts live, or from the log after
+    /// seq `after`.
+    pub(crate) fn open_stream(
+        &self,
+        patterns: Vec<Pattern>,
+        priority: Priority,
+        owner: Option<Arc<str>>,
+        handler: bool,
+        after: Option<u64>,
+        filter: Option<SharedFilter>,
+    ) -> EventStream {
+        let sink = Arc::new(Sink::filtered(self.inner.stream_capacity, handler, filter));
+        let mut unique: Vec<Pattern> = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
         }
+        let (subs, start) = self
+            .inner
+            .registry
+            .register_all(unique, priority, owner, || SubKind::Sink(sink.clone()));
+        let (reader_start, catching_up) = match after {
+            Some(a) => (a, true),
+            None => (start, false),
+        };
+        let reader = Reader::new(self.inner.log.clone(), reader_start);
+        EventStream::new(self.clone(), subs, sink, reader, catching_up)
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
 #[test]
 fn names_nobody_matches_are_not_cached() {

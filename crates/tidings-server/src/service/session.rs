@@ -429,7 +429,10 @@ impl Session {
 
     /// Runs a client's command; returns the reply to send, if any.
     pub fn command(&mut self, text: &str) -> Option<Value> {
-        if !self.commands.take() {
+        // Acks are not rate limited: there is at most one per delivered
+        // event, so the delivery rate already bounds them.
+        let is_ack = matches!(Command::parse(text), Ok(Command::Ack { .. }));
+        if !is_ack && !self.commands.take() {
             return Some(error_json(&ServiceError::limit(format!(
                 "too many commands: at most {} per second (commands_per_sec)",
                 self.service.config.commands_per_sec

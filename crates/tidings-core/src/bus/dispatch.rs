@@ -1,0 +1,228 @@
+//! Dispatching committed events to the subscriptions that match them.
+//!
+//! # Contract
+//!
+//! * Only committed events are dispatched, and only through the
+//!   [`Dispatcher`](super::dispatcher::Dispatcher), which runs them strictly
+//!   by seq: every subscriber sees the log's order, with no gap and no
+//!   duplicate (duplicates of an idempotent emit are not dispatched).
+//! * Within one event: higher priority first, then registration order (the
+//!   registry's match order). A subscription removed before its turn is
+//!   skipped; no call starts after removal returned.
+//! * A sync handler's error or panic is caught, counted and logged; the
+//!   other handlers still run. Streams and async handlers get the event in
+//!   their queue, with its emit depth.
+//! * While a thread runs sync handlers, [`DISPATCHING`] holds the depth of
+//!   the event they handle (async handlers carry it in [`DEPTH`]); the emit
+//!   depth guard reads both.
+//! * A committed append is always dispatched, even if its emitter is
+//!   cancelled ([`DispatchOnDrop`]): an undispatched seq would hold back
+//!   every later event.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+
+use super::dispatcher::Submitted;
+use super::registry::SubKind;
+use super::Inner;
+use crate::event::SharedEvent;
+use crate::log::{AppendError, AppendFuture, Committed};
+
+tokio::task_local! {
+    /// Emit depth of the event an async handler is handling.
+    pub(crate) static DEPTH: u32;
+}
+
+thread_local! {
+    /// `Some(depth)` while this thread dispatches an event of that emit
+    /// depth (that is, inside sync handlers).
+    pub(super) static DISPATCHING: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+impl Inner {
+    /// Hands a committed batch to the dispatcher. Returns the seq the
+    /// emitter must wait for before returning (its handlers have not all run
+    /// yet), or `None` if it must not wait (an emit from inside a handler,
+    /// dispatched after the current event).
+    pub(super) fn after_commit(&self, committed: &[Committed], depth: u32) -> Option<u64> {
+        let fresh = committed.iter().filter(|c| !c.duplicate).map(|c| &c.event);
+        let wait_for = committed.iter().map(|c| c.event.seq).max()?;
+        if let Some(first) = fresh.clone().next() {
+            let count = fresh.clone().count();
+            self.stats
+                .published
+                .fetch_add(count as u64, Ordering::Relaxed);
+            if self.submit_iter(first.seq, fresh, depth) == Submitted::Nested {
+                return None;
+            }
+        }
+        Some(wait_for)
+    }
+
+    /// Hands consecutive committed events to the dispatcher.
+    pub(super) fn submit(&self, events: &[SharedEvent], depth: u32) -> Submitted {
+        match events.first() {
+            Some(first) => self.submit_iter(first.seq, events.iter(), depth),
+            None => Submitted::Dispatched,
+        }
+    }
+
+    fn submit_iter<'a>(
+        &self,
+        first: u64,
+        events: impl Iterator<Item = &'a SharedEvent> + Clone,
+        depth: u32,
+    ) -> Submitted {
+        let run = |e: &SharedEvent, d: u32| {
+            let outer = DISPATCHING.with(|c| c.replace(Some(d)));
+            self.dispatch_one(e, d);
+            DISPATCHING.with(|c| c.set(outer));
+        };
+        self.dispatcher.submit(first, events, depth, &run)
+    }
+
+    fn dispatch_one(&self, event: &SharedEvent, depth: u32) {
+        if let Some(ring) = &self.history {
+            let mut ring = ring.lock();
+            if ring.len() >= self.history_cap {
+                ring.pop_front();
+            }
+            ring.push_back(event.clone());
+        }
+        let subs = self.registry.lookup(event);
+        for sub in subs.iter() {
+            if !sub.active.load(Ordering::Acquire) {
+                continue;
+            }
+            match &sub.kind {
+                SubKind::Sync { f, once, filter } => {
+                    if !crate::filter::passes(filter, event) {
+                        continue;
+                    }
+                    if *once && sub.fired.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
+                    let outcome = catch_unwind(AssertUnwindSafe(|| f(event)));
+                    self.record_outcome(event, sub.id, outcome);
+                    if *once {
+                        self.remove(sub.id);
+                    }
+                }
+                SubKind::Sink(sink) => {
+                    if sink.accepts(event) {
+                        self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
+                        sink.push(event, depth);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn record_outcome(
+        &self,
+        event: &SharedEvent,
+        subscription: u64,
+        outcome: std::thread::Result<Result<(), String>>,
+    ) {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                self.stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(seq = event.seq, name = %event.name, subscription, %error, "handler failed");
+            }
+            Err(panic) => {
+                self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                tracing::error!(seq = event.seq, name = %event.name, subscription, %message, "handler panicked");
+            }
+        }
+    }
+}
+
+/// Awaits an append; if dropped before it completes (the emitter was
+/// cancelled), finishes it on the runtime and dispatches the result, so a
+/// committed event is never left undispatched (which would hold back every
+/// later event).
+pub(super) struct DispatchOnDrop {
+    /// `None` once the append completed (and was handed to the poller);
+    /// `Some` in `drop` means nobody saw the result, so `drop` finishes it.
+    fut: Option<AppendFuture>,
+    inner: Arc<Inner>,
+    /// Emit depth of the append, for the dispatch of its events.
+    depth: u32,
+}
+
+impl DispatchOnDrop {
+    pub(super) fn new(fut: AppendFuture, inner: Arc<Inner>, depth: u32) -> Self {
+        DispatchOnDrop {
+            fut: Some(fut),
+            inner,
+            depth,
+        }
+    }
+}
+
+impl Future for DispatchOnDrop {
+    type Output = Result<Vec<Committed>, AppendError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let fut = this.fut.as_mut().expect("polled after completion");
+        let out = Pin::new(fut).poll(cx);
+        if out.is_ready() {
+            this.fut = None;
+        }
+        out
+    }
+}
+
+impl Drop for DispatchOnDrop {
+    fn drop(&mut self) {
+        let Some(fut) = self.fut.take() else { return };
+        let inner = self.inner.clone();
+        let depth = self.depth;
+        let finish = async move {
+            if let Ok(committed) = fut.await {
+                // Nobody is waiting for this emit any more.
+                let _ = inner.after_commit(&committed, depth);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(finish);
+            }
+            Err(_) => {
+                std::thread::spawn(move || block_on(finish));
+            }
+        }
+    }
+}
+
+/// Runs a future to completion on this thread (for sync `emit` over a log
+/// that does I/O).
+pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

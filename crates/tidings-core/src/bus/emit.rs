@@ -1,0 +1,180 @@
+//! Emitting: commit to the log, then dispatch, with the depth guard.
+//!
+//! # Contract
+//!
+//! * **Commit before notify.** An emit appends to the log first; only the
+//!   committed events (with their seqs) are handed to dispatch. A failed
+//!   emit committed nothing.
+//! * **Sync emits return after their handlers.** `emit` and `emit_batch`
+//!   block until the log committed and every sync handler of the events
+//!   ran; the `_async` variants await the same without blocking the
+//!   runtime on the log's I/O.
+//! * **Re-entrant emits are queued.** An emit from inside a handler is one
+//!   level deeper than the event being handled; past the bus's
+//!   `max_depth` it is refused with [`EmitError::DepthExceeded`] (and
+//!   counted). A nested emit returns once committed; its dispatch follows
+//!   the current event's.
+//! * **Cancelled async emits still dispatch.** Dropping an `_async` emit
+//!   after its append started leaves the append to finish and be
+//!   dispatched in the background.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
+use super::dispatch::{block_on, DispatchOnDrop, DEPTH, DISPATCHING};
+use super::{Bus, EmitError};
+use crate::event::{NewEvent, Priority, SharedEvent};
+use crate::log::{AppendFuture, Committed, EventLog};
+use crate::name::NameError;
+
+/// An event being built: made by [`Bus::event`].
+#[must_use = "call .emit() or .emit_async() to commit the event"]
+pub struct EmitBuilder<'a> {
+    bus: &'a Bus,
+    /// The event so far, or why its name was refused (reported by `emit`,
+    /// so the builder chain stays infallible).
+    event: Result<NewEvent, NameError>,
+    expected_last: Option<u64>,
+}
+
+impl<'a> EmitBuilder<'a> {
+    pub(super) fn new(bus: &'a Bus, name: impl Into<String>) -> Self {
+        EmitBuilder {
+            bus,
+            event: NewEvent::new(name, serde_json::Value::Null),
+            expected_last: None,
+        }
+    }
+}
+
+impl EmitBuilder<'_> {
+    fn map(mut self, f: impl FnOnce(NewEvent) -> NewEvent) -> Self {
+        self.event = self.event.map(f);
+        self
+    }
+    /// The payload (default `null`).
+    pub fn data(self, data: serde_json::Value) -> Self {
+        self.map(|e| NewEvent { data, ..e })
+    }
+    /// The emitting component (default `"app"`).
+    pub fn source(self, source: impl Into<String>) -> Self {
+        self.map(|e| e.source(source))
+    }
+    /// An idempotency key: a second emit with the same key within the log's
+    /// window returns the original event and dispatches nothing.
+    pub fn key(self, key: impl Into<String>) -> Self {
+        self.map(|e| e.key(key))
+    }
+    /// Priority metadata recorded on the event.
+    pub fn priority(self, priority: Priority) -> Self {
+        self.map(|e| e.priority(priority))
+    }
+    /// Refuse unless the log's last seq is `seq` (optimistic concurrency).
+    pub fn expect_last(mut self, seq: u64) -> Self {
+        self.expected_last = Some(seq);
+        self
+    }
+    /// Commits and dispatches; blocks if the log does I/O.
+    pub fn emit(self) -> Result<SharedEvent, EmitError> {
+        Ok(self.bus.commit_one(self.event?, self.expected_last)?.event)
+    }
+    /// Commits and dispatches without blocking the async runtime on I/O.
+    pub async fn emit_async(self) -> Result<SharedEvent, EmitError> {
+        let committed = self
+            .bus
+            .commit_async(vec![self.event?], self.expected_last)
+            .await?;
+        Ok(first_event(committed))
+    }
+}
+
+fn first_event(committed: Vec<Committed>) -> SharedEvent {
+    committed
+        .into_iter()
+        .next()
+        .expect("a one-event append returns one result")
+        .event
+}
+
+impl Bus {
+    fn emit_depth(&self) -> Result<u32, EmitError> {
+        let parent = DISPATCHING
+            .with(Cell::get)
+            .or_else(|| DEPTH.try_with(|d| *d).ok());
+        let depth = parent.map_or(0, |d| d + 1);
+        if depth > self.inner.max_depth {
+            self.inner
+                .stats
+                .depth_exceeded
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                depth,
+                max = self.inner.max_depth,
+                "emit refused: depth limit"
+            );
+            return Err(EmitError::DepthExceeded {
+                depth,
+                max: self.inner.max_depth,
+            });
+        }
+        Ok(depth)
+    }
+
+    pub(super) fn commit(
+        &self,
+        batch: Vec<NewEvent>,
+        expected_last: Option<u64>,
+    ) -> Result<Vec<Committed>, EmitError> {
+        self.commit_with(|log| log.append(batch, expected_last), Vec::as_slice)
+    }
+
+    /// [`Bus::commit`] for one event, through [`EventLog::append_one`]
+    /// (no batch to allocate).
+    pub(super) fn commit_one(
+        &self,
+        event: NewEvent,
+        expected_last: Option<u64>,
+    ) -> Result<Committed, EmitError> {
+        self.commit_with(
+            |log| log.append_one(event, expected_last),
+            std::slice::from_ref,
+        )
+    }
+
+    /// Checks the depth, appends (blocking if the log does I/O), then
+    /// dispatches the committed events (`committed` views the result as
+    /// them) and waits until their handlers ran.
+    fn commit_with<T: Send + Unpin + 'static>(
+        &self,
+        append: impl FnOnce(&dyn EventLog) -> AppendFuture<T>,
+        committed: impl Fn(&T) -> &[Committed],
+    ) -> Result<T, EmitError> {
+        let depth = self.emit_depth()?;
+        let mut fut = append(&*self.inner.log);
+        let result = match fut.try_take() {
+            Some(r) => r?,
+            None => block_on(fut)?,
+        };
+        if let Some(seq) = self.inner.after_commit(committed(&result), depth) {
+            self.inner.dispatcher.wait_done(seq);
+        }
+        Ok(result)
+    }
+
+    pub(super) async fn commit_async(
+        &self,
+        batch: Vec<NewEvent>,
+        expected_last: Option<u64>,
+    ) -> Result<Vec<Committed>, EmitError> {
+        let depth = self.emit_depth()?;
+        let mut fut = self.inner.log.append(batch, expected_last);
+        let committed = match fut.try_take() {
+            Some(r) => r?,
+            None => DispatchOnDrop::new(fut, self.inner.clone(), depth).await?,
+        };
+        if let Some(seq) = self.inner.after_commit(&committed, depth) {
+            self.inner.dispatcher.wait_done_async(seq).await;
+        }
+        Ok(committed)
+    }
+}

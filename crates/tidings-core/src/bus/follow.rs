@@ -1,0 +1,64 @@
+//! The follower task of a shared log.
+//!
+//! # Contract
+//!
+//! * Events other processes append to a shared log are dispatched by this
+//!   bus too, in the same one order as its own: the follower hands the
+//!   missing seqs to the dispatcher, which drops the ones a local emitter
+//!   handed in already (no duplicate) and runs them strictly by seq.
+//! * Events pruned from the log before this bus dispatched them are
+//!   skipped with a warning (the dispatcher moves past them), never waited
+//!   for forever.
+//! * A read error is logged and retried; the task never gives up while
+//!   the bus lives.
+//! * The task holds the bus weakly: it ends when the bus is dropped or the
+//!   log closes its watch channel.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use super::Inner;
+
+/// Dispatches events other processes appended to a shared log: whenever the
+/// log is ahead of the dispatcher, reads the missing seqs and hands them in
+/// (the dispatcher drops the ones a local emitter handed in already). Ends
+/// when the bus is dropped or the log closes.
+pub(super) async fn follow_log(bus: Weak<Inner>, mut watch: tokio::sync::watch::Receiver<u64>) {
+    loop {
+        let Some(inner) = bus.upgrade() else { return };
+        let next = inner.dispatcher.done();
+        let last = *watch.borrow_and_update();
+        if last >= next {
+            match inner.log.read(next - 1, 512).await {
+                Ok(page) => {
+                    if let Some(first) = page.events.first() {
+                        if first.seq > next {
+                            tracing::warn!(
+                                from = next,
+                                to = first.seq - 1,
+                                "shared log pruned events before this bus dispatched them"
+                            );
+                            inner.dispatcher.skip_to(first.seq);
+                        }
+                        inner.submit(&page.events, 0);
+                    } else if page.last_seq >= next {
+                        inner.dispatcher.skip_to(page.last_seq + 1);
+                    } else {
+                        drop(inner);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "cannot read the shared log; retrying");
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            continue;
+        }
+        drop(inner);
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}
