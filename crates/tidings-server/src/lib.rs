@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod request;

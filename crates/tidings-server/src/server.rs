@@ -68,6 +68,9 @@ pub fn router(service: Arc<Service>) -> Router {
             "/consumers/{name}/ack",
             axum::routing::post(http::ack_consumer),
         )
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .route("/stats", get(crate::dashboard::stats))
         .fallback(http::not_found)
         .with_state(service.clone());
     if !cors.is_empty() {

@@ -16,6 +16,7 @@ mod consumers;
 mod decode;
 mod error;
 mod session;
+mod stats;
 mod store;
 pub mod wire;
 
