@@ -18,6 +18,7 @@ fn canonical(c: &Command) -> Value {
         Command::Subscribe { pattern } => json!({"op": "subscribe", "pattern": pattern}),
         Command::Unsubscribe { pattern } => json!({"op": "unsubscribe", "pattern": pattern}),
         Command::Ping => json!({"op": "ping"}),
+        Command::Ack { seq } => json!({"op": "ack", "seq": seq}),
     }
 }
 
@@ -42,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         Command::Subscribe { .. } => "subscribe",
         Command::Unsubscribe { .. } => "unsubscribe",
         Command::Ping => "ping",
+        Command::Ack { .. } => "ack",
     };
     assert_eq!(op, want_op, "{text:?}");
     let canon = canonical(&cmd);

@@ -131,6 +131,14 @@ pub enum Command {
 impl Command {
     /// Parses a command.
     pub fn parse(text: &str) -> Result<Command, ServiceError> {
+        // A command is a JSON object: serde would also take the tag as the
+        // first element of an array (`["ping"]`), found by the fuzzer.
+        if !text.trim_start().starts_with('{') {
+            return Err(ServiceError::bad_request(
+                "unknown_command",
+                "a command is a JSON object, as in {\"op\":\"ping\"}",
+            ));
+        }
         serde_json::from_str(text).map_err(|e| {
             ServiceError::bad_request(
                 "unknown_command",
@@ -536,6 +544,10 @@ mod tests {
         let e = Command::parse(r#"{"op":"shout"}"#).unwrap_err();
         assert!(e.message.contains("commands are"), "{}", e.message);
         assert!(Command::parse("not json").is_err());
+        assert!(
+            Command::parse(r#"["ping"]"#).is_err(),
+            "found by the fuzzer"
+        );
     }
 
     #[test]
