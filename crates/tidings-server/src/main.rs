@@ -171,8 +171,8 @@ async fn main() -> Result<()> {
                 println!(
                     "{:<24} cursor {:>10}  lag {:>8}  {}  {}",
                     r["name"].as_str().unwrap_or(""),
-                    r["cursor"],
-                    r["lag"],
+                    r["cursor"].as_u64().unwrap_or(0),
+                    r["lag"].as_u64().unwrap_or(0),
                     if r["connected"] == true {
                         "connected"
                     } else {
