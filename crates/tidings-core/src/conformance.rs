@@ -1,6 +1,10 @@
 //! The conformance suite every [`EventLog`] backend runs (feature
 //! `conformance`).
 //!
+//! Longer than our other files on purpose: it is test code, a flat list of
+//! independent checks that each read top to bottom, and keeping every
+//! backend contract in one file is what makes it the one suite.
+//!
 //! A backend's integration test supplies a factory that makes a fresh, empty
 //! log for a [`LogSpec`] and expands [`conformance_tests!`](crate::conformance_tests):
 //!

@@ -1,6 +1,10 @@
 //! `soak`: a long run of a real server process under a steady load, to
 //! see whether its memory stays flat and whether anyone loses an event.
 //!
+//! (Longer than our other files: one scenario whose parts — publisher,
+//! live, stalled and churning subscribers, the RSS sampler and the report —
+//! share its state and are read together; it is not library code.)
+//!
 //! * The server: the release `tidings` binary as a **separate process**
 //!   (`--tidings-bin`, default `tidings` next to this executable), SQLite
 //!   in a temporary directory (`--durability`, default `batch`; retention
