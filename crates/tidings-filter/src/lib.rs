@@ -29,7 +29,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cel::{Context, Program, Value};
+use cel::{Context, Env, Program, Value};
 use tidings_core::{Event, EventFilter};
 
 /// Longest expression accepted, in bytes.
@@ -61,6 +61,9 @@ pub enum FilterError {
 pub struct CelFilter {
     source: String,
     program: Program,
+    /// The standard library, built once: building it is most of what an
+    /// evaluation would otherwise cost.
+    env: Arc<Env>,
     /// Events it could not evaluate (shared with whoever counts them).
     failures: Arc<AtomicU64>,
 }
@@ -88,11 +91,11 @@ impl CelFilter {
             return Err(FilterError::Empty);
         }
         // The parser must never take the process down, whatever it is given.
-        let parsed = std::panic::catch_unwind(|| Program::compile(expr)).map_err(|_| {
-            FilterError::Parse {
-                expr: expr.to_owned(),
-                message: "the expression could not be parsed".to_owned(),
-            }
+        let env = Arc::new(Env::stdlib());
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile(expr)))
+            .map_err(|_| FilterError::Parse {
+            expr: expr.to_owned(),
+            message: "the expression could not be parsed".to_owned(),
         })?;
         let program = parsed.map_err(|e| FilterError::Parse {
             expr: expr.to_owned(),
@@ -101,6 +104,7 @@ impl CelFilter {
         Ok(CelFilter {
             source: expr.to_owned(),
             program,
+            env,
             failures,
         })
     }
@@ -119,7 +123,7 @@ impl CelFilter {
     /// Evaluates the expression on `event`: `Ok(bool)`, or why it could
     /// not.
     pub fn evaluate(&self, event: &Event) -> Result<bool, String> {
-        let mut ctx = Context::default();
+        let mut ctx = Context::with_env(self.env.clone());
         ctx.add_variable_from_value("seq", Value::UInt(event.seq));
         ctx.add_variable_from_value("name", Value::String(Arc::new(event.name.clone())));
         ctx.add_variable_from_value("source", Value::String(Arc::new(event.source.to_string())));
