@@ -72,12 +72,10 @@ impl Sink {
         passes(&self.filter, event)
     }
 
-    /// Queues an event; returns false if it was left for the log instead
-    /// (or filtered out).
+    /// Queues an event the filter accepted (dispatch asks [`Sink::accepts`]
+    /// first, so a filter runs once per event); returns false if it was
+    /// left for the log instead.
     pub fn push(&self, event: &SharedEvent, depth: u32) -> bool {
-        if !self.accepts(event) {
-            return false;
-        }
         let mut st = self.state.lock();
         if st.closed {
             return false;
