@@ -131,20 +131,27 @@ pub enum Command {
 impl Command {
     /// Parses a command.
     pub fn parse(text: &str) -> Result<Command, ServiceError> {
-        // A command is a JSON object: serde would also take the tag as the
-        // first element of an array (`["ping"]`), found by the fuzzer.
-        if !text.trim_start().starts_with('{') {
-            return Err(ServiceError::bad_request(
-                "unknown_command",
-                "a command is a JSON object, as in {\"op\":\"ping\"}",
-            ));
-        }
-        serde_json::from_str(text).map_err(|e| {
+        let refuse = |why: String| {
             ServiceError::bad_request(
                 "unknown_command",
-                format!("{e}; commands are {{\"op\":\"subscribe\"|\"unsubscribe\",\"pattern\":P}}, {{\"op\":\"ack\",\"seq\":N}} and {{\"op\":\"ping\"}}"),
+                format!("{why}; commands are {{\"op\":\"subscribe\"|\"unsubscribe\",\"pattern\":P}}, {{\"op\":\"ack\",\"seq\":N}} and {{\"op\":\"ping\"}}"),
             )
-        })
+        };
+        // A command is one JSON object with only the fields of its op.
+        // (Parsed as a value first: serde's tagged enums would also take
+        // the tag as an array's first element, and unknown fields beside
+        // a unit variant; both found by the fuzzer.)
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| refuse(e.to_string()))?;
+        let fields = value
+            .as_object()
+            .map(|o| o.len())
+            .ok_or_else(|| refuse("a command is a JSON object".into()))?;
+        let cmd: Command = serde_json::from_value(value).map_err(|e| refuse(e.to_string()))?;
+        if cmd == Command::Ping && fields != 1 {
+            return Err(refuse("ping takes no fields".into()));
+        }
+        Ok(cmd)
     }
 }
 
