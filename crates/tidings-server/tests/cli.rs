@@ -44,7 +44,16 @@ fn tail_lines(base: &str, args: &[&str], n: usize) -> Vec<String> {
 #[test]
 fn tail_filters_and_consumes_and_consumers_lists_the_lag() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, base) = spawn_binary(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    let (server, base) = spawn_binary(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    // Killed on every way out, a failed assertion too.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
     let publish = |w: u64| {
         let st = tidings(&base)
             .args(["publish", "move", &format!("{{\"world_id\":{w}}}")])
@@ -102,6 +111,4 @@ fn tail_filters_and_consumes_and_consumers_lists_the_lag() {
         })
         .collect();
     assert_eq!(seqs, [4, 5]);
-    let _ = server.kill();
-    let _ = server.wait();
 }
