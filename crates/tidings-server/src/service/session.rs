@@ -446,22 +446,23 @@ impl Session {
     pub fn command(&mut self, text: &str) -> Option<Value> {
         // Acks are not rate limited: there is at most one per delivered
         // event, so the delivery rate already bounds them.
-        let is_ack = matches!(Command::parse(text), Ok(Command::Ack { .. }));
+        let parsed = Command::parse(text);
+        let is_ack = matches!(parsed, Ok(Command::Ack { .. }));
         if !is_ack && !self.commands.take() {
             return Some(error_json(&ServiceError::limit(format!(
                 "too many commands: at most {} per second (commands_per_sec)",
                 self.service.config.commands_per_sec
             ))));
         }
-        match self.run(text) {
+        match parsed.and_then(|cmd| self.run(cmd)) {
             Ok(Value::Null) => None,
             Ok(v) => Some(v),
             Err(e) => Some(error_json(&e)),
         }
     }
 
-    fn run(&mut self, text: &str) -> Result<Value, ServiceError> {
-        match Command::parse(text)? {
+    fn run(&mut self, cmd: Command) -> Result<Value, ServiceError> {
+        match cmd {
             Command::Ping => Ok(json!({"type": "pong", "last_seq": self.service.last_seq()})),
             Command::Ack { seq } => match &self.source {
                 Source::Consumer { consumer, .. } => {
