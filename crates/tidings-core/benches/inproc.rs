@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
-use tidings_core::{Bus, MemoryLog, Pattern, Retention};
+use tidings_core::{Bus, LogOptions, MemoryLog, Pattern, Retention};
 use uuid::Uuid;
 
 #[derive(Clone, Debug)]
@@ -53,13 +53,14 @@ fn inproc(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     for window in [1024usize, 10_000] {
-        let log = MemoryLog::with_options(
-            Retention {
+        let log = MemoryLog::with_options(LogOptions {
+            idempotency_window: Duration::from_secs(120),
+            ..LogOptions::retention(Retention {
                 max_count: Some(window as u64),
                 max_age: None,
-            },
-            Duration::from_secs(120),
-        );
+            })
+        })
+        .expect("valid options");
         let bus = Bus::builder()
             .log(log)
             .history_capacity(window)

@@ -57,8 +57,9 @@ pub use bus::{
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
-    follow, AppendError, Bounds, Committed, ConsumerRecord, CursorError, Delivery, EventLog,
-    LogHealth, LogStream, MemoryLog, Page, Position, PruneError, ReadError, Retention,
+    follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
+    EventLog, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page, Position,
+    PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};

@@ -300,6 +300,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The log options these settings ask for (every backend reads the
+    /// same ones; the memory store keeps 10,000 events unless told).
+    pub fn log_options(&self) -> tidings_core::log::LogOptions {
+        let memory = matches!(self.store_url(), Ok(StoreUrl::Memory));
+        let default_count = memory.then_some(tidings_core::log::DEFAULT_MAX_COUNT);
+        tidings_core::log::LogOptions::retention(tidings_core::Retention {
+            max_count: self.retention_max_count.or(default_count),
+            max_age: self
+                .retention_max_age_secs
+                .map(std::time::Duration::from_secs),
+        })
+    }
+
     /// Checks ranges and formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
@@ -351,6 +364,13 @@ impl Config {
             );
         }
         self.store_url()?;
+        if let Err(e) = self.log_options().validate() {
+            let key = match e {
+                tidings_core::log::OptionsError::ZeroAge => "retention_max_age_secs",
+                _ => "retention_max_count",
+            };
+            return invalid(key, e.to_string());
+        }
         for o in &self.cors_origins {
             if o.parse::<http::HeaderValue>().is_err()
                 || !(o.starts_with("http://") || o.starts_with("https://"))

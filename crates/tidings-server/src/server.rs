@@ -117,7 +117,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
-    let service = Service::new(config, store.log.clone(), store.shared);
+    let service = Service::new(config, store.log.clone(), store.log.shared());
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, service.clone(), rx));
     tracing::info!(%addr, "tidings listening");
@@ -192,7 +192,7 @@ impl RunningServer {
         if let Err(e) = self.task.await {
             tracing::error!(%e, "server task failed");
         }
-        self.store.close();
+        self.store.close().await;
         tracing::info!("tidings stopped");
     }
 }

@@ -165,8 +165,8 @@
 //!
 //! ## Retention is a hard limit
 //!
-//! [`SqliteOptions::retention`] (`max_count`, `max_age`) is applied by the
-//! writer thread every [`SqliteOptions::prune_interval`] (default 1 s) and by
+//! the retention of [`SqliteOptions::log`] (`max_count`, `max_age`) is applied by the
+//! writer thread every `prune_interval` (default 1 s) and by
 //! [`EventLog::prune`]. `max_age` goes by the time the log *committed* each
 //! event (stored per event since schema version 3), never by the event's
 //! own, client-sent `time`: a publisher cannot keep an event forever by
@@ -180,7 +180,7 @@
 //!
 //! ## Idempotency keys
 //!
-//! A key seen within [`SqliteOptions::idempotency_window`] is not appended
+//! A key seen within the idempotency window is not appended
 //! again: its slot in the result is the original event (read back from the
 //! file) with `duplicate = true`, also when the key repeats inside one batch.
 //! Keys live in their own table with the wall-clock time they were recorded,

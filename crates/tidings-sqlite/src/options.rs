@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tidings_core::log::Retention;
+use tidings_core::log::{LogOptions, Retention};
 
 /// When an acknowledged append (or cursor commit) is on stable storage.
 ///
@@ -81,16 +81,12 @@ pub enum OpenCheck {
 pub struct SqliteOptions {
     /// See [`Durability`]. Default: [`Durability::Sync`].
     pub durability: Durability,
-    /// Retention limits (a hard limit: see the crate docs). Default: keep
-    /// everything.
-    pub retention: Retention,
-    /// How long idempotency keys are remembered. Default: 120 s.
-    pub idempotency_window: Duration,
-    /// How often the writer thread applies retention and forgets expired
-    /// keys in the background; `None` turns background pruning off (then
-    /// only [`EventLog::prune`](tidings_core::EventLog::prune) prunes).
-    /// Default: 1 s.
-    pub prune_interval: Option<Duration>,
+    /// Retention (a hard limit: see the crate docs), the idempotency window
+    /// and how often the writer thread applies them in the background
+    /// (`prune_interval: None`: only [`EventLog::prune`](tidings_core::EventLog::prune)
+    /// prunes). The shared meaning and validation: [`LogOptions`].
+    /// Default: keep everything, 120 s, 1 s.
+    pub log: LogOptions,
     /// Reader threads, each with its own read connection. Default: 2.
     pub readers: usize,
     /// Upper bound on the events one group commit takes from the queue
@@ -123,9 +119,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             durability: Durability::Sync,
-            retention: Retention::default(),
-            idempotency_window: Duration::from_secs(120),
-            prune_interval: Some(Duration::from_secs(1)),
+            log: LogOptions::default(),
             readers: 2,
             max_group_events: 32_768,
             group_wait: Duration::from_micros(200),
@@ -147,19 +141,19 @@ impl SqliteOptions {
 
     /// Sets the retention limits.
     pub fn retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
+        self.log.retention = retention;
         self
     }
 
     /// Sets the idempotency window.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
-        self.idempotency_window = window;
+        self.log.idempotency_window = window;
         self
     }
 
     /// Sets (or with `None` turns off) background pruning.
     pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
-        self.prune_interval = interval;
+        self.log.prune_interval = interval;
         self
     }
 
@@ -171,6 +165,7 @@ impl SqliteOptions {
 
     /// Checks the options; the message says what is wrong.
     pub(crate) fn validate(&self) -> Result<(), String> {
+        self.log.validate().map_err(|e| e.to_string())?;
         if self.readers == 0 {
             return Err("readers must be at least 1".into());
         }
@@ -181,9 +176,6 @@ impl SqliteOptions {
             if interval.is_zero() {
                 return Err("Durability::Batch needs a non-zero interval".into());
             }
-        }
-        if self.prune_interval.is_some_and(|d| d.is_zero()) {
-            return Err("prune_interval must be non-zero (use None to turn it off)".into());
         }
         if self.probe_interval.is_some_and(|d| d.is_zero()) {
             return Err("probe_interval must be non-zero (use None to turn it off)".into());

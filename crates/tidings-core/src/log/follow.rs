@@ -239,6 +239,9 @@ mod tests {
         fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
             self.inner.prune()
         }
+        fn close(&self) -> BoxFuture<Result<(), crate::log::CloseError>> {
+            self.inner.close()
+        }
         fn define_consumer(
             &self,
             name: &str,
