@@ -51,8 +51,8 @@ pub mod conformance;
 
 pub use bus::{
     AckError, Bus, BusBuilder, ConfigError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec,
-    ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, Stats,
-    SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
+    ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, OwnerStats,
+    Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
@@ -61,5 +61,5 @@ pub use log::{
     LogHealth, LogStream, MemoryLog, Page, Position, PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
-pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};
+pub use plugin::{Plugin, PluginContext, PluginError, PluginHost, PluginInfo, Reloaded};
 pub use typed::TypedEvent;

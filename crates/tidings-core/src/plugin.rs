@@ -1,22 +1,73 @@
-//! Plugins: components that own their subscriptions.
+//! Plugins: components that own their subscriptions, loaded, listed,
+//! reloaded and unloaded by a [`PluginHost`].
 //!
-//! A [`Plugin`] subscribes through its [`PluginContext`], so every
-//! subscription it makes is owned by its name. [`PluginHost::unload`] calls
-//! its `teardown` and then removes whatever it still owns, so a plugin that
-//! forgets to unsubscribe leaks nothing (seed 001's "plugin unload doesn't
-//! unsubscribe" risk, closed by construction).
+//! # Contract
+//!
+//! * **Ownership.** A [`Plugin`] subscribes through its [`PluginContext`],
+//!   which hands out the bus's own builders with the plugin's name applied
+//!   once: [`PluginContext::handler`] as the owner of the subscription,
+//!   [`PluginContext::event`] as the source of the event. Whatever a plugin
+//!   owns is removed when it is unloaded, even if its `teardown` forgets
+//!   (seed 001's "plugin unload doesn't unsubscribe" risk, closed by
+//!   construction).
+//! * **Between two events.** Load, unload and reload run while no event is
+//!   dispatched on the bus (emits from other threads are committed and
+//!   queued meanwhile, and dispatched right after). So all the
+//!   subscriptions a `setup` makes start after the same seq, and an unload
+//!   removes them all at one seq.
+//! * **Reload** (`reload(name)`), in this order: the old instance's
+//!   subscriptions are handed over at a seq `after` (they got every
+//!   matching event up to it and get none after it); its `teardown` runs;
+//!   a fresh instance is built by the factory the plugin was loaded with
+//!   ([`PluginHost::load_with`]); it is set up. No event is dispatched in
+//!   between, so the new instance's subscriptions start right after
+//!   `after`: every event the plugin subscribes to reaches exactly one of
+//!   the two instances, none is lost and none is delivered twice, for sync
+//!   and async handlers alike.
+//!   - The old instance's *async* handlers finish their share (the events
+//!     up to `after`, from their queue, or from the log if their queue had
+//!     overflowed) in the background and then end: they may still run after
+//!     its teardown and alongside the new instance's first events.
+//!   - Called from inside a handler, the event being dispatched is the
+//!     boundary: the old instance's handlers that come after the caller in
+//!     that event's dispatch order still get it (after its teardown); the
+//!     new instance starts with the next event.
+//!   - Reload reads no log for sync handlers, so it holds on any bus;
+//!     async handlers read the log only when their queue overflowed, as
+//!     every stream does, and are told of events retention pruned
+//!     (`Lagged`) instead of getting them.
+//!   - A reload whose setup fails, or whose factory builds a plugin of
+//!     another name, leaves the plugin unloaded (the old instance was torn
+//!     down first, as the order says) and returns the error.
+//! * **Host events.** After a change the host emits `plugin.loaded`,
+//!   `plugin.unloaded` or `plugin.reloaded` with source `plugin-host` and
+//!   data `{"name", "version"}` (a reload adds `previous_version` and
+//!   `after`). A failed emit is logged, not returned: the change happened.
+//! * **Version.** [`Plugin::version`] defaults to `"0.0.0"`, meaning
+//!   "unversioned" (the host's crate version would be wrong for a plugin).
+//! * **Stats.** [`PluginHost::list`] gives each plugin's handler calls,
+//!   errors and panics ([`Bus::owner_stats`]), counted per plugin name
+//!   since its first subscription on the bus, across reloads.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use serde_json::json;
 
-use crate::bus::{Bus, EmitError, HandlerResult, SubscribeError, SubscriptionInfo};
-use crate::event::{Event, Priority, SharedEvent};
+use crate::bus::{
+    Bus, EmitBuilder, EmitError, HandlerBuilder, OwnerStats, SubscribeError, SubscriptionInfo,
+};
+use crate::event::SharedEvent;
 use crate::name::IntoPattern;
 use crate::typed::TypedEvent;
 
-/// Why loading or unloading a plugin failed.
+/// The source of the host's own events.
+pub const HOST_SOURCE: &str = "plugin-host";
+
+/// The version of a plugin that does not say.
+pub const UNVERSIONED: &str = "0.0.0";
+
+/// Why loading, reloading or unloading a plugin failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// A plugin of that name is already loaded.
@@ -25,6 +76,17 @@ pub enum PluginError {
     /// No plugin of that name is loaded.
     #[error("no plugin named {0:?} is loaded")]
     NotLoaded(String),
+    /// The plugin was loaded as an instance, without a factory.
+    #[error("plugin {0:?} cannot be reloaded: it was loaded without a factory (use load_with)")]
+    NotReloadable(String),
+    /// The plugin's own code (its setup or teardown) asked the host to
+    /// change it while the host was changing it.
+    #[error("plugin {0:?} is being loaded, reloaded or unloaded")]
+    Busy(String),
+    /// The factory built a plugin with another name; the plugin is now
+    /// unloaded.
+    #[error("the factory of plugin {expected:?} built a plugin named {got:?}; it is unloaded")]
+    NameMismatch { expected: String, got: String },
     /// The plugin's setup failed; its subscriptions were removed.
     #[error("plugin {plugin:?} failed to set up: {reason}")]
     Setup { plugin: String, reason: String },
@@ -39,14 +101,22 @@ pub trait Plugin: Send + 'static {
     /// source of its events.
     fn name(&self) -> &str;
 
+    /// The plugin's version, shown by [`PluginHost::list`] and in the
+    /// host's events; [`UNVERSIONED`] unless overridden.
+    fn version(&self) -> &str {
+        UNVERSIONED
+    }
+
     /// Subscribes (through `ctx`) and initialises.
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError>;
 
-    /// Called on unload, before the host removes what the plugin still owns.
+    /// Called on unload, before the host removes what the plugin still
+    /// owns; on reload, after its subscriptions were handed over.
     fn teardown(&mut self, _ctx: &PluginContext) {}
 }
 
-/// A plugin's view of the bus: subscriptions made here are owned by it.
+/// A plugin's view of the bus: the bus's own builders, with the plugin's
+/// name applied as the owner of handlers and the source of events.
 #[derive(Clone)]
 pub struct PluginContext {
     bus: Bus,
@@ -64,96 +134,89 @@ impl PluginContext {
         &self.owner
     }
 
-    /// An owned sync handler at `priority`; returns its id.
-    pub fn on_with<P, F, R>(
-        &self,
-        pattern: P,
-        priority: Priority,
-        f: F,
-    ) -> Result<u64, SubscribeError>
-    where
-        P: IntoPattern,
-        F: Fn(&SharedEvent) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        Ok(self
-            .bus
-            .handler(pattern)
-            .owner(self.owner.clone())
-            .priority(priority)
-            .sync(f)?
-            .detach())
+    /// [`Bus::handler`], owned by this plugin.
+    ///
+    /// ```
+    /// # use tidings_core::{Bus, Plugin, PluginContext, PluginError, PluginHost, Priority};
+    /// struct Logger;
+    /// impl Plugin for Logger {
+    ///     fn name(&self) -> &str { "logger" }
+    ///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+    ///         ctx.handler("trivia.*").priority(Priority::Low)
+    ///             .sync(|e| println!("{e}"))?.detach();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let host = PluginHost::new(Bus::new());
+    /// host.load_with(|| Logger).unwrap();
+    /// assert_eq!(host.subscriptions("logger").len(), 1);
+    /// ```
+    pub fn handler<P: IntoPattern>(&self, pattern: P) -> HandlerBuilder<'_, P> {
+        self.bus.handler(pattern).owner(self.owner.clone())
     }
 
-    /// An owned sync handler (normal priority); returns its id.
-    pub fn on<P, F, R>(&self, pattern: P, f: F) -> Result<u64, SubscribeError>
-    where
-        P: IntoPattern,
-        F: Fn(&SharedEvent) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        self.on_with(pattern, Priority::Normal, f)
+    /// [`Bus::event`], with this plugin as the source.
+    pub fn event(&self, name: impl Into<String>) -> EmitBuilder<'_> {
+        self.bus.event(name).source(&*self.owner)
     }
 
-    /// An owned async handler; returns its id.
-    pub fn on_async<P, F, Fut, R>(&self, pattern: P, f: F) -> Result<u64, SubscribeError>
-    where
-        P: IntoPattern,
-        F: Fn(SharedEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-        R: HandlerResult,
-    {
-        Ok(self
-            .bus
-            .handler(pattern)
-            .owner(self.owner.clone())
-            .run_async(f)?
-            .detach())
-    }
-
-    /// An owned typed handler; returns its id.
-    pub fn on_typed<T, F, R>(&self, f: F) -> Result<u64, SubscribeError>
-    where
-        T: TypedEvent,
-        F: Fn(&T, &Event) -> R + Send + Sync + 'static,
-        R: HandlerResult,
-    {
-        Ok(self
-            .bus
-            .handler(T::PATTERN)
-            .owner(self.owner.clone())
-            .typed(f)?
-            .detach())
-    }
-
-    /// Emits with this plugin as the source.
-    pub fn emit(
-        &self,
-        name: impl Into<String>,
-        data: serde_json::Value,
-    ) -> Result<SharedEvent, EmitError> {
-        self.bus.event(name).data(data).source(&*self.owner).emit()
-    }
-
-    /// Emits a typed event with this plugin as the source.
+    /// Emits a typed event through [`PluginContext::event`].
     pub fn emit_typed<T: TypedEvent>(&self, value: &T) -> Result<SharedEvent, EmitError> {
         let data = serde_json::to_value(value).map_err(EmitError::Serialize)?;
-        self.bus
-            .event(value.name().into_owned())
-            .data(data)
-            .source(&*self.owner)
-            .emit()
+        self.event(value.name().into_owned()).data(data).emit()
     }
 }
 
-/// A loaded plugin and the name that owns its subscriptions.
-type Loaded = (Arc<str>, Box<dyn Plugin>);
+/// What [`PluginHost::list`] tells about one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    /// Whether it was loaded with a factory ([`PluginHost::load_with`]).
+    pub reloadable: bool,
+    /// Reloads since it was loaded.
+    pub reloads: u64,
+    /// The subscriptions it owns now, in registration order.
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// Its handlers' calls, errors and panics (see the module contract).
+    pub stats: OwnerStats,
+}
 
-/// Loads and unloads plugins on one bus.
+/// What [`PluginHost::reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub previous_version: String,
+    pub version: String,
+    /// The old instance got the plugin's events up to this seq, the new
+    /// one gets those after it.
+    pub after: u64,
+}
+
+/// Builds a fresh instance of a plugin.
+type Factory = Box<dyn Fn() -> Box<dyn Plugin> + Send + Sync>;
+
+/// One loaded plugin.
+struct Entry {
+    name: Arc<str>,
+    factory: Option<Factory>,
+    /// The instance. Locked only inside the host's exclusive sections,
+    /// across the plugin's own code (setup, teardown).
+    instance: Mutex<Option<Box<dyn Plugin>>>,
+    /// What `list` reads; never locked across plugin code.
+    info: Mutex<Info>,
+}
+
+struct Info {
+    version: String,
+    reloads: u64,
+}
+
+/// Loads, lists, reloads and unloads plugins on one bus.
 pub struct PluginHost {
     bus: Bus,
-    /// Invariant: names are unique; each loaded plugin's setup succeeded.
-    plugins: Mutex<Vec<Loaded>>,
+    /// Invariant: names are unique; each entry's setup succeeded. Changed
+    /// only inside `Bus::exclusive`, so changes are serialized.
+    plugins: Mutex<Vec<Arc<Entry>>>,
 }
 
 impl PluginHost {
@@ -172,47 +235,166 @@ impl PluginHost {
         }
     }
 
-    /// Sets up and registers a plugin. If setup fails, whatever it
-    /// subscribed is removed and the error returned.
-    pub fn load(&self, mut plugin: impl Plugin) -> Result<(), PluginError> {
+    /// Sets up and registers a plugin instance; it cannot be reloaded (see
+    /// [`PluginHost::load_with`]). If setup fails, whatever it subscribed
+    /// is removed and the error returned.
+    pub fn load(&self, plugin: impl Plugin) -> Result<(), PluginError> {
+        self.load_boxed(Box::new(plugin), None)
+    }
+
+    /// Builds a plugin with `factory`, sets it up and registers it; the
+    /// factory is kept so [`PluginHost::reload`] can build a fresh one.
+    pub fn load_with<P, F>(&self, factory: F) -> Result<(), PluginError>
+    where
+        P: Plugin,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let first = Box::new(factory());
+        self.load_boxed(first, Some(Box::new(move || Box::new(factory()))))
+    }
+
+    fn load_boxed(
+        &self,
+        mut plugin: Box<dyn Plugin>,
+        factory: Option<Factory>,
+    ) -> Result<(), PluginError> {
         let name: Arc<str> = plugin.name().into();
-        if self.is_loaded(&name) {
-            return Err(PluginError::AlreadyLoaded(name.to_string()));
+        let version = plugin.version().to_owned();
+        self.bus.exclusive(|| {
+            if self.find(&name).is_some() {
+                return Err(PluginError::AlreadyLoaded(name.to_string()));
+            }
+            plugin.setup(&self.context(name.clone())).map_err(|e| {
+                self.bus.unsubscribe_all(&name);
+                setup_failed(&name, e)
+            })?;
+            self.plugins.lock().push(Arc::new(Entry {
+                name: name.clone(),
+                factory,
+                instance: Mutex::new(Some(plugin)),
+                info: Mutex::new(Info {
+                    version: version.clone(),
+                    reloads: 0,
+                }),
+            }));
+            Ok(())
+        })?;
+        self.announce("plugin.loaded", json!({"name": &*name, "version": version}));
+        Ok(())
+    }
+
+    /// Replaces a plugin with a fresh instance from its factory, neither
+    /// losing nor doubling any event it is subscribed to (see the module
+    /// contract for the order and the guarantees).
+    pub fn reload(&self, name: &str) -> Result<Reloaded, PluginError> {
+        let out = self.bus.exclusive(|| self.reload_now(name));
+        match &out {
+            Ok(r) => self.announce(
+                "plugin.reloaded",
+                json!({"name": name, "version": r.version,
+                       "previous_version": r.previous_version, "after": r.after}),
+            ),
+            Err(PluginError::Setup { .. } | PluginError::NameMismatch { .. }) => {
+                self.announce("plugin.unloaded", json!({"name": name, "version": null}))
+            }
+            Err(_) => {}
         }
-        let ctx = self.context(name.clone());
-        if let Err(e) = plugin.setup(&ctx) {
-            self.bus.unsubscribe_all(&name);
-            return Err(match e {
-                PluginError::Setup { .. } => e,
-                other => PluginError::Setup {
-                    plugin: name.to_string(),
-                    reason: other.to_string(),
-                },
+        out
+    }
+
+    /// The body of `reload`, between two events.
+    fn reload_now(&self, name: &str) -> Result<Reloaded, PluginError> {
+        let entry = self
+            .find(name)
+            .ok_or_else(|| PluginError::NotLoaded(name.to_owned()))?;
+        let factory = entry
+            .factory
+            .as_ref()
+            .ok_or_else(|| PluginError::NotReloadable(name.to_owned()))?;
+        let mut slot = entry
+            .instance
+            .try_lock()
+            .ok_or_else(|| PluginError::Busy(name.to_owned()))?;
+        let ctx = self.context(entry.name.clone());
+        let (_, after) = self.bus.hand_over(&entry.name);
+        if let Some(mut old) = slot.take() {
+            old.teardown(&ctx);
+        }
+        // Anything its teardown subscribed is not the new instance's.
+        self.bus.unsubscribe_all(&entry.name);
+        let mut fresh = factory();
+        if fresh.name() != &*entry.name {
+            self.forget(&entry);
+            return Err(PluginError::NameMismatch {
+                expected: name.to_owned(),
+                got: fresh.name().to_owned(),
             });
         }
-        self.plugins.lock().push((name, Box::new(plugin)));
-        Ok(())
+        if let Err(e) = fresh.setup(&ctx) {
+            self.bus.unsubscribe_all(&entry.name);
+            self.forget(&entry);
+            return Err(setup_failed(&entry.name, e));
+        }
+        let version = fresh.version().to_owned();
+        *slot = Some(fresh);
+        let mut info = entry.info.lock();
+        info.reloads += 1;
+        let previous_version = std::mem::replace(&mut info.version, version.clone());
+        Ok(Reloaded {
+            previous_version,
+            version,
+            after,
+        })
     }
 
     /// Tears a plugin down and removes every subscription it still owns;
     /// returns how many were removed.
     pub fn unload(&self, name: &str) -> Result<usize, PluginError> {
-        let (owner, mut plugin) = {
-            let mut plugins = self.plugins.lock();
-            let i = plugins
-                .iter()
-                .position(|(n, _)| &**n == name)
+        let (removed, version) = self.bus.exclusive(|| {
+            let entry = self
+                .find(name)
                 .ok_or_else(|| PluginError::NotLoaded(name.to_owned()))?;
-            plugins.remove(i)
-        };
-        let ctx = self.context(owner.clone());
-        plugin.teardown(&ctx);
-        Ok(self.bus.unsubscribe_all(&owner))
+            let mut slot = entry
+                .instance
+                .try_lock()
+                .ok_or_else(|| PluginError::Busy(name.to_owned()))?;
+            self.forget(&entry);
+            if let Some(mut plugin) = slot.take() {
+                plugin.teardown(&self.context(entry.name.clone()));
+            }
+            let version = entry.info.lock().version.clone();
+            Ok::<_, PluginError>((self.bus.unsubscribe_all(&entry.name), version))
+        })?;
+        self.announce("plugin.unloaded", json!({"name": name, "version": version}));
+        Ok(removed)
+    }
+
+    /// Every loaded plugin, in load order: name, version, subscriptions and
+    /// stats (seed 001's `!plugin list`).
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let entries: Vec<Arc<Entry>> = self.plugins.lock().clone();
+        entries
+            .iter()
+            .map(|e| {
+                let (version, reloads) = {
+                    let info = e.info.lock();
+                    (info.version.clone(), info.reloads)
+                };
+                PluginInfo {
+                    name: e.name.to_string(),
+                    version,
+                    reloadable: e.factory.is_some(),
+                    reloads,
+                    subscriptions: self.bus.subscriptions(Some(&e.name)),
+                    stats: self.bus.owner_stats(&e.name).unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     /// Whether a plugin of that name is loaded.
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.plugins.lock().iter().any(|(n, _)| &**n == name)
+        self.find(name).is_some()
     }
 
     /// Names of the loaded plugins, in load order.
@@ -220,7 +402,7 @@ impl PluginHost {
         self.plugins
             .lock()
             .iter()
-            .map(|(n, _)| n.to_string())
+            .map(|e| e.name.to_string())
             .collect()
     }
 
@@ -228,13 +410,209 @@ impl PluginHost {
     pub fn subscriptions(&self, name: &str) -> Vec<SubscriptionInfo> {
         self.bus.subscriptions(Some(name))
     }
+
+    fn find(&self, name: &str) -> Option<Arc<Entry>> {
+        self.plugins
+            .lock()
+            .iter()
+            .find(|e| &*e.name == name)
+            .cloned()
+    }
+
+    /// Drops an entry from the list.
+    fn forget(&self, entry: &Arc<Entry>) {
+        self.plugins.lock().retain(|e| !Arc::ptr_eq(e, entry));
+    }
+
+    fn announce(&self, name: &'static str, data: serde_json::Value) {
+        let emitted = self.bus.event(name).source(HOST_SOURCE).data(data).emit();
+        if let Err(error) = emitted {
+            tracing::warn!(event = name, %error, "plugin host could not emit");
+        }
+    }
+}
+
+/// A setup error, named after the plugin.
+fn setup_failed(name: &str, e: PluginError) -> PluginError {
+    match e {
+        PluginError::Setup { .. } => e,
+        other => PluginError::Setup {
+            plugin: name.to_owned(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 impl Drop for PluginHost {
     fn drop(&mut self) {
-        let names: Vec<Arc<str>> = self.plugins.lock().iter().map(|(n, _)| n.clone()).collect();
-        for n in names.iter().rev() {
+        for n in self.loaded().iter().rev() {
             let _ = self.unload(n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts `tick`s; its version and name come from the factory.
+    struct Ticker {
+        name: &'static str,
+        version: &'static str,
+        seen: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl Plugin for Ticker {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn version(&self) -> &str {
+            self.version
+        }
+        fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+            let seen = self.seen.clone();
+            ctx.handler("tick")
+                .sync(move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                })?
+                .detach();
+            if self.fail {
+                return Err(PluginError::Setup {
+                    plugin: self.name.into(),
+                    reason: "no config".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn ticker(seen: &Arc<AtomicUsize>) -> Ticker {
+        Ticker {
+            name: "ticker",
+            version: "1.0.0",
+            seen: seen.clone(),
+            fail: false,
+        }
+    }
+
+    struct Bare;
+    impl Plugin for Bare {
+        fn name(&self) -> &str {
+            "bare"
+        }
+        fn setup(&mut self, _: &PluginContext) -> Result<(), PluginError> {
+            Ok(())
+        }
+    }
+
+    fn host_events(bus: &Bus) -> Vec<(String, serde_json::Value)> {
+        bus.history(100, Some("plugin.*"))
+            .unwrap()
+            .iter()
+            .inspect(|e| assert_eq!(e.source, HOST_SOURCE))
+            .map(|e| (e.name.to_string(), e.data.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_instance_is_unversioned_and_cannot_be_reloaded() {
+        let host = PluginHost::new(Bus::new());
+        host.load(Bare).unwrap();
+        let list = host.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            (list[0].version.as_str(), list[0].reloadable),
+            (UNVERSIONED, false)
+        );
+        let err = host.reload("bare").unwrap_err();
+        assert!(
+            matches!(&err, PluginError::NotReloadable(n) if n == "bare"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("load_with"), "{err}");
+        assert!(host.is_loaded("bare"));
+        assert!(matches!(
+            host.reload("nope"),
+            Err(PluginError::NotLoaded(_))
+        ));
+    }
+
+    #[test]
+    fn the_host_announces_load_reload_and_unload() {
+        let bus = Bus::new();
+        let host = PluginHost::new(bus.clone());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        host.load_with(move || ticker(&s)).unwrap();
+        bus.emit("tick", json!(null)).unwrap();
+        let r = host.reload("ticker").unwrap();
+        assert_eq!(
+            (r.previous_version.as_str(), r.version.as_str()),
+            ("1.0.0", "1.0.0")
+        );
+        assert_eq!(
+            r.after,
+            bus.sequence() - 1,
+            "after = the last seq before the event"
+        );
+        bus.emit("tick", json!(null)).unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert_eq!(host.unload("ticker").unwrap(), 1);
+        let ev = host_events(&bus);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["plugin.loaded", "plugin.reloaded", "plugin.unloaded"]
+        );
+        assert_eq!(ev[0].1, json!({"name": "ticker", "version": "1.0.0"}));
+        assert_eq!(ev[1].1["after"], json!(r.after));
+        assert_eq!(ev[2].1, json!({"name": "ticker", "version": "1.0.0"}));
+    }
+
+    #[test]
+    fn a_factory_that_renames_the_plugin_unloads_it() {
+        let bus = Bus::new();
+        let host = PluginHost::new(bus.clone());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (s, builds) = (seen.clone(), AtomicUsize::new(0));
+        host.load_with(move || Ticker {
+            name: if builds.fetch_add(1, Ordering::SeqCst) == 0 {
+                "ticker"
+            } else {
+                "other"
+            },
+            ..ticker(&s)
+        })
+        .unwrap();
+        let err = host.reload("ticker").unwrap_err();
+        assert!(
+            matches!(&err, PluginError::NameMismatch { expected, got } if expected == "ticker" && got == "other"),
+            "{err}"
+        );
+        assert!(!host.is_loaded("ticker"));
+        assert_eq!(bus.stats().subscriptions, 0);
+        assert_eq!(host_events(&bus).last().unwrap().0, "plugin.unloaded");
+    }
+
+    #[test]
+    fn a_reload_whose_setup_fails_leaves_nothing_behind() {
+        let bus = Bus::new();
+        let host = PluginHost::new(bus.clone());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (s, builds) = (seen.clone(), AtomicUsize::new(0));
+        host.load_with(move || Ticker {
+            fail: builds.fetch_add(1, Ordering::SeqCst) > 0,
+            ..ticker(&s)
+        })
+        .unwrap();
+        let err = host.reload("ticker").unwrap_err();
+        assert!(err.to_string().contains("no config"), "{err}");
+        assert!(!host.is_loaded("ticker"));
+        assert_eq!(bus.stats().subscriptions, 0);
+        bus.emit("tick", json!(null)).unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
     }
 }

@@ -17,10 +17,15 @@ impl Plugin for Stats {
     }
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
         let started = self.started.clone();
-        ctx.on("trivia.started", move |_| {
-            started.fetch_add(1, Ordering::SeqCst);
-        })?;
-        ctx.on_with("trivia.*", Priority::Low, |_| ())?;
+        ctx.handler("trivia.started")
+            .sync(move |_| {
+                started.fetch_add(1, Ordering::SeqCst);
+            })?
+            .detach();
+        ctx.handler("trivia.*")
+            .priority(Priority::Low)
+            .sync(|_| ())?
+            .detach();
         Ok(())
     }
     fn teardown(&mut self, _ctx: &PluginContext) {
@@ -77,8 +82,8 @@ impl Plugin for Broken {
         "broken"
     }
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
-        ctx.on("fine.pattern", |_| ())?;
-        ctx.on("bad..pattern", |_| ())?;
+        ctx.handler("fine.pattern").sync(|_| ())?.detach();
+        ctx.handler("bad..pattern").sync(|_| ())?.detach();
         Ok(())
     }
 }
@@ -102,10 +107,12 @@ impl Plugin for Echo {
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
         let out = self.0.clone();
         let me = ctx.clone();
-        ctx.on("ping", move |e| {
-            out.lock().unwrap().push(e.source.to_string());
-            me.emit("pong", json!(null)).map(|_| ())
-        })?;
+        ctx.handler("ping")
+            .sync(move |e| {
+                out.lock().unwrap().push(e.source.to_string());
+                me.event("pong").emit().map(|_| ())
+            })?
+            .detach();
         Ok(())
     }
 }

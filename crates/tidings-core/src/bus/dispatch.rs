@@ -78,12 +78,22 @@ impl Inner {
         events: impl Iterator<Item = &'a SharedEvent> + Clone,
         depth: u32,
     ) -> Submitted {
-        let run = |e: &SharedEvent, d: u32| {
-            let outer = DISPATCHING.with(|c| c.replace(Some(d)));
-            self.dispatch_one(e, d);
-            DISPATCHING.with(|c| c.set(outer));
-        };
-        self.dispatcher.submit(first, events, depth, &run)
+        self.dispatcher
+            .submit(first, events, depth, &|e, d| self.run_one(e, d))
+    }
+
+    /// Runs `f` between two events (see [`super::dispatcher::Dispatcher::exclusive`]):
+    /// no event is dispatched while it runs, except, when called from
+    /// inside a handler, the rest of the event being dispatched.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.dispatcher.exclusive(f, &|e, d| self.run_one(e, d))
+    }
+
+    /// Dispatches one event with [`DISPATCHING`] set to its depth.
+    fn run_one(&self, event: &SharedEvent, depth: u32) {
+        let outer = DISPATCHING.with(|c| c.replace(Some(depth)));
+        self.dispatch_one(event, depth);
+        DISPATCHING.with(|c| c.set(outer));
     }
 
     fn dispatch_one(&self, event: &SharedEvent, depth: u32) {
@@ -109,6 +119,9 @@ impl Inner {
                     }
                     self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
                     let outcome = catch_unwind(AssertUnwindSafe(|| f(event)));
+                    if let Some(c) = &sub.counters {
+                        c.record(&outcome);
+                    }
                     self.record_outcome(event, sub.id, outcome);
                     if *once {
                         self.remove(sub.id);

@@ -12,6 +12,11 @@
 //! needs, so there is no deadlock between emitters, including async tasks
 //! sharing a runtime's workers, and an emit from inside a handler simply
 //! queues behind the event being dispatched.
+//!
+//! [`Dispatcher::exclusive`] runs a closure between two events (the plugin
+//! host swaps a plugin's subscriptions there): it waits, holding nothing,
+//! until nobody dispatches, and then acts as the combiner for the closure's
+//! duration; what is submitted meanwhile is queued and dispatched after it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -56,6 +61,18 @@ pub(crate) enum Submitted {
     /// Queued behind the event this very thread is dispatching (an emit
     /// from inside a handler); it will run when that event is done.
     Nested,
+}
+
+/// Releases the combiner role even if a bug unwinds through `run`.
+struct Release<'a>(&'a Dispatcher);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.state.lock();
+            st.combiner = None;
+        }
+    }
 }
 
 pub(crate) struct Dispatcher {
@@ -140,17 +157,6 @@ impl Dispatcher {
         }
         st.combiner = Some(me);
         drop(st);
-
-        /// Releases the combiner role even if a bug unwinds through `run`.
-        struct Release<'a>(&'a Dispatcher);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut st = self.0.state.lock();
-                    st.combiner = None;
-                }
-            }
-        }
         let _release = Release(self);
 
         let mut last = first;
@@ -160,6 +166,51 @@ impl Dispatcher {
         }
         let mut st = self.state.lock();
         st.next = last + 1;
+        self.combine_and_release(st, run);
+        Submitted::Dispatched
+    }
+
+    /// Runs `f` while no event is being dispatched, so the subscriptions
+    /// `f` changes are changed between two events: it waits until no other
+    /// thread is dispatching, takes the combiner role, runs `f`, then
+    /// dispatches (with `run`) every batch queued meanwhile and releases
+    /// the role. Emits `f` makes on this thread are nested: they are
+    /// queued and dispatched after `f`, like an emit from a handler.
+    ///
+    /// Called on the thread that is dispatching (from inside a handler),
+    /// `f` runs at once: the event being dispatched is the boundary.
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R, run: &dyn Fn(&SharedEvent, u32)) -> R {
+        let me = thread_token();
+        let mut st = self.state.lock();
+        if st.combiner == Some(me) {
+            drop(st);
+            return f();
+        }
+        while st.combiner.is_some() {
+            self.sync_waiters.fetch_add(1, SeqCst);
+            self.cv.wait(&mut st);
+            self.sync_waiters.fetch_sub(1, SeqCst);
+        }
+        st.combiner = Some(me);
+        drop(st);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // Even if `f` panicked, what was queued meanwhile must be
+        // dispatched, or every later event would wait for it.
+        self.combine_and_release(self.state.lock(), run);
+        match out {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// As the combiner: dispatches every queued batch whose turn it is,
+    /// then releases the role and publishes progress.
+    fn combine_and_release<'a>(
+        &'a self,
+        mut st: parking_lot::MutexGuard<'a, State>,
+        run: &dyn Fn(&SharedEvent, u32),
+    ) {
+        let _release = Release(self);
         loop {
             let next = st.next;
             match st.ready.first_key_value() {
@@ -185,7 +236,6 @@ impl Dispatcher {
         let next = st.next;
         self.publish_done(next, &st);
         drop(st);
-        Submitted::Dispatched
     }
 
     /// Declares every seq below `seq` gone (pruned from a shared log before

@@ -80,7 +80,7 @@ pub use emit::EmitBuilder;
 pub use error::{ConfigError, EmitError, SubscribeError, WaitError};
 pub use handler::{HandlerBuilder, HandlerResult, Subscription};
 pub use registry::{SubscriptionInfo, SubscriptionKind};
-pub use stats::Stats;
+pub use stats::{OwnerStats, Stats};
 pub use stream::EventStream;
 
 use dispatcher::Dispatcher;
@@ -367,6 +367,27 @@ impl Bus {
     /// Removes every subscription of `owner`; returns how many.
     pub fn unsubscribe_all(&self, owner: &str) -> usize {
         self.inner.registry.remove_owner(owner)
+    }
+
+    /// Removes every subscription of `owner` at a seq, returned with how
+    /// many were removed: they get the events up to it and none after it
+    /// (see `registry.rs`).
+    pub(crate) fn hand_over(&self, owner: &str) -> (usize, u64) {
+        self.inner.registry.hand_over(owner)
+    }
+
+    /// Runs `f` between two events: no event is dispatched while it runs
+    /// (from inside a handler: except the rest of the current event).
+    /// Emits made in `f` on this thread are dispatched after it.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inner.exclusive(f)
+    }
+
+    /// Handler calls, errors and panics of `owner`'s subscriptions (a
+    /// plugin's), across all of them since its first; `None` if `owner`
+    /// never subscribed.
+    pub fn owner_stats(&self, owner: &str) -> Option<OwnerStats> {
+        self.inner.registry.owner_stats(owner)
     }
 
     /// The live subscriptions, of one owner or all, in registration order.

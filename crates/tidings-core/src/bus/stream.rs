@@ -13,6 +13,10 @@
 //! delivered are skipped, so the switch back to the queue neither loses nor
 //! repeats an event. Only if retention pruned the events it needs does the
 //! stream yield [`Delivery::Lagged`], with the count and where it resumes.
+//!
+//! A stream whose subscription was handed over at a seq (a plugin's async
+//! handler during a reload) delivers every matching event up to that seq,
+//! from its queue or the log, and then ends: none after it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -151,6 +155,9 @@ impl Stream for EventStream {
                 }
                 match ready!(this.reader.poll_next(cx)) {
                     Ok(Some(Delivery::Event(e))) => {
+                        if this.sink.until().is_some_and(|u| e.seq > u) {
+                            return Poll::Ready(None); // handed over
+                        }
                         if this.wants(&e) {
                             this.last_depth = 0;
                             return Poll::Ready(Some(Ok(Delivery::Event(e))));
@@ -160,6 +167,9 @@ impl Stream for EventStream {
                         this.bus.inner.stats.record_lag();
                         return Poll::Ready(Some(Ok(lag)));
                     }
+                    // Handed over: the log holds nothing more up to the
+                    // hand-over seq (it was committed before).
+                    Ok(None) if this.sink.until().is_some() => return Poll::Ready(None),
                     Ok(None) => this.catching_up = false,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
@@ -175,6 +185,14 @@ impl Stream for EventStream {
                         continue;
                     }
                     Take::Closed => return Poll::Ready(None),
+                    Take::Finish(until) if this.reader.last() >= until => return Poll::Ready(None),
+                    // Events up to `until` that are not queued (filtered
+                    // out, or pushed after the hand-over by the dispatch
+                    // of `until` itself) are read from the log.
+                    Take::Finish(_) => {
+                        this.catching_up = true;
+                        continue;
+                    }
                     Take::Pending => return Poll::Pending,
                 }
             }
