@@ -398,6 +398,63 @@ mod tests {
         assert_eq!(d.done(), 11);
     }
 
+    #[test]
+    fn exclusive_runs_between_two_events() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let (e1, e2) = (ev(1), ev(2));
+        let inside = d.exclusive(
+            || {
+                // Another thread's batch waits; this thread's is nested.
+                let other = std::thread::scope(|s| {
+                    s.spawn(|| d.submit(1, std::iter::once(&e1), 0, &run))
+                        .join()
+                        .unwrap()
+                });
+                let mine = d.submit(2, std::iter::once(&e2), 0, &run);
+                (other, mine, seen.lock().len())
+            },
+            &run,
+        );
+        assert_eq!(inside, (Submitted::Queued, Submitted::Nested, 0));
+        assert_eq!(*seen.lock(), vec![1, 2], "dispatched right after");
+        assert_eq!(d.done(), 3);
+        // From inside dispatch (the combiner's own thread) it runs at once.
+        let e3 = ev(3);
+        let nested = |e: &SharedEvent, _| {
+            seen.lock().push(e.seq);
+            d.exclusive(|| seen.lock().push(100), &|_, _| unreachable!());
+        };
+        d.submit(3, std::iter::once(&e3), 0, &nested);
+        assert_eq!(*seen.lock(), vec![1, 2, 3, 100]);
+    }
+
+    #[test]
+    fn a_panic_in_exclusive_still_dispatches_what_was_queued() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let e1 = ev(1);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            d.exclusive(
+                || {
+                    d.submit(1, std::iter::once(&e1), 0, &run);
+                    panic!("in f");
+                },
+                &run,
+            )
+        }));
+        assert!(out.is_err());
+        assert_eq!(*seen.lock(), vec![1]);
+        let e2 = ev(2);
+        assert_eq!(
+            d.submit(2, std::iter::once(&e2), 0, &run),
+            Submitted::Dispatched,
+            "the combiner role was released"
+        );
+    }
+
     #[tokio::test]
     async fn async_waiters_are_woken() {
         let d = Arc::new(Dispatcher::new(1));
