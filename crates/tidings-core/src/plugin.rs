@@ -49,13 +49,15 @@
 //!   errors and panics ([`Bus::owner_stats`]), counted per plugin name
 //!   since its first subscription on the bus, across reloads.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::bus::{
-    Bus, EmitBuilder, EmitError, HandlerBuilder, OwnerStats, SubscribeError, SubscriptionInfo,
+    panic_message, Bus, EmitBuilder, EmitError, HandlerBuilder, OwnerStats, SubscribeError,
+    SubscriptionInfo,
 };
 use crate::event::SharedEvent;
 use crate::name::IntoPattern;
@@ -264,9 +266,10 @@ impl PluginHost {
             if self.find(&name).is_some() {
                 return Err(PluginError::AlreadyLoaded(name.to_string()));
             }
-            plugin.setup(&self.context(name.clone())).map_err(|e| {
-                self.bus.unsubscribe_all(&name);
-                setup_failed(&name, e)
+            self.bus.pin_owner(&name, true);
+            set_up(&mut *plugin, &self.context(name.clone())).map_err(|e| {
+                self.remove_owned(&name);
+                e
             })?;
             self.plugins.lock().push(Arc::new(Entry {
                 name: name.clone(),
@@ -317,23 +320,33 @@ impl PluginHost {
             .ok_or_else(|| PluginError::Busy(name.to_owned()))?;
         let ctx = self.context(entry.name.clone());
         let (_, after) = self.bus.hand_over(&entry.name);
-        if let Some(mut old) = slot.take() {
-            old.teardown(&ctx);
+        if let Some(old) = slot.take() {
+            tear_down(old, &ctx);
         }
         // Anything its teardown subscribed is not the new instance's.
         self.bus.unsubscribe_all(&entry.name);
-        let mut fresh = factory();
-        if fresh.name() != &*entry.name {
+        let built = catch_unwind(AssertUnwindSafe(factory)).map_err(|p| PluginError::Setup {
+            plugin: name.to_owned(),
+            reason: format!("its factory panicked: {}", panic_message(&*p)),
+        });
+        let mut fresh = match built {
+            Ok(fresh) if fresh.name() == &*entry.name => fresh,
+            other => {
+                self.forget(&entry);
+                self.remove_owned(&entry.name);
+                return Err(match other {
+                    Ok(fresh) => PluginError::NameMismatch {
+                        expected: name.to_owned(),
+                        got: fresh.name().to_owned(),
+                    },
+                    Err(e) => e,
+                });
+            }
+        };
+        if let Err(e) = set_up(&mut *fresh, &ctx) {
             self.forget(&entry);
-            return Err(PluginError::NameMismatch {
-                expected: name.to_owned(),
-                got: fresh.name().to_owned(),
-            });
-        }
-        if let Err(e) = fresh.setup(&ctx) {
-            self.bus.unsubscribe_all(&entry.name);
-            self.forget(&entry);
-            return Err(setup_failed(&entry.name, e));
+            self.remove_owned(&entry.name);
+            return Err(e);
         }
         let version = fresh.version().to_owned();
         *slot = Some(fresh);
@@ -359,11 +372,11 @@ impl PluginHost {
                 .try_lock()
                 .ok_or_else(|| PluginError::Busy(name.to_owned()))?;
             self.forget(&entry);
-            if let Some(mut plugin) = slot.take() {
-                plugin.teardown(&self.context(entry.name.clone()));
+            if let Some(plugin) = slot.take() {
+                tear_down(plugin, &self.context(entry.name.clone()));
             }
             let version = entry.info.lock().version.clone();
-            Ok::<_, PluginError>((self.bus.unsubscribe_all(&entry.name), version))
+            Ok::<_, PluginError>((self.remove_owned(&entry.name), version))
         })?;
         self.announce("plugin.unloaded", json!({"name": name, "version": version}));
         Ok(removed)
@@ -419,6 +432,14 @@ impl PluginHost {
             .cloned()
     }
 
+    /// Removes whatever `owner` still subscribes and stops keeping its
+    /// counters; returns how many subscriptions were removed.
+    fn remove_owned(&self, owner: &Arc<str>) -> usize {
+        let removed = self.bus.unsubscribe_all(owner);
+        self.bus.pin_owner(owner, false);
+        removed
+    }
+
     /// Drops an entry from the list.
     fn forget(&self, entry: &Arc<Entry>) {
         self.plugins.lock().retain(|e| !Arc::ptr_eq(e, entry));
@@ -432,14 +453,27 @@ impl PluginHost {
     }
 }
 
-/// A setup error, named after the plugin.
-fn setup_failed(name: &str, e: PluginError) -> PluginError {
-    match e {
-        PluginError::Setup { .. } => e,
-        other => PluginError::Setup {
-            plugin: name.to_owned(),
-            reason: other.to_string(),
-        },
+/// Runs a plugin's setup; an error or a panic becomes
+/// [`PluginError::Setup`], named after the plugin.
+fn set_up(plugin: &mut dyn Plugin, ctx: &PluginContext) -> Result<(), PluginError> {
+    let reason = match catch_unwind(AssertUnwindSafe(|| plugin.setup(ctx))) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e @ PluginError::Setup { .. })) => return Err(e),
+        Ok(Err(other)) => other.to_string(),
+        Err(panic) => format!("it panicked: {}", panic_message(&*panic)),
+    };
+    Err(PluginError::Setup {
+        plugin: ctx.owner().to_owned(),
+        reason,
+    })
+}
+
+/// Runs a plugin's teardown; a panic is logged (the host goes on removing
+/// what the plugin owns).
+fn tear_down(mut plugin: Box<dyn Plugin>, ctx: &PluginContext) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| plugin.teardown(ctx))) {
+        let message = panic_message(&*panic);
+        tracing::error!(plugin = ctx.owner(), %message, "plugin teardown panicked");
     }
 }
 
@@ -595,6 +629,53 @@ mod tests {
         assert!(!host.is_loaded("ticker"));
         assert_eq!(bus.stats().subscriptions, 0);
         assert_eq!(host_events(&bus).last().unwrap().0, "plugin.unloaded");
+    }
+
+    /// Panics in teardown, and in setup from the second build on.
+    struct Fragile(usize);
+    impl Plugin for Fragile {
+        fn name(&self) -> &str {
+            "fragile"
+        }
+        fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+            ctx.handler("x").sync(|_| ())?.detach();
+            assert!(self.0 < 2, "setup exploded");
+            Ok(())
+        }
+        fn teardown(&mut self, _: &PluginContext) {
+            panic!("teardown exploded");
+        }
+    }
+
+    #[test]
+    fn panics_in_teardown_and_setup_are_contained() {
+        let bus = Bus::new();
+        let host = PluginHost::new(bus.clone());
+        let builds = AtomicUsize::new(0);
+        host.load_with(move || Fragile(builds.fetch_add(1, Ordering::SeqCst)))
+            .unwrap();
+        // The old teardown panics: logged, the reload goes on.
+        host.reload("fragile").unwrap();
+        assert_eq!(host.subscriptions("fragile").len(), 1);
+        // The third build's setup panics: an error, the plugin is unloaded.
+        let err = host.reload("fragile").unwrap_err();
+        assert!(matches!(err, PluginError::Setup { .. }), "{err}");
+        assert!(err.to_string().contains("setup exploded"), "{err}");
+        assert!(!host.is_loaded("fragile"));
+        assert_eq!(bus.stats().subscriptions, 0);
+        assert_eq!(bus.owner_stats("fragile"), None, "its counters are dropped");
+        // The bus still dispatches.
+        bus.emit("x", json!(null)).unwrap();
+    }
+
+    #[test]
+    fn counters_of_an_owner_without_subscriptions_are_dropped() {
+        let bus = Bus::new();
+        let sub = bus.handler("x").owner("temp").sync(|_| ()).unwrap();
+        bus.emit("x", json!(null)).unwrap();
+        assert_eq!(bus.owner_stats("temp").map(|s| s.calls), Some(1));
+        drop(sub);
+        assert_eq!(bus.owner_stats("temp"), None);
     }
 
     #[test]

@@ -151,15 +151,20 @@ impl Inner {
             }
             Err(panic) => {
                 self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let message = panic_message(&*panic);
                 tracing::error!(seq = event.seq, name = %event.name, subscription, %message, "handler panicked");
             }
         }
     }
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 /// Awaits an append; if dropped before it completes (the emitter was

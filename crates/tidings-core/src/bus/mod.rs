@@ -76,6 +76,7 @@ pub use builder::{
 pub use consumer::{
     AckError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec, ConsumerTask,
 };
+pub(crate) use dispatch::panic_message;
 pub use emit::EmitBuilder;
 pub use error::{ConfigError, EmitError, SubscribeError, WaitError};
 pub use handler::{HandlerBuilder, HandlerResult, Subscription};
@@ -384,10 +385,16 @@ impl Bus {
     }
 
     /// Handler calls, errors and panics of `owner`'s subscriptions (a
-    /// plugin's), across all of them since its first; `None` if `owner`
-    /// never subscribed.
+    /// plugin's), counted since the owner last had none (for a plugin:
+    /// since it was loaded, across reloads); `None` while it has none.
     pub fn owner_stats(&self, owner: &str) -> Option<OwnerStats> {
         self.inner.registry.owner_stats(owner)
+    }
+
+    /// Keeps `owner`'s counters while it has no subscription (a plugin
+    /// between the two halves of a reload), or stops keeping them.
+    pub(crate) fn pin_owner(&self, owner: &Arc<str>, pinned: bool) {
+        self.inner.registry.pin_owner(owner, pinned)
     }
 
     /// The live subscriptions, of one owner or all, in registration order.

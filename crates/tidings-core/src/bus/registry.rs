@@ -21,7 +21,9 @@
 //!   that seq when no lookup happened in between (the plugin host ensures
 //!   it by swapping between two events).
 //! * Each owner's handler calls are counted in one [`OwnerCounters`] its
-//!   subscriptions share, kept for every owner the registry has seen.
+//!   subscriptions share. The registry keeps an owner's counters while it
+//!   has subscriptions or is pinned (a plugin host pins its plugins, so
+//!   their stats outlive a reload), so they never pile up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,12 +223,22 @@ impl Registry {
 
     /// The counters of `owner`'s handler calls (created if new).
     pub fn owner_counters(&self, owner: &Arc<str>) -> Arc<OwnerCounters> {
-        self.table.lock().owner_counters(owner)
+        self.table.lock().owner(owner).counters.clone()
     }
 
-    /// A snapshot of `owner`'s counters, if it ever subscribed.
+    /// Keeps `owner`'s counters while it has no subscription (`true`), or
+    /// stops keeping them (`false`; dropped now if it has none).
+    pub fn pin_owner(&self, owner: &Arc<str>, pinned: bool) {
+        let mut table = self.table.lock();
+        table.owner(owner).pinned = pinned;
+        table.forget_owner_if_idle(owner);
+    }
+
+    /// A snapshot of `owner`'s counters, if it has subscriptions or is
+    /// pinned.
     pub fn owner_stats(&self, owner: &str) -> Option<OwnerStats> {
-        self.table.lock().owners.get(owner).map(|c| c.snapshot())
+        let table = self.table.lock();
+        table.owners.get(owner).map(|o| o.counters.snapshot())
     }
 
     /// The dispatch-ordered subscriptions matching the event.
@@ -269,6 +281,16 @@ impl Registry {
     }
 }
 
+/// An owner's counters and what keeps them.
+#[derive(Default)]
+struct Owner {
+    counters: Arc<OwnerCounters>,
+    /// Its subscriptions in the table.
+    live: usize,
+    /// Kept with no subscription (by a plugin host).
+    pinned: bool,
+}
+
 /// The registry's state, behind its lock.
 pub(crate) struct Table {
     trie: Trie<ById>,
@@ -287,9 +309,9 @@ pub(crate) struct Table {
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
     looked_up: u64,
-    /// Counters per owner, for every owner that ever subscribed (owners
-    /// are plugin names: a handful).
-    owners: HashMap<Arc<str>, Arc<OwnerCounters>>,
+    /// Counters per owner. Invariant: an entry exists only while its
+    /// owner has subscriptions here or is pinned.
+    owners: HashMap<Arc<str>, Owner>,
     /// Lookups answered by the cache.
     #[cfg(test)]
     cache_hits: u64,
@@ -321,7 +343,11 @@ impl Table {
     ) -> (Arc<Sub>, u64) {
         let id = self.next_id;
         self.next_id += 1;
-        let counters = owner.as_ref().map(|o| self.owner_counters(o));
+        let counters = owner.as_ref().map(|o| {
+            let entry = self.owner(o);
+            entry.live += 1;
+            entry.counters.clone()
+        });
         let sub = Arc::new(Sub {
             id,
             pattern,
@@ -362,11 +388,28 @@ impl Table {
         let sub = self.subs.remove(&id)?;
         self.trie.remove(&sub.pattern, &ById(sub.clone()));
         self.cache.invalidate_matching(&sub.pattern);
+        if let Some(o) = &sub.owner {
+            if let Some(entry) = self.owners.get_mut(o) {
+                entry.live -= 1;
+            }
+            self.forget_owner_if_idle(o);
+        }
         Some(sub)
     }
 
-    fn owner_counters(&mut self, owner: &Arc<str>) -> Arc<OwnerCounters> {
-        self.owners.entry(owner.clone()).or_default().clone()
+    /// `owner`'s entry, created if new.
+    fn owner(&mut self, owner: &Arc<str>) -> &mut Owner {
+        self.owners.entry(owner.clone()).or_default()
+    }
+
+    fn forget_owner_if_idle(&mut self, owner: &str) {
+        if self
+            .owners
+            .get(owner)
+            .is_some_and(|o| o.live == 0 && !o.pinned)
+        {
+            self.owners.remove(owner);
+        }
     }
 
     /// The dispatch-ordered subscriptions matching the event.
