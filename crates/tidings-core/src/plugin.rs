@@ -14,7 +14,11 @@
 //!   dispatched on the bus (emits from other threads are committed and
 //!   queued meanwhile, and dispatched right after). So all the
 //!   subscriptions a `setup` makes start after the same seq, and an unload
-//!   removes them all at one seq.
+//!   removes them all at one seq. The price: sync emitters on other
+//!   threads wait while a change runs, so setup and teardown should be
+//!   short, and, like a sync handler, must not block on another thread's
+//!   emit to the same bus (emits they make themselves are queued and
+//!   dispatched right after the change).
 //! * **Reload** (`reload(name)`), in this order: the old instance's
 //!   subscriptions are handed over at a seq `after` (they got every
 //!   matching event up to it and get none after it); its `teardown` runs;
@@ -32,17 +36,22 @@
 //!     boundary: the old instance's handlers that come after the caller in
 //!     that event's dispatch order still get it (after its teardown); the
 //!     new instance starts with the next event.
-//!   - Reload reads no log for sync handlers, so it holds on any bus;
-//!     async handlers read the log only when their queue overflowed, as
-//!     every stream does, and are told of events retention pruned
-//!     (`Lagged`) instead of getting them.
-//!   - A reload whose setup fails, or whose factory builds a plugin of
-//!     another name, leaves the plugin unloaded (the old instance was torn
-//!     down first, as the order says) and returns the error.
+//!   - Reload reads no log for sync handlers, so it holds whatever the
+//!     log keeps; async handlers read the log only when their queue
+//!     overflowed, as every async handler does, and skip (with a warning,
+//!     counted in `Stats::lagged`) what retention pruned meanwhile.
+//!   - A reload whose setup fails or panics, or whose factory panics or
+//!     builds a plugin of another name, leaves the plugin unloaded (the old
+//!     instance was torn down first, as the order says) and returns the
+//!     error. A panicking teardown is logged and the change goes on.
+//!   - A plugin's own setup or teardown asking the host to change that
+//!     same plugin gets [`PluginError::Busy`].
 //! * **Host events.** After a change the host emits `plugin.loaded`,
 //!   `plugin.unloaded` or `plugin.reloaded` with source `plugin-host` and
 //!   data `{"name", "version"}` (a reload adds `previous_version` and
-//!   `after`). A failed emit is logged, not returned: the change happened.
+//!   `after`). They are emitted after the change, so a new instance
+//!   subscribed to `plugin.*` sees its own `plugin.reloaded`. A failed emit
+//!   is logged, not returned: the change happened.
 //! * **Version.** [`Plugin::version`] defaults to `"0.0.0"`, meaning
 //!   "unversioned" (the host's crate version would be wrong for a plugin).
 //! * **Stats.** [`PluginHost::list`] gives each plugin's handler calls,
