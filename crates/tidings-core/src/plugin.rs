@@ -102,6 +102,9 @@ pub enum PluginError {
     /// The plugin subscribed with a bad pattern (or no runtime).
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
+    /// An emit the plugin made (in its setup, say) failed.
+    #[error(transparent)]
+    Emit(#[from] EmitError),
 }
 
 /// A component reacting to events. Implementors subscribe in `setup`.
