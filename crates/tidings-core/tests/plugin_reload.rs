@@ -104,9 +104,10 @@ fn check(mut emitted: Vec<u64>, seen: &[(usize, u64)], afters: &[u64]) {
         .filter(|w| w[0] == w[1])
         .map(|w| w[0])
         .collect();
+    let who: Vec<&(usize, u64)> = seen.iter().filter(|s| dups.contains(&s.1)).collect();
     assert!(
         dups.is_empty(),
-        "delivered twice: {dups:?} (afters {afters:?})"
+        "delivered twice (instance, seq): {who:?} (afters {afters:?})"
     );
     let missing: Vec<u64> = emitted
         .iter()
@@ -153,7 +154,7 @@ fn reloads_under_concurrent_emits_lose_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_handlers_on_tiny_queues_hand_over_exactly() {
-    for _round in 0..4 {
+    for _round in 0..8 {
         // Queues of 2: the handlers overflow all the time, so the old
         // instance's share is often read back from the log.
         let bus = Bus::builder().stream_capacity(2).build().unwrap();

@@ -241,6 +241,11 @@ impl Registry {
         table.owners.get(owner).map(|o| o.counters.snapshot())
     }
 
+    /// The last seq whose matches were looked up: dispatch has reached it.
+    pub fn looked_up(&self) -> u64 {
+        self.table.lock().looked_up()
+    }
+
     /// The dispatch-ordered subscriptions matching the event.
     pub fn lookup(&self, event: &SharedEvent) -> Matches {
         self.table.lock().lookup(event)
