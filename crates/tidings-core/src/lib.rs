@@ -19,7 +19,8 @@
 //! * [`EventLog`]: where events are committed. [`MemoryLog`] here; SQLite,
 //!   NATS JetStream and Redis Streams in their own crates, all held to
 //!   [`conformance`] (with the `conformance` feature).
-//! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions.
+//! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions,
+//!   listed and reloaded without losing or doubling an event.
 //! * [`TypedEvent`]: serde types tied to their event names.
 //!
 //! ```
