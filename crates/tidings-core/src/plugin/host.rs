@@ -512,6 +512,52 @@ mod tests {
         bus.emit("x", json!(null)).unwrap();
     }
 
+    /// Asks its own host to reload it from its teardown.
+    struct Selfish {
+        host: Arc<std::sync::OnceLock<std::sync::Weak<PluginHost>>>,
+        answer: Arc<Mutex<Option<String>>>,
+    }
+    impl Plugin for Selfish {
+        fn name(&self) -> &str {
+            "selfish"
+        }
+        fn setup(&mut self, _: &PluginContext) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn teardown(&mut self, _: &PluginContext) {
+            // (Gone when the host itself is being dropped.)
+            let Some(host) = self.host.get().and_then(|h| h.upgrade()) else {
+                return;
+            };
+            let answer = host
+                .reload("selfish")
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            *self.answer.lock() = answer.err();
+        }
+    }
+
+    #[test]
+    fn a_plugin_changing_itself_from_its_own_teardown_gets_busy() {
+        let host = Arc::new(PluginHost::new(Bus::new()));
+        let cell = Arc::new(std::sync::OnceLock::new());
+        cell.set(Arc::downgrade(&host)).unwrap();
+        let answer = Arc::new(Mutex::new(None));
+        let (c, a) = (cell.clone(), answer.clone());
+        host.load_with(move || Selfish {
+            host: c.clone(),
+            answer: a.clone(),
+        })
+        .unwrap();
+        host.reload("selfish").unwrap();
+        let answer = answer.lock().clone().expect("the inner reload failed");
+        assert!(
+            answer.contains("is being loaded, reloaded or unloaded"),
+            "{answer}"
+        );
+        assert_eq!(host.list()[0].reloads, 1, "the outer reload went through");
+    }
+
     #[test]
     fn counters_of_an_owner_without_subscriptions_are_dropped() {
         let bus = Bus::new();
