@@ -133,15 +133,19 @@ impl PluginHost {
     /// losing nor doubling any event it is subscribed to (see the module
     /// contract for the order and the guarantees).
     pub fn reload(&self, name: &str) -> Result<Reloaded, PluginError> {
-        let out = self.bus.exclusive(|| self.reload_now(name));
+        let (before, out) = self.bus.exclusive(|| {
+            let before = self.find(name).map(|e| e.info.lock().version.clone());
+            (before, self.reload_now(name))
+        });
         match &out {
             Ok(r) => self.announce(
                 "plugin.reloaded",
                 json!({"name": name, "version": r.version,
                        "previous_version": r.previous_version, "after": r.after}),
             ),
+            // The old instance was torn down and no new one runs.
             Err(PluginError::Setup { .. } | PluginError::NameMismatch { .. }) => {
-                self.announce("plugin.unloaded", json!({"name": name, "version": null}))
+                self.announce("plugin.unloaded", json!({"name": name, "version": before}))
             }
             Err(_) => {}
         }
@@ -472,7 +476,13 @@ mod tests {
         );
         assert!(!host.is_loaded("ticker"));
         assert_eq!(bus.stats().subscriptions, 0);
-        assert_eq!(host_events(&bus).last().unwrap().0, "plugin.unloaded");
+        assert_eq!(
+            host_events(&bus).last().unwrap(),
+            &(
+                "plugin.unloaded".to_owned(),
+                json!({"name": "ticker", "version": "1.0.0"})
+            )
+        );
     }
 
     /// Panics in teardown, and in setup from the second build on.
