@@ -126,18 +126,28 @@ impl Inner {
         events: impl Iterator<Item = &'a SharedEvent> + Clone,
         depth: u32,
     ) -> Submitted {
-        let frame = |depth| Frame {
+        self.dispatcher
+            .submit(first, events, depth, &|e, d| self.run_one(e, d))
+    }
+
+    /// Runs `f` between two events (see [`super::dispatcher::Dispatcher::exclusive`]):
+    /// no event is dispatched while it runs, except, when called from
+    /// inside a handler, the rest of the event being dispatched.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.dispatcher.exclusive(f, &|e, d| self.run_one(e, d))
+    }
+
+    /// Dispatches one event with its [`Frame`] on [`DISPATCHING`].
+    fn run_one(&self, event: &SharedEvent, depth: u32) {
+        let frame = Frame {
             bus: self.id(),
             depth,
         };
-        let run = |e: &SharedEvent, d: u32| {
-            DISPATCHING.with(|f| f.borrow_mut().push(frame(d)));
-            // Popped on unwind too: a handler's panic is caught inside
-            // `dispatch_one`, but the guard keeps the stack true regardless.
-            let _pop = PopFrame;
-            self.dispatch_one(e, d);
-        };
-        self.dispatcher.submit(first, events, depth, &run)
+        DISPATCHING.with(|f| f.borrow_mut().push(frame));
+        // Popped on unwind too: a handler's panic is caught inside
+        // `dispatch_one`, but the guard keeps the stack true regardless.
+        let _pop = PopFrame;
+        self.dispatch_one(event, depth);
     }
 
     fn dispatch_one(&self, event: &SharedEvent, depth: u32) {
@@ -163,6 +173,9 @@ impl Inner {
                     }
                     self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
                     let outcome = catch_unwind(AssertUnwindSafe(|| f(event)));
+                    if let Some(c) = &sub.counters {
+                        c.record(&outcome);
+                    }
                     self.record_outcome(event, sub.id, outcome);
                     if *once {
                         self.remove(sub.id);
@@ -192,15 +205,20 @@ impl Inner {
             }
             Err(panic) => {
                 self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let message = panic_message(&*panic);
                 tracing::error!(seq = event.seq, name = %event.name, subscription, %message, "handler panicked");
             }
         }
     }
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 /// Awaits an append; if dropped before it completes (the emitter was

@@ -201,6 +201,10 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
         let handle = self.bus.runtime()?;
         let pattern = self.pattern.into_pattern()?;
         let bus = self.bus.clone();
+        let counters = self
+            .owner
+            .as_ref()
+            .map(|o| bus.inner.registry.owner_counters(o));
         let mut stream = bus.open_stream(
             vec![pattern],
             self.priority,
@@ -232,6 +236,9 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
                     depth,
                 };
                 let outcome = DEPTH.scope(frame, call.catch_unwind()).await;
+                if let Some(c) = &counters {
+                    c.record(&outcome);
+                }
                 task_bus.inner.record_outcome(&event, id, outcome);
             }
         });
