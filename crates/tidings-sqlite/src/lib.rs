@@ -210,6 +210,7 @@
 //! file gets correct sequence numbers (the writer re-reads the last sequence
 //! in every transaction), but this process' `watch` is not woken by it.
 
+pub mod archive;
 mod codec;
 mod command;
 mod error;
