@@ -34,6 +34,10 @@ pub struct Config {
     pub retention_max_count: Option<u64>,
     /// Drop events older than this many seconds (none: no age limit).
     pub retention_max_age_secs: Option<u64>,
+    /// SQLite store only: where retention puts events (zstd JSON-lines
+    /// files and a manifest) before it deletes them (none: it deletes for
+    /// good). `GET /export` and `tidings export` read it back.
+    pub archive_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes (answered 413 beyond).
     pub max_payload: usize,
     /// Most open WebSocket and SSE connections together.
@@ -135,6 +139,7 @@ impl Default for Config {
             batch_interval_ms: 10,
             retention_max_count: None,
             retention_max_age_secs: None,
+            archive_dir: None,
             max_payload: 1024 * 1024,
             max_connections: 20_000,
             max_subscribers_per_channel: 1000,
@@ -202,6 +207,7 @@ const KEYS: &[&str] = &[
     "batch_interval_ms",
     "retention_max_count",
     "retention_max_age_secs",
+    "archive_dir",
     "max_payload",
     "max_connections",
     "max_subscribers_per_channel",
@@ -350,7 +356,27 @@ impl Config {
                 format!("{:?} is not one of sync, batch, none", self.durability),
             );
         }
-        self.store_url()?;
+        let store = self.store_url()?;
+        if let Some(dir) = &self.archive_dir {
+            if dir.as_os_str().is_empty() {
+                return invalid(
+                    "archive_dir",
+                    "is empty (leave it unset for no archive)".into(),
+                );
+            }
+            let engine = match store {
+                StoreUrl::Sqlite(_) => None,
+                StoreUrl::Memory => Some("the memory store"),
+                StoreUrl::Nats(_) => Some("NATS JetStream (its stream's max_age/max_msgs delete)"),
+                StoreUrl::Redis(_) => Some("Redis (XTRIM deletes)"),
+            };
+            if let Some(engine) = engine {
+                return invalid(
+                    "archive_dir",
+                    format!("the archive is SQLite-only; the store is {engine}: unset archive_dir or use a sqlite: store"),
+                );
+            }
+        }
         for o in &self.cors_origins {
             if o.parse::<http::HeaderValue>().is_err()
                 || !(o.starts_with("http://") || o.starts_with("https://"))
@@ -520,6 +546,35 @@ mod tests {
         assert!(e.to_string().contains("max_payloda"), "{e}");
         let e = Config::load(Some(Path::new("/nonexistent/x.toml")), vec![], vec![]).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn the_archive_is_sqlite_only() {
+        let c = Config::load(None, env(&[("TIDINGS_ARCHIVE_DIR", "/tmp/a")]), vec![]).unwrap();
+        assert_eq!(c.archive_dir, Some(PathBuf::from("/tmp/a")));
+        for store in [
+            "memory:",
+            "nats://127.0.0.1:4222?stream=E",
+            "redis://127.0.0.1:6379?key=e",
+        ] {
+            let e = Config::load(
+                None,
+                env(&[("TIDINGS_ARCHIVE_DIR", "/tmp/a"), ("TIDINGS_STORE", store)]),
+                vec![],
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("archive_dir") && e.to_string().contains("SQLite-only"),
+                "{e}"
+            );
+        }
+        let e = Config::load(None, env(&[("TIDINGS_ARCHIVE_DIR", "\"\"")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("archive_dir"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "archive_dri = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), vec![], vec![]).unwrap_err();
+        assert!(e.to_string().contains("archive_dri"), "{e}");
     }
 
     #[test]

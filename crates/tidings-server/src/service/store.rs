@@ -108,7 +108,8 @@ impl Store {
                     &path,
                     SqliteOptions::default()
                         .durability(durability)
-                        .retention(retention),
+                        .retention(retention)
+                        .archive_dir(config.archive_dir.clone()),
                 )?;
                 Ok(Store {
                     log: Arc::new(log.clone()),
