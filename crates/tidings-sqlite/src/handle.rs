@@ -185,8 +185,8 @@ impl SqliteLog {
             cfg,
             last,
             health.clone(),
-            archive,
-        );
+        )
+        .with_archive(archive);
         let writer_thread = std::thread::Builder::new()
             .name("tidings-sqlw".into())
             .spawn(move || writer.run())

@@ -138,7 +138,6 @@ impl Writer {
         cfg: WriterConfig,
         last: u64,
         health: Arc<Health>,
-        archive: Option<ArchiveWriter>,
     ) -> Writer {
         let now = Instant::now();
         Writer {
@@ -155,10 +154,16 @@ impl Writer {
             health,
             group: Vec::new(),
             next_probe: None,
-            archive: archive.map(RefCell::new),
+            archive: None,
             #[cfg(test)]
             stashed: None,
         }
+    }
+
+    /// The writer with an archive: its prunes archive before deleting.
+    pub(crate) fn with_archive(mut self, archive: Option<ArchiveWriter>) -> Writer {
+        self.archive = archive.map(RefCell::new);
+        self
     }
 
     /// Runs until every sender is gone and the queue is drained, restarting
