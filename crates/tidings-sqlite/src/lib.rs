@@ -191,7 +191,7 @@
 //! [`archive::CHUNK_EVENTS`] per run (the next run follows the next group
 //! at once), and waits for a full chunk or
 //! [`SqliteOptions::archive_delay`]; an explicit
-//! [`EventLog::prune`](tidings_core::EventLog::prune) archives all that is
+//! [`EventLog::prune`] archives all that is
 //! due. A failed archive write deletes nothing and is retried. See
 //! [`archive`].
 //!
