@@ -322,3 +322,129 @@ async fn the_cli_exports_and_imports_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real `tidings` server, killed with SIGKILL after its background
+/// prune made the archive durable and before it deleted the rows
+/// (`TIDINGS_FAULT=archive_after_write`), then restarted: the export is
+/// still every event exactly once, gap-free, as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_between_archive_and_delete_loses_and_doubles_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |fault: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("TIDINGS_RETENTION_MAX_COUNT", "5")
+            .env("TIDINGS_ARCHIVE_DIR", dir.path().join("archive"))
+            .env("TIDINGS_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if fault {
+            c.env("TIDINGS_FAULT", "archive_after_write");
+        }
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "banner {line:?}");
+        (child, base)
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let http = reqwest::Client::new();
+    // A full chunk (10,000) due, so the background prune archives at once.
+    let (child, base) = start(true);
+    let mut server = Kill(child);
+    let mut published: Vec<Value> = Vec::new();
+    for b in 0..21 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| json!({"name": "bulk.e", "data": {"b": b, "i": i}}))
+            .collect();
+        let r = http
+            .post(format!("{base}/events"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        published.extend(r.json::<Vec<Value>>().await.unwrap());
+    }
+    let stderr = server.0.stderr.take().unwrap();
+    let fault = tokio::task::spawn_blocking(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.starts_with("FAULT") {
+                return line;
+            }
+        }
+        panic!("the server ended without reaching the fault point");
+    });
+    let fault = tokio::time::timeout(std::time::Duration::from_secs(60), fault)
+        .await
+        .expect("the fault point within 60 s")
+        .unwrap();
+    assert_eq!(fault, "FAULT archive_after_write 1 10000");
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    drop(server);
+
+    let (child, base) = start(false);
+    let _server = Kill(child);
+    // The restarted server deletes what the archive holds, writing nothing again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{base}/events?after=9000"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 410 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["first_retained_seq"], 10001);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rows were never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let text = http
+        .get(format!("{base}/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10_500);
+    assert_eq!(lines, published, "every event once, in order, as published");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("archive/manifest.json")).unwrap())
+            .unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{m}");
+    assert_eq!(
+        (
+            files[0]["first_seq"].as_u64(),
+            files[0]["last_seq"].as_u64()
+        ),
+        (Some(1), Some(10000))
+    );
+    let names = std::fs::read_dir(dir.path().join("archive"))
+        .unwrap()
+        .count();
+    assert_eq!(names, 2, "one file and the manifest, no leftover");
+}
