@@ -448,3 +448,49 @@ async fn a_server_killed_between_archive_and_delete_loses_and_doubles_nothing() 
         .count();
     assert_eq!(names, 2, "one file and the manifest, no leftover");
 }
+
+/// Retention moves events into the archive while an export is being
+/// read: the export goes on from the archive, still every seq once. (Read
+/// from the service's own channel: over a socket, the kernel's buffers
+/// would let the export finish before the prune.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_survives_retention_running_under_it() {
+    use tidings_server::auth::Principal;
+    use tidings_server::service::ExportRequest;
+    let s = archiving_server(|_| {}).await;
+    for b in 0..6 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| json!({"name": "big.e", "data": {"b": b, "i": i, "pad": "x".repeat(500)}}))
+            .collect();
+        let r = s
+            .http
+            .post(s.url("/events"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let svc = s.server.as_ref().unwrap().service.clone();
+    let mut export = svc
+        .export(&Principal::anonymous(), ExportRequest::default())
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    text.extend_from_slice(&export.chunks.recv().await.unwrap().unwrap());
+    // The exporter is at most a few chunks ahead; archive all but 5 now.
+    assert_eq!(prune(&s).await, 2995);
+    while let Some(chunk) = export.chunks.recv().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(text).unwrap();
+    let got: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got, (1..=3000).collect::<Vec<_>>());
+}
