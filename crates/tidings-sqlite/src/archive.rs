@@ -23,7 +23,9 @@
 //!   is archived). Nothing is lost and nothing is listed twice.
 //! * Opening a writer removes temporary files and files a crash left
 //!   unlisted beyond the manifest's end (their events are still in the
-//!   log); any other unlisted file is left alone and never read.
+//!   log); any other unlisted file (all of them, if there is no manifest)
+//!   is left alone and never read; a file of the same range written
+//!   again replaces it.
 //! * [`ArchiveReader`] reads only listed files, lazily, one line at a time.
 
 use std::fs::File;
@@ -234,14 +236,17 @@ impl ArchiveWriter {
     /// manifest's end.
     pub fn open(dir: &Path) -> Result<ArchiveWriter, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+        let listed = dir.join(MANIFEST).exists();
         let manifest = Manifest::load(dir)?;
         let end = manifest.last_seq();
         let entries = std::fs::read_dir(dir).map_err(io("listing", dir))?;
         for entry in entries {
             let entry = entry.map_err(io("listing", dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Without a manifest nothing says where the archive ends (a
+            // lost manifest must not cost the files): unlisted files stay.
             let leftover = name.ends_with(".tmp")
-                || parse_file_name(&name).is_some_and(|(first, _)| first > end);
+                || (listed && parse_file_name(&name).is_some_and(|(first, _)| first > end));
             if leftover {
                 tracing::warn!(file = %name, "removing an archive file a crash left unlisted");
                 let path = entry.path();
@@ -538,6 +543,11 @@ mod tests {
         assert!(!dir.path().join(file_name(3, 9)).exists());
         assert!(!dir.path().join("manifest.json.tmp").exists());
         assert!(dir.path().join(file_name(1, 1)).exists());
+        // No manifest: nothing says the files are leftovers; they stay.
+        std::fs::remove_file(dir.path().join(MANIFEST)).unwrap();
+        let w = ArchiveWriter::open(dir.path()).unwrap();
+        assert_eq!(w.archived_upto(), 0);
+        assert!(dir.path().join(file_name(1, 2)).exists());
     }
 
     #[test]
