@@ -1,7 +1,8 @@
 //! Test helper for the archive crash test (`tests/archive.rs`): opens the
 //! log at `<path>` with an archive in `<archive_dir>` and a retention of
 //! `<keep>` events (no background pruning), appends `<count>` events if
-//! the log is empty, then prunes once and prints `pruned <n>`.
+//! the log is empty, then prunes once and prints `pruned <n>` (and how
+//! long the prune took, to stderr).
 //!
 //! With `TIDINGS_FAULT=archive_after_write` the prune stops for good right
 //! after the archive is durable and before the rows are deleted (it prints
@@ -52,8 +53,10 @@ fn main() -> ExitCode {
                 log.append(batch, None).await.map_err(|e| e.to_string())?;
             }
         }
+        let started = std::time::Instant::now();
         let n = log.prune().await.map_err(|e| e.to_string())?;
         println!("pruned {n}");
+        eprintln!("the prune took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         log.close().map_err(|e| e.to_string())
     };
     match rt.block_on(run) {
