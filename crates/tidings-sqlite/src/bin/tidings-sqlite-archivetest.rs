@@ -56,7 +56,10 @@ fn main() -> ExitCode {
         let started = std::time::Instant::now();
         let n = log.prune().await.map_err(|e| e.to_string())?;
         println!("pruned {n}");
-        eprintln!("the prune took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "the prune took {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
         log.close().map_err(|e| e.to_string())
     };
     match rt.block_on(run) {
