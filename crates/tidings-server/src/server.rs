@@ -54,6 +54,7 @@ pub fn router(service: Arc<Service>) -> Router {
     let mut router = Router::new()
         .route("/events", get(http::get_events).post(http::post_events))
         .route("/channels", get(http::get_channels))
+        .route("/export", get(http::export))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
         .route("/ws", get(ws::ws_patterns))

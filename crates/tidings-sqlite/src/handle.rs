@@ -170,7 +170,13 @@ impl SqliteLog {
             wal_path: sqlite_path_suffix(&path, "-wal"),
             commit_fsyncs: sync_level >= 2,
             probe_interval: options.probe_interval,
+            archive_delay: options.archive_delay,
         };
+        let archive = options
+            .archive_dir
+            .as_deref()
+            .map(crate::archive::ArchiveWriter::open)
+            .transpose()?;
         let writer = Writer::new(
             conn,
             writer_rx,
@@ -179,7 +185,8 @@ impl SqliteLog {
             cfg,
             last,
             health.clone(),
-        );
+        )
+        .with_archive(archive);
         let writer_thread = std::thread::Builder::new()
             .name("tidings-sqlw".into())
             .spawn(move || writer.run())

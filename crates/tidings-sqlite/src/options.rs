@@ -10,6 +10,7 @@
 //!   process crash and on a machine crash; the writer implements that
 //!   table (`synchronous` level, explicit WAL fsyncs), nothing more.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tidings_core::log::{LogOptions, Retention};
@@ -113,6 +114,17 @@ pub struct SqliteOptions {
     /// `Ok` once the fault is gone even if nobody publishes. `None`: health
     /// only recovers with the next write that succeeds. Default: 1 s.
     pub probe_interval: Option<Duration>,
+    /// Where retention puts events before it deletes them (see
+    /// [`crate::archive`]); `None`: retention deletes them for good.
+    /// Created if missing. Default: `None`.
+    pub archive_dir: Option<PathBuf>,
+    /// With an archive, background pruning writes a file once a full chunk
+    /// ([`CHUNK_EVENTS`](crate::archive::CHUNK_EVENTS)) is due, or once
+    /// this long passed since the last file, whichever comes first (so the
+    /// log holds up to a chunk more than retention says, for at most this
+    /// long). An explicit [`EventLog::prune`](tidings_core::EventLog::prune)
+    /// archives everything due at once. Default: 60 s.
+    pub archive_delay: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -128,6 +140,8 @@ impl Default for SqliteOptions {
             reader_mmap_bytes: 256 * 1024 * 1024,
             busy_timeout: Duration::from_secs(5),
             probe_interval: Some(Duration::from_secs(1)),
+            archive_dir: None,
+            archive_delay: Duration::from_secs(60),
         }
     }
 }
@@ -163,6 +177,12 @@ impl SqliteOptions {
         self
     }
 
+    /// Sets (or with `None` turns off) the archive directory.
+    pub fn archive_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.archive_dir = dir;
+        self
+    }
+
     /// Checks the options; the message says what is wrong.
     pub(crate) fn validate(&self) -> Result<(), String> {
         self.log.validate().map_err(|e| e.to_string())?;
@@ -179,6 +199,13 @@ impl SqliteOptions {
         }
         if self.probe_interval.is_some_and(|d| d.is_zero()) {
             return Err("probe_interval must be non-zero (use None to turn it off)".into());
+        }
+        if self
+            .archive_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err("archive_dir is empty (use None to turn the archive off)".into());
         }
         Ok(())
     }

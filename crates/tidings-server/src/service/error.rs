@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Timeout,
     /// A limit (connections, channel, patterns, command rate) was reached.
     Limit,
+    /// What was asked for is no longer in the log (retention pruned it);
+    /// the error says where the retained range starts.
+    Gone,
     /// The log's storage is full; retry after space is freed.
     NoSpace,
     /// The log cannot be reached or cannot write right now; retry later.
@@ -49,6 +52,9 @@ pub struct ServiceError {
     pub message: String,
     /// For `NoSpace` and `Unavailable`: when to try again.
     pub retry_after: Option<Duration>,
+    /// Machine-readable details beside `error` and `code` (for `Gone`:
+    /// `first_retained_seq`).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ServiceError {
@@ -63,7 +69,14 @@ impl ServiceError {
                 ErrorKind::Unavailable => Some(Duration::from_secs(5)),
                 _ => None,
             },
+            fields: Vec::new(),
         }
+    }
+
+    /// The same error with a detail field.
+    pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.push((key, value.into()));
+        self
     }
 
     /// A malformed request.

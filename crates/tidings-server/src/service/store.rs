@@ -88,7 +88,8 @@ impl Store {
                         log: log_options,
                         ..SqliteOptions::default()
                     }
-                    .durability(durability),
+                    .durability(durability)
+                    .archive_dir(config.archive_dir.clone()),
                 )?;
                 Ok(Store { log: Arc::new(log) })
             }
