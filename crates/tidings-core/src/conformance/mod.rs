@@ -198,7 +198,12 @@ macro_rules! conformance_checks {
 #[macro_export]
 macro_rules! conformance_store_checks {
     ($callback:path $(, $arg:expr)* $(,)?) => {
-        $callback!([$($arg),*] survives_reopen, instances_share_one_order);
+        $callback!(
+            [$($arg),*]
+            survives_reopen,
+            instances_share_one_order,
+            instances_share_keys_expectations_and_consumers
+        );
     };
 }
 

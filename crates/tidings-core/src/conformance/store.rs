@@ -98,19 +98,32 @@ where
         follow(a.clone(), Position::Beginning),
         follow(b.clone(), Position::Beginning),
     ];
+    // Each instance: EACH appends, every fifth a batch of three.
     let appends = [a.clone(), b.clone()].map(|log| {
         tokio::spawn(async move {
             for i in 0..EACH {
-                log.append(vec![ev("shared.item", i)], None)
+                let batch: Vec<_> = (0..if i % 5 == 4 { 3 } else { 1 })
+                    .map(|j| ev("shared.item", i * 10 + j))
+                    .collect();
+                let n = batch.len() as u64;
+                let c = log
+                    .append(batch, None)
                     .await
                     .expect("append on one instance");
+                let seqs: Vec<u64> = c.iter().map(|c| c.event.seq).collect();
+                let first = seqs[0];
+                assert_eq!(
+                    seqs,
+                    (first..first + n).collect::<Vec<_>>(),
+                    "a batch stays consecutive"
+                );
             }
         })
     });
     for task in appends {
         task.await.expect("appender");
     }
-    let total = 2 * EACH;
+    let total = 2 * (EACH + 2 * (EACH / 5));
     let pa = a.read(0, 1000).await.expect("read on a");
     let pb = b.read(0, 1000).await.expect("read on b");
     let order = |p: &Page| p.events.iter().map(|e| (e.seq, e.id)).collect::<Vec<_>>();
@@ -207,4 +220,90 @@ where
             Err(e) => assert!(e.contains(named), "the refusal names {named}: {e}"),
         }
     }
+}
+
+/// Two handles on one shared store agree on idempotency keys (a key
+/// appended through one is a duplicate through the other; racing appends of
+/// one key make one event), on expectations (racing appends at one expected
+/// seq: exactly one wins) and on consumer definitions (racing definers get
+/// the first one). Stores that are not shared pass without running.
+pub async fn instances_share_keys_expectations_and_consumers<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let a = open().await;
+    if !a.shared() {
+        return;
+    }
+    let b = open().await;
+    let first = a
+        .append(vec![ev("shared.key", 0).key("order-9")], None)
+        .await
+        .expect("append");
+    let again = b
+        .append(
+            vec![ev("shared.key", 1).key("order-9"), ev("shared.key", 2)],
+            None,
+        )
+        .await
+        .expect("append");
+    assert!(again[0].duplicate, "a key appended through a is known to b");
+    assert_eq!(again[0].event, first[0].event, "the original envelope");
+    assert_eq!((again[1].event.seq, again[1].duplicate), (2, false));
+
+    let (ra, rb) = tokio::join!(
+        a.append(vec![ev("shared.expect", 0)], Some(2)),
+        b.append(vec![ev("shared.expect", 1)], Some(2))
+    );
+    assert_eq!(
+        [&ra, &rb].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "exactly one of {ra:?} / {rb:?} wins"
+    );
+    let loser = if ra.is_err() { ra } else { rb };
+    assert!(matches!(
+        loser,
+        Err(AppendError::Conflict {
+            expected: 2,
+            actual: 3
+        })
+    ));
+
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let log = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                log.append(vec![ev("shared.once", i).key("once")], None)
+                    .await
+                    .expect("append")
+            })
+        })
+        .collect();
+    let mut originals = HashSet::new();
+    let mut new = 0;
+    for t in tasks {
+        let c = t.await.expect("task");
+        originals.insert((c[0].event.seq, c[0].event.id));
+        new += usize::from(!c[0].duplicate);
+    }
+    assert_eq!(new, 1, "exactly one append of the key was new");
+    assert_eq!(originals.len(), 1, "all saw the same original");
+    assert_eq!(a.bounds().await.expect("bounds").last, 4);
+
+    for round in 0..5 {
+        let name = format!("c{round}");
+        let (da, db) = tokio::join!(
+            a.define_consumer(&name, "from-a"),
+            b.define_consumer(&name, "from-b")
+        );
+        assert_eq!(
+            da.expect("define on a"),
+            db.expect("define on b"),
+            "both instances agree on {name}"
+        );
+    }
+    assert_eq!(b.consumers().await.expect("list").len(), 5);
+    assert!(a.delete_consumer("c0").await.expect("delete"));
+    assert!(!b.delete_consumer("c0").await.expect("delete again"));
 }
