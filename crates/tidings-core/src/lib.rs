@@ -59,8 +59,8 @@ pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_S
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
     follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
-    EventLog, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page, Position,
-    PruneError, ReadError, Retention,
+    EventLog, LogFailure, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page,
+    Position, PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost, PluginInfo, Reloaded};

@@ -1,5 +1,6 @@
 //! Error types of the NATS backend.
 
+use tidings_core::log::LogFailure;
 use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
 
 /// Why [`crate::NatsLog`] could not be opened.
@@ -66,8 +67,10 @@ impl std::fmt::Display for EngineError {
 impl From<EngineError> for AppendError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(m) => AppendError::Unavailable(m),
-            EngineError::Storage(m) => AppendError::Storage(Box::new(StorageError(m))),
+            EngineError::Unavailable(m) => AppendError::Failed(LogFailure::Unavailable(m)),
+            EngineError::Storage(m) => {
+                AppendError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
+            }
         }
     }
 }
@@ -75,8 +78,10 @@ impl From<EngineError> for AppendError {
 impl From<EngineError> for ReadError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(m) => ReadError::Unavailable(m),
-            EngineError::Storage(m) => ReadError::Storage(Box::new(StorageError(m))),
+            EngineError::Unavailable(m) => ReadError::Failed(LogFailure::Unavailable(m)),
+            EngineError::Storage(m) => {
+                ReadError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
+            }
         }
     }
 }
@@ -84,8 +89,10 @@ impl From<EngineError> for ReadError {
 impl From<EngineError> for CursorError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(m) => CursorError::Unavailable(m),
-            EngineError::Storage(m) => CursorError::Storage(Box::new(StorageError(m))),
+            EngineError::Unavailable(m) => CursorError::Failed(LogFailure::Unavailable(m)),
+            EngineError::Storage(m) => {
+                CursorError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
+            }
         }
     }
 }
@@ -93,8 +100,10 @@ impl From<EngineError> for CursorError {
 impl From<EngineError> for PruneError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(m) => PruneError::Unavailable(m),
-            EngineError::Storage(m) => PruneError::Storage(Box::new(StorageError(m))),
+            EngineError::Unavailable(m) => PruneError::Failed(LogFailure::Unavailable(m)),
+            EngineError::Storage(m) => {
+                PruneError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
+            }
         }
     }
 }

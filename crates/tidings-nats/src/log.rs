@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
@@ -180,7 +181,7 @@ impl NatsLog {
 impl EventLog for NatsLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         if self.is_closed() {
-            return AppendFuture::ready(Err(AppendError::Closed));
+            return AppendFuture::ready(Err(AppendError::Failed(LogFailure::Closed)));
         }
         if batch.is_empty() {
             return AppendFuture::ready(Err(AppendError::EmptyBatch));
@@ -193,16 +194,17 @@ impl EventLog for NatsLog {
             reply,
         };
         if self.guard.writer.send(req).is_err() {
-            return AppendFuture::ready(Err(AppendError::Closed));
+            return AppendFuture::ready(Err(AppendError::Failed(LogFailure::Closed)));
         }
         AppendFuture::Pending(Box::pin(async move {
-            rx.await.unwrap_or(Err(AppendError::Closed))
+            rx.await
+                .unwrap_or(Err(AppendError::Failed(LogFailure::Closed)))
         }))
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.read(after, limit).await?) })
@@ -210,7 +212,7 @@ impl EventLog for NatsLog {
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.bounds().await?) })
@@ -218,7 +220,7 @@ impl EventLog for NatsLog {
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.seq_before(time).await?) })
@@ -230,7 +232,7 @@ impl EventLog for NatsLog {
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         let consumer = consumer.to_owned();
@@ -239,7 +241,7 @@ impl EventLog for NatsLog {
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         let consumer = consumer.to_owned();
@@ -248,7 +250,7 @@ impl EventLog for NatsLog {
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         let (name, spec) = (name.to_owned(), spec.to_owned());
@@ -257,7 +259,7 @@ impl EventLog for NatsLog {
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         Box::pin(async move { inner.consumers().await })
@@ -265,7 +267,7 @@ impl EventLog for NatsLog {
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         let name = name.to_owned();
@@ -274,7 +276,7 @@ impl EventLog for NatsLog {
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         if self.is_closed() {
-            return refuse(PruneError::Closed);
+            return refuse(PruneError::Failed(LogFailure::Closed));
         }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.prune().await?) })

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidings_core::log::LogFailure;
 
 use serde_json::json;
 use tidings_core::log::AppendError;
@@ -96,7 +97,7 @@ async fn appends_fail_fast_during_an_outage_and_nothing_acked_is_lost() {
                 let t = Instant::now();
                 match log.append(vec![ev(j)], None).await {
                     Ok(c) => ok.push((c[0].event.seq, c[0].event.id)),
-                    Err(AppendError::Unavailable(_)) => {
+                    Err(AppendError::Failed(LogFailure::Unavailable(_))) => {
                         unavailable += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -128,7 +129,7 @@ async fn appends_fail_fast_during_an_outage_and_nothing_acked_is_lost() {
                 acked.insert(c[0].event.seq, c[0].event.id);
                 break;
             }
-            Err(AppendError::Unavailable(_)) if Instant::now() < deadline => {
+            Err(AppendError::Failed(LogFailure::Unavailable(_))) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("appends did not recover: {e}"),

@@ -34,7 +34,9 @@ async fn old_positions_are_read_from_the_engine() {
         cache_events: 8,
         ..NatsOptions::default()
     };
-    let c = NatsLog::open(&server, &stream, small).await.expect("open c");
+    let c = NatsLog::open(&server, &stream, small)
+        .await
+        .expect("open c");
     let p = c.read(5, 20).await.expect("read on c");
     assert_eq!(
         p.events.iter().map(|e| (e.seq, e.id)).collect::<Vec<_>>(),

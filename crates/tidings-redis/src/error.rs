@@ -10,6 +10,7 @@
 //! to `Storage(..)`.
 
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
@@ -115,8 +116,8 @@ impl OpError {
 impl From<OpError> for AppendError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::Unavailable(m) => AppendError::Unavailable(m),
-            OpError::Storage(s) => AppendError::Storage(Box::new(s)),
+            OpError::Unavailable(m) => AppendError::Failed(LogFailure::Unavailable(m)),
+            OpError::Storage(s) => AppendError::Failed(LogFailure::Storage(Box::new(s))),
         }
     }
 }
@@ -124,8 +125,8 @@ impl From<OpError> for AppendError {
 impl From<OpError> for ReadError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::Unavailable(m) => ReadError::Unavailable(m),
-            OpError::Storage(s) => ReadError::Storage(Box::new(s)),
+            OpError::Unavailable(m) => ReadError::Failed(LogFailure::Unavailable(m)),
+            OpError::Storage(s) => ReadError::Failed(LogFailure::Storage(Box::new(s))),
         }
     }
 }
@@ -133,8 +134,8 @@ impl From<OpError> for ReadError {
 impl From<OpError> for CursorError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::Unavailable(m) => CursorError::Unavailable(m),
-            OpError::Storage(s) => CursorError::Storage(Box::new(s)),
+            OpError::Unavailable(m) => CursorError::Failed(LogFailure::Unavailable(m)),
+            OpError::Storage(s) => CursorError::Failed(LogFailure::Storage(Box::new(s))),
         }
     }
 }
@@ -142,8 +143,8 @@ impl From<OpError> for CursorError {
 impl From<OpError> for PruneError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::Unavailable(m) => PruneError::Unavailable(m),
-            OpError::Storage(s) => PruneError::Storage(Box::new(s)),
+            OpError::Unavailable(m) => PruneError::Failed(LogFailure::Unavailable(m)),
+            OpError::Storage(s) => PruneError::Failed(LogFailure::Storage(Box::new(s))),
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -168,7 +169,7 @@ impl RedisLog {
 impl EventLog for RedisLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         if self.is_closed() {
-            return AppendFuture::ready(Err(AppendError::Closed));
+            return AppendFuture::ready(Err(AppendError::Failed(LogFailure::Closed)));
         }
         if batch.is_empty() {
             return AppendFuture::ready(Err(AppendError::EmptyBatch));
@@ -179,7 +180,7 @@ impl EventLog for RedisLog {
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.read(after, limit).await?) })
@@ -187,7 +188,7 @@ impl EventLog for RedisLog {
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.bounds().await?) })
@@ -195,7 +196,7 @@ impl EventLog for RedisLog {
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
         if self.is_closed() {
-            return refuse(ReadError::Closed);
+            return refuse(ReadError::Failed(LogFailure::Closed));
         }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.seq_before(time).await?) })
@@ -207,21 +208,21 @@ impl EventLog for RedisLog {
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         Box::pin(self.shared.clone().cursor(consumer.to_owned()))
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         Box::pin(self.shared.clone().commit_cursor(consumer.to_owned(), seq))
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         Box::pin(
             self.shared
@@ -232,14 +233,14 @@ impl EventLog for RedisLog {
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         Box::pin(self.shared.clone().consumers())
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
         if self.is_closed() {
-            return refuse(CursorError::Closed);
+            return refuse(CursorError::Failed(LogFailure::Closed));
         }
         Box::pin(self.shared.clone().delete_consumer(name.to_owned()))
     }
@@ -257,7 +258,7 @@ impl EventLog for RedisLog {
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         if self.is_closed() {
-            return refuse(PruneError::Closed);
+            return refuse(PruneError::Failed(LogFailure::Closed));
         }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.prune().await?) })

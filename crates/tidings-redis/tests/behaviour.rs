@@ -8,6 +8,7 @@
 mod common;
 
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use chrono::Utc;
 use serde_json::json;
@@ -255,7 +256,7 @@ async fn appends_are_refused_when_redis_lost_acknowledged_events() {
         .append(vec![ev(3)], None)
         .await
         .expect_err("seq 2 must not be handed out again");
-    let AppendError::Storage(inner) = &err else {
+    let AppendError::Failed(LogFailure::Storage(inner)) = &err else {
         panic!("expected Storage(LostWrites), got {err:?}");
     };
     match inner.downcast_ref::<StorageError>() {

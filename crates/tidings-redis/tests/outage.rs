@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidings_core::log::LogFailure;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -162,7 +163,7 @@ async fn appends_fail_fast_during_an_outage_and_nothing_acked_is_lost() {
                 tally.slowest_ms.fetch_max(took, Ordering::Relaxed);
                 match r {
                     Ok(c) => tally.acked.lock().push((c[0].event.seq, c[0].event.id)),
-                    Err(AppendError::Unavailable(_)) => {
+                    Err(AppendError::Failed(LogFailure::Unavailable(_))) => {
                         tally.unavailable.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }

@@ -18,6 +18,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use tidings_core::log::LogFailure;
 
 use rusqlite::ErrorCode;
 use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
@@ -300,9 +301,9 @@ impl From<StorageError> for AppendError {
         if e.is_no_space() {
             AppendError::NoSpace(e.to_string())
         } else if e.is_busy() || matches!(e, StorageError::WriterPanicked { .. }) {
-            AppendError::Unavailable(e.to_string())
+            AppendError::Failed(LogFailure::Unavailable(e.to_string()))
         } else {
-            AppendError::Storage(Box::new(e))
+            AppendError::Failed(LogFailure::Storage(Box::new(e)))
         }
     }
 }
@@ -310,9 +311,9 @@ impl From<StorageError> for AppendError {
 impl From<StorageError> for ReadError {
     fn from(e: StorageError) -> Self {
         if e.is_busy() {
-            ReadError::Unavailable(e.to_string())
+            ReadError::Failed(LogFailure::Unavailable(e.to_string()))
         } else {
-            ReadError::Storage(Box::new(e))
+            ReadError::Failed(LogFailure::Storage(Box::new(e)))
         }
     }
 }
@@ -320,9 +321,9 @@ impl From<StorageError> for ReadError {
 impl From<StorageError> for CursorError {
     fn from(e: StorageError) -> Self {
         if e.is_busy() {
-            CursorError::Unavailable(e.to_string())
+            CursorError::Failed(LogFailure::Unavailable(e.to_string()))
         } else {
-            CursorError::Storage(Box::new(e))
+            CursorError::Failed(LogFailure::Storage(Box::new(e)))
         }
     }
 }
@@ -330,9 +331,9 @@ impl From<StorageError> for CursorError {
 impl From<StorageError> for PruneError {
     fn from(e: StorageError) -> Self {
         if e.is_busy() {
-            PruneError::Unavailable(e.to_string())
+            PruneError::Failed(LogFailure::Unavailable(e.to_string()))
         } else {
-            PruneError::Storage(Box::new(e))
+            PruneError::Failed(LogFailure::Storage(Box::new(e)))
         }
     }
 }
@@ -383,7 +384,9 @@ mod tests {
         };
         assert!(eio.is_fault() && !eio.is_no_space());
         match AppendError::from(eio) {
-            AppendError::Storage(e) => assert!(e.to_string().contains("committing"), "{e}"),
+            AppendError::Failed(LogFailure::Storage(e)) => {
+                assert!(e.to_string().contains("committing"), "{e}")
+            }
             other => panic!("expected Storage, got {other:?}"),
         }
         let constraint = StorageError::Sqlite {
@@ -397,7 +400,7 @@ mod tests {
         };
         assert!(matches!(
             AppendError::from(busy),
-            AppendError::Unavailable(_)
+            AppendError::Failed(LogFailure::Unavailable(_))
         ));
     }
 }

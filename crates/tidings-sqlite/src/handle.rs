@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use tidings_core::log::LogFailure;
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Sender;
@@ -363,11 +364,11 @@ fn reply<T: Send + 'static, E: Send + 'static>(
 }
 
 fn read_closed() -> ReadError {
-    ReadError::Closed
+    ReadError::Failed(LogFailure::Closed)
 }
 
 fn cursor_closed() -> CursorError {
-    CursorError::Closed
+    CursorError::Failed(LogFailure::Closed)
 }
 
 impl SqliteLog {
@@ -380,7 +381,7 @@ impl SqliteLog {
         reply(rx, move || {
             health
                 .dropped_reply()
-                .map_or(CursorError::Closed, Into::into)
+                .map_or(CursorError::Failed(LogFailure::Closed), Into::into)
         })
     }
 }
@@ -404,7 +405,7 @@ impl EventLog for SqliteLog {
             reply: tx,
         };
         if self.inner.send_write(cmd).is_err() {
-            return AppendFuture::ready(Err(AppendError::Closed));
+            return AppendFuture::ready(Err(AppendError::Failed(LogFailure::Closed)));
         }
         let health = self.inner.health.clone();
         AppendFuture::Pending(Box::pin(async move {
@@ -412,7 +413,7 @@ impl EventLog for SqliteLog {
                 .unwrap_or_else(|_| {
                     Err(health
                         .dropped_reply()
-                        .map_or(AppendError::Closed, Into::into))
+                        .map_or(AppendError::Failed(LogFailure::Closed), Into::into))
                 })
                 .map(Appended::into_committed)
         }))
@@ -532,7 +533,7 @@ impl EventLog for SqliteLog {
         reply(rx, move || {
             health
                 .dropped_reply()
-                .map_or(PruneError::Closed, Into::into)
+                .map_or(PruneError::Failed(LogFailure::Closed), Into::into)
         })
     }
 

@@ -21,6 +21,7 @@
 //!
 //! [`EventLog::define_consumer`]: crate::EventLog::define_consumer
 
+use crate::log::LogFailure;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,7 +306,7 @@ async fn commit_loop(
                 Ok(()) => {
                     committed.fetch_max(target, Ordering::AcqRel);
                 }
-                Err(CursorError::Closed) => return,
+                Err(CursorError::Failed(LogFailure::Closed)) => return,
                 Err(e) => {
                     tracing::warn!(consumer = %name, %e, "committing the cursor failed; retrying");
                     tokio::time::sleep(wait).await;

@@ -3,6 +3,7 @@
 //! options that make no sense.
 
 use super::*;
+use crate::log::LogFailure;
 
 /// What a durable log promises across a close and reopen: every event with
 /// its seq and id, the last seq, durable cursors, idempotency keys within
@@ -167,24 +168,36 @@ where
     log.close().await.expect("close");
     assert!(matches!(
         log.append(vec![ev("closed.item", 0)], None).await,
-        Err(AppendError::Closed)
+        Err(AppendError::Failed(LogFailure::Closed))
     ));
     assert!(matches!(
         log.append_one(ev("closed.item", 1), None).await,
-        Err(AppendError::Closed)
+        Err(AppendError::Failed(LogFailure::Closed))
     ));
-    assert!(matches!(log.read(0, 10).await, Err(ReadError::Closed)));
-    assert!(matches!(log.bounds().await, Err(ReadError::Closed)));
+    assert!(matches!(
+        log.read(0, 10).await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.bounds().await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
     assert!(matches!(
         log.cursor("before-close").await,
-        Err(CursorError::Closed)
+        Err(CursorError::Failed(LogFailure::Closed))
     ));
     assert!(matches!(
         log.commit_cursor("before-close", 2).await,
-        Err(CursorError::Closed)
+        Err(CursorError::Failed(LogFailure::Closed))
     ));
-    assert!(matches!(log.consumers().await, Err(CursorError::Closed)));
-    assert!(matches!(log.prune().await, Err(PruneError::Closed)));
+    assert!(matches!(
+        log.consumers().await,
+        Err(CursorError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.prune().await,
+        Err(PruneError::Failed(LogFailure::Closed))
+    ));
     log.close().await.expect("closing twice is fine");
 }
 

@@ -1,6 +1,7 @@
 //! The in-memory log: the library's default, and the reference backend the
 //! conformance suite is written against.
 
+use crate::log::LogFailure;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -186,7 +187,7 @@ impl MemoryLog {
     ) -> Result<(), AppendError> {
         let sh = &*self.shared;
         if self.is_closed() {
-            return Err(AppendError::Closed);
+            return Err(AppendError::Failed(LogFailure::Closed));
         }
         let mut st = sh.state.lock();
         if let Some(expected) = expected_last {
@@ -282,19 +283,19 @@ struct Closed;
 
 impl From<Closed> for ReadError {
     fn from(_: Closed) -> Self {
-        ReadError::Closed
+        ReadError::Failed(LogFailure::Closed)
     }
 }
 
 impl From<Closed> for CursorError {
     fn from(_: Closed) -> Self {
-        CursorError::Closed
+        CursorError::Failed(LogFailure::Closed)
     }
 }
 
 impl From<Closed> for PruneError {
     fn from(_: Closed) -> Self {
-        PruneError::Closed
+        PruneError::Failed(LogFailure::Closed)
     }
 }
 

@@ -160,19 +160,13 @@ pub enum AppendError {
     /// Optimistic concurrency: the log was not at the expected sequence.
     #[error("expected the log's last seq to be {expected}, but it is {actual}")]
     Conflict { expected: u64, actual: u64 },
-    /// The log was closed.
-    #[error("the event log is closed")]
-    Closed,
-    /// The backing engine cannot be reached right now; retry later.
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
     /// The storage is out of space (disk full, quota). Nothing was
     /// appended; appends succeed again once space is freed.
     #[error("the event log's storage is full: {0}")]
     NoSpace(String),
-    /// The backing storage failed.
-    #[error("event log storage failed: {0}")]
-    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Closed, unavailable or a storage fault.
+    #[error(transparent)]
+    Failed(#[from] LogFailure),
 }
 
 /// A durable consumer as a log keeps it: its definition and its cursor.
@@ -205,18 +199,28 @@ pub enum LogHealth {
     },
 }
 
-/// Why a read failed.
+/// A failure any log operation can meet, whatever it was asked: each
+/// operation's error embeds it as its `Failed` variant, so the three causes
+/// are written once and every caller maps them once.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub enum LogFailure {
     /// The log was closed.
     #[error("the event log is closed")]
     Closed,
-    /// The backing engine cannot be reached right now.
+    /// The backing engine cannot be reached right now; retry later.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
     /// The backing storage failed.
     #[error("event log storage failed: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Closed, unavailable or a storage fault: reads have no other cause.
+    #[error(transparent)]
+    Failed(#[from] LogFailure),
 }
 
 /// Why a cursor operation failed.
@@ -228,29 +232,17 @@ pub enum CursorError {
     /// A cursor may not point past the log's last sequence.
     #[error("cannot commit cursor {name:?} at seq {seq}: the log's last seq is {last}")]
     BeyondEnd { name: String, seq: u64, last: u64 },
-    /// The log was closed.
-    #[error("the event log is closed")]
-    Closed,
-    /// The backing storage failed.
-    #[error("event log storage failed: {0}")]
-    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backing engine cannot be reached right now.
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
+    /// Closed, unavailable or a storage fault.
+    #[error(transparent)]
+    Failed(#[from] LogFailure),
 }
 
 /// Why pruning failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
-    /// The log was closed.
-    #[error("the event log is closed")]
-    Closed,
-    /// The backing storage failed.
-    #[error("event log storage failed: {0}")]
-    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backing engine cannot be reached right now.
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
+    /// Closed, unavailable or a storage fault: pruning has no other cause.
+    #[error(transparent)]
+    Failed(#[from] LogFailure),
 }
 
 /// Checks a durable consumer name.

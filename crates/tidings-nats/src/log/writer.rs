@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -164,10 +165,12 @@ impl Inner {
             let (late, keep): (Vec<_>, Vec<_>) = reqs.into_iter().partition(|r| r.deadline <= now);
             reqs = keep;
             for r in late {
-                let _ = r.reply.send(Err(AppendError::Unavailable(format!(
-                    "the append did not complete within {:?}",
-                    self.opts.append_timeout
-                ))));
+                let _ = r
+                    .reply
+                    .send(Err(AppendError::Failed(LogFailure::Unavailable(format!(
+                        "the append did not complete within {:?}",
+                        self.opts.append_timeout
+                    )))));
             }
             if reqs.is_empty() {
                 return;

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tidings_core::log::LogFailure;
 
 use redis::Value;
 use tidings_core::log::{AppendError, Committed};
@@ -124,7 +125,7 @@ impl Shared {
             .into_iter()
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AppendError::Storage(Box::new(e)))?;
+            .map_err(|e| AppendError::Failed(LogFailure::Storage(Box::new(e))))?;
         let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::APPEND.prepare_invoke();
         inv.key(&self.keys.stream).key(&self.keys.counter);
@@ -190,12 +191,14 @@ impl Shared {
                     floor,
                     "Redis lost acknowledged events; appends refused"
                 );
-                return Err(AppendError::Storage(Box::new(StorageError::LostWrites {
-                    counter,
-                    seen: floor,
-                })));
+                return Err(AppendError::Failed(LogFailure::Storage(Box::new(
+                    StorageError::LostWrites {
+                        counter,
+                        seen: floor,
+                    },
+                ))));
             }
-            Err(e) => return Err(AppendError::Storage(Box::new(e))),
+            Err(e) => return Err(AppendError::Failed(LogFailure::Storage(Box::new(e)))),
         };
         self.publish(last);
         tracing::trace!(key = self.keys.stream, last, n, "appended");

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tidings_core::log::LogFailure;
 
 use redis::Value;
 use tidings_core::log::{validate_consumer_name, ConsumerRecord, CursorError};
@@ -42,8 +43,8 @@ impl Shared {
         match v {
             None => Ok(None),
             Some(s) => s.parse().map(Some).map_err(|_| {
-                CursorError::Storage(Box::new(StorageError::decode(format!(
-                    "cursor {consumer:?} holds {s:?}, not a seq"
+                CursorError::Failed(LogFailure::Storage(Box::new(StorageError::decode(
+                    format!("cursor {consumer:?} holds {s:?}, not a seq"),
                 ))))
             }),
         }
@@ -117,8 +118,8 @@ impl Shared {
                 let cursor = match cursors.get(name) {
                     None => None,
                     Some(s) => Some(s.parse().map_err(|_| {
-                        CursorError::Storage(Box::new(StorageError::decode(format!(
-                            "cursor {name:?} holds {s:?}, not a seq"
+                        CursorError::Failed(LogFailure::Storage(Box::new(StorageError::decode(
+                            format!("cursor {name:?} holds {s:?}, not a seq"),
                         ))))
                     })?),
                 };

@@ -3,6 +3,7 @@
 //! into a status code, and the socket layers into an error message.
 
 use std::time::Duration;
+use tidings_core::log::LogFailure;
 
 use tidings_core::{AppendError, EmitError, NameError, PatternError, ReadError, SubscribeError};
 
@@ -137,13 +138,13 @@ impl From<AppendError> for ServiceError {
                 "no_space",
                 format!("{e}; free disk space and retry: nothing was stored"),
             ),
-            AppendError::Unavailable(_) | AppendError::Closed | AppendError::Storage(_) => {
-                ServiceError::new(
-                    ErrorKind::Unavailable,
-                    "unavailable",
-                    format!("{e}; nothing was stored, retry later"),
-                )
-            }
+            AppendError::Failed(LogFailure::Unavailable(_))
+            | AppendError::Failed(LogFailure::Closed)
+            | AppendError::Failed(LogFailure::Storage(_)) => ServiceError::new(
+                ErrorKind::Unavailable,
+                "unavailable",
+                format!("{e}; nothing was stored, retry later"),
+            ),
         }
     }
 }

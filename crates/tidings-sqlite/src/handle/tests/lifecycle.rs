@@ -1,6 +1,7 @@
 //! Opening with bad options, closing, and dropping the last handle.
 
 use super::*;
+use tidings_core::log::LogFailure;
 
 /// Close commits what was queued before it, then everything fails cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,16 +28,28 @@ async fn close_flushes_then_refuses() {
     }
     assert!(matches!(
         log.append(vec![ev(0)], None).await,
-        Err(AppendError::Closed)
+        Err(AppendError::Failed(LogFailure::Closed))
     ));
-    assert!(matches!(log.read(0, 1).await, Err(ReadError::Closed)));
-    assert!(matches!(log.bounds().await, Err(ReadError::Closed)));
-    assert!(matches!(log.cursor("x").await, Err(CursorError::Closed)));
+    assert!(matches!(
+        log.read(0, 1).await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.bounds().await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.cursor("x").await,
+        Err(CursorError::Failed(LogFailure::Closed))
+    ));
     assert!(matches!(
         log.commit_cursor("x", 1).await,
-        Err(CursorError::Closed)
+        Err(CursorError::Failed(LogFailure::Closed))
     ));
-    assert!(matches!(log.prune().await, Err(PruneError::Closed)));
+    assert!(matches!(
+        log.prune().await,
+        Err(PruneError::Failed(LogFailure::Closed))
+    ));
     assert!(matches!(log.sync().await, Err(SyncError::Closed)));
     assert!(rx.wait_for(|v| *v > 10).await.is_err(), "the watch closes");
     log.close().unwrap(); // idempotent

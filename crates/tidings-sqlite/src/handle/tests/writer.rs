@@ -3,6 +3,7 @@
 //! writer panics.
 
 use super::*;
+use tidings_core::log::LogFailure;
 
 /// Appends queued while the writer is busy go into one transaction (and
 /// so, in Sync mode, one fsync).
@@ -130,7 +131,7 @@ async fn failed_write_does_not_affect_its_group() {
     let a = a.await.unwrap();
     assert_eq!((a[0].event.seq, a[1].event.seq), (1, 2));
     match b.await {
-        Err(AppendError::Storage(e)) => {
+        Err(AppendError::Failed(LogFailure::Storage(e))) => {
             assert!(e.to_string().contains("poisoned event refused"), "{e}")
         }
         other => panic!("expected a storage error, got {other:?}"),
@@ -304,7 +305,9 @@ async fn storage_fault_degrades_health_until_a_write_succeeds() {
     release.send(()).unwrap();
     for r in [a.await, b.await] {
         match r {
-            Err(AppendError::Storage(e)) => assert!(e.to_string().contains("readonly"), "{e}"),
+            Err(AppendError::Failed(LogFailure::Storage(e))) => {
+                assert!(e.to_string().contains("readonly"), "{e}")
+            }
             other => panic!("expected a storage error, got {other:?}"),
         }
     }
@@ -382,7 +385,9 @@ async fn writer_panic_is_reported_and_the_writer_restarted() {
     release.send(()).unwrap();
     for r in [a.await, b.await] {
         match r {
-            Err(AppendError::Unavailable(m)) => assert!(m.contains("panicked"), "{m}"),
+            Err(AppendError::Failed(LogFailure::Unavailable(m))) => {
+                assert!(m.contains("panicked"), "{m}")
+            }
             other => panic!("expected an error naming the panic, got {other:?}"),
         }
     }
