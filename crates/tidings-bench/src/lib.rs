@@ -24,6 +24,7 @@ pub mod matcher;
 pub mod nats;
 pub mod process;
 pub mod progress;
+pub mod repeat;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

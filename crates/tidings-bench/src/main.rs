@@ -13,13 +13,18 @@ use tidings_bench::scenarios::{
     about = "Measures Tidings against a peer in the same run; prints one JSON line last"
 )]
 struct Cli {
+    /// Runs per side: each scenario with a peer measures both sides this
+    /// many times, taking turns at going first, and reports median, min
+    /// and max (soak and churn have their own schedules).
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// Bus::emit + one sync handler vs tokio::sync::broadcast send + recv.
+    /// Bus::emit + one sync handler vs tokio::sync::broadcast of Arc<Envelope>.
     Inproc(inproc::Args),
     /// Emit rate with 10,000 wildcard subscriptions vs a linear scan.
     Patterns(patterns::Args),
@@ -43,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (report, ok) = match &cli.scenario {
         Scenario::Soak(a) => soak::run(a)?,
-        other => (run_other(other)?, true),
+        other => (run_other(other, cli.runs)?, true),
     };
     println!("{}", report.to_line());
     if !ok {
@@ -52,9 +57,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_other(scenario: &Scenario) -> anyhow::Result<tidings_bench::Report> {
+fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::Report> {
     Ok(match scenario {
-        Scenario::Inproc(a) => inproc::run(a)?,
+        Scenario::Inproc(a) => inproc::run(a, runs)?,
         Scenario::Patterns(a) => patterns::run(a)?,
         Scenario::Durable(a) => durable::run(a)?,
         Scenario::Fanout(a) => fanout::run(a)?,
