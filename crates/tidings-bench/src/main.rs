@@ -28,7 +28,7 @@ enum Scenario {
     Inproc(inproc::Args),
     /// Emit rate with 10,000 wildcard subscriptions vs a linear scan.
     Patterns(patterns::Args),
-    /// Acknowledged SQLite appends (32 publishers) vs JetStream file store.
+    /// Acknowledged SQLite appends vs JetStream (batch) and the disk's fsync limit (sync), 32 and 1000 in flight.
     Durable(durable::Args),
     /// Server WebSocket fan-out to 100 subscribers vs NATS core.
     Fanout(fanout::Args),
@@ -61,7 +61,7 @@ fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::
     Ok(match scenario {
         Scenario::Inproc(a) => inproc::run(a, runs)?,
         Scenario::Patterns(a) => patterns::run(a)?,
-        Scenario::Durable(a) => durable::run(a)?,
+        Scenario::Durable(a) => durable::run(a, runs)?,
         Scenario::Fanout(a) => fanout::run(a)?,
         Scenario::Replay(a) => replay::run(a)?,
         Scenario::Latency(a) => latency::run(a)?,
