@@ -63,7 +63,7 @@ fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::
         Scenario::Patterns(a) => patterns::run(a)?,
         Scenario::Durable(a) => durable::run(a, runs)?,
         Scenario::Fanout(a) => fanout::run(a, runs)?,
-        Scenario::Replay(a) => replay::run(a)?,
+        Scenario::Replay(a) => replay::run(a, runs)?,
         Scenario::Latency(a) => latency::run(a, runs)?,
         Scenario::Memory(a) => memory::run(a)?,
         Scenario::Churn(a) => churn::run(a)?,
