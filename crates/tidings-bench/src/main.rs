@@ -65,7 +65,7 @@ fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::
         Scenario::Fanout(a) => fanout::run(a, runs)?,
         Scenario::Replay(a) => replay::run(a, runs)?,
         Scenario::Latency(a) => latency::run(a, runs)?,
-        Scenario::Memory(a) => memory::run(a)?,
+        Scenario::Memory(a) => memory::run(a, runs)?,
         Scenario::Churn(a) => churn::run(a)?,
         Scenario::Soak(_) => unreachable!("soak is run by main"),
     })
