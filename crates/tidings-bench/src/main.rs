@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
 fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::Report> {
     Ok(match scenario {
         Scenario::Inproc(a) => inproc::run(a, runs)?,
-        Scenario::Patterns(a) => patterns::run(a)?,
+        Scenario::Patterns(a) => patterns::run(a, runs)?,
         Scenario::Durable(a) => durable::run(a, runs)?,
         Scenario::Fanout(a) => fanout::run(a, runs)?,
         Scenario::Replay(a) => replay::run(a, runs)?,
