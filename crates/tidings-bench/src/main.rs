@@ -32,9 +32,9 @@ enum Scenario {
     Durable(durable::Args),
     /// Server WebSocket fan-out to 100 subscribers vs NATS core.
     Fanout(fanout::Args),
-    /// Catch-up reads from the SQLite log vs plain rusqlite.
+    /// Catch-up reads from the SQLite log vs rusqlite with the same threads, read-ahead and pragmas.
     Replay(replay::Args),
-    /// Publish -> WebSocket / SSE latency at 10k events/s vs NATS core.
+    /// Publish -> WebSocket / SSE latency at 10k events/s (open loop) vs NATS core.
     Latency(latency::Args),
     /// RSS per idle WebSocket connection (separate server process) vs nats-server.
     Memory(memory::Args),
