@@ -20,7 +20,10 @@
 //! publisher and subscribers, same process), not the moment the publisher
 //! got round to sending it: a publisher stall shows as latency instead of
 //! being hidden. The subscriber computes receive − scheduled. Events
-//! scheduled during the first `--warmup-secs` are not counted.
+//! scheduled during the first `--warmup-secs` are not counted. Each event
+//! also carries `data.s`, the moment the publisher built it; the
+//! `from_send_*` figures measure from there (publisher and timer lag left
+//! out: tokio's timer wakes at millisecond granularity, on both sides).
 //!
 //! Each run starts a fresh server (and fresh NATS connections) and the
 //! sides take turns going first. Per side the figure of a run is its
@@ -84,8 +87,12 @@ pub struct Args {
 #[derive(Default)]
 struct Samples {
     tracker: SeqTracker,
-    /// ns, only of events sent after the warm-up.
+    /// ns from the scheduled send time, only of events scheduled after
+    /// the warm-up.
     lat: Vec<u64>,
+    /// ns from the moment the publisher built the event (`data.s`): what
+    /// the scheduled figure would be without publisher and timer lag.
+    from_send: Vec<u64>,
 }
 
 type Shared = Arc<Mutex<Samples>>;
@@ -105,6 +112,9 @@ fn record(s: &Shared, text: &str, counted_from: u64, total: u64) -> bool {
         s.tracker.event(seq);
         if t >= counted_from {
             s.lat.push(now.saturating_sub(t));
+            if let Some(sent) = json_u64(text, "s") {
+                s.from_send.push(now.saturating_sub(sent));
+            }
         }
     }
     s.tracker.done(total)
@@ -189,6 +199,7 @@ async fn settle(tasks: &[(JoinHandle<()>, Shared)]) {
 
 struct PathResult {
     pct: Option<Percentiles>,
+    from_send: Option<Percentiles>,
     loss: u64,
     gaps: u64,
     lagged: u64,
@@ -199,8 +210,10 @@ fn finish(task: JoinHandle<()>, s: &Shared, total: u64) -> PathResult {
     task.abort();
     let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
     let mut lat = std::mem::take(&mut s.lat);
+    let mut from_send = std::mem::take(&mut s.from_send);
     PathResult {
         pct: percentiles(&mut lat),
+        from_send: percentiles(&mut from_send),
         loss: s.tracker.lost(total),
         gaps: s.tracker.gaps,
         lagged: s.tracker.lagged,
@@ -215,8 +228,10 @@ struct TidingsResult {
     behind: Duration,
 }
 
+/// The payload: `t` the scheduled send time, `s` when the publisher
+/// actually built the event (both ns of [`mono_ns`]).
 fn data(t: u64) -> serde_json::Value {
-    json!({"t": t, "username": "Gribnak"})
+    json!({"s": mono_ns(), "t": t, "username": "Gribnak"})
 }
 
 async fn tidings(args: &Args, plan: &Plan) -> Result<TidingsResult> {
@@ -388,7 +403,7 @@ async fn peer(args: &Args, plan: &Plan) -> Result<(Vec<PathResult>, f64, Duratio
 }
 
 fn path_json(p: &PathResult) -> serde_json::Value {
-    match &p.pct {
+    let mut v = match &p.pct {
         Some(x) => json!({
             "p50_us": x.p50 as f64 / 1e3,
             "p99_us": x.p99 as f64 / 1e3,
@@ -402,7 +417,12 @@ fn path_json(p: &PathResult) -> serde_json::Value {
             "duplicates": p.duplicates,
         }),
         None => json!({"samples": 0, "loss": p.loss, "gaps": p.gaps, "lagged": p.lagged}),
+    };
+    if let Some(x) = &p.from_send {
+        v["from_send_p50_us"] = json!(x.p50 as f64 / 1e3);
+        v["from_send_p99_us"] = json!(x.p99 as f64 / 1e3);
     }
+    v
 }
 
 fn p99(p: &PathResult) -> Option<u64> {
@@ -434,11 +454,11 @@ fn side_run(paths: &[(&str, &PathResult)], rate: f64, behind: Duration) -> Resul
         .detail(serde_json::Value::Object(detail)))
 }
 
-/// A subscriber's p99 (µs) across the runs, from the runs' details.
-fn p99_series(name: &str, side: &Series, key: &str) -> Series {
+/// A subscriber's `field` (µs) across the runs, from the runs' details.
+fn p99_series(name: &str, side: &Series, key: &str, field: &str) -> Series {
     let mut s = Series::new(name);
     for (k, d) in side.details.iter().enumerate() {
-        if let Some(v) = d[key]["p99_us"].as_f64() {
+        if let Some(v) = d[key][field].as_f64() {
             s.record(k, Ok(Run::of(v)));
         }
     }
@@ -478,10 +498,12 @@ pub fn run(args: &Args, runs: usize) -> Result<Report> {
         || {},
     );
     let (t, p) = (&sides.series[0], &sides.series[1]);
-    let ws = p99_series("ws", t, "ws");
-    let sse = p99_series("sse", t, "sse");
-    let n1 = p99_series("nats sub1", p, "sub1");
-    let n2 = p99_series("nats sub2", p, "sub2");
+    let ws = p99_series("ws", t, "ws", "p99_us");
+    let sse = p99_series("sse", t, "sse", "p99_us");
+    let n1 = p99_series("nats sub1", p, "sub1", "p99_us");
+    let n2 = p99_series("nats sub2", p, "sub2", "p99_us");
+    let from_send =
+        |side: &Series, key: &str| p99_series(key, side, key, "from_send_p99_us").to_json();
     let under_1ms = |s: &Series| s.median().is_some_and(|m| m < 1000.0);
     let goal = under_1ms(&ws) && under_1ms(&sse);
     Ok(Report::compared(
@@ -512,5 +534,15 @@ pub fn run(args: &Args, runs: usize) -> Result<Report> {
     .with("ws_p99_us", ws.to_json())
     .with("sse_p99_us", sse.to_json())
     .with("peer_sub1_p99_us", n1.to_json())
-    .with("peer_sub2_p99_us", n2.to_json()))
+    .with("peer_sub2_p99_us", n2.to_json())
+    .with(
+        "from_send_p99_us",
+        json!({
+            "ws": from_send(t, "ws"),
+            "sse": from_send(t, "sse"),
+            "peer_sub1": from_send(p, "sub1"),
+            "peer_sub2": from_send(p, "sub2"),
+        }),
+    )
+    .with("server_runtime_workers", crate::clients::SERVER_WORKERS))
 }
