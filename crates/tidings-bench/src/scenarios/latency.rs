@@ -22,8 +22,10 @@
 //! being hidden. The subscriber computes receive − scheduled. Events
 //! scheduled during the first `--warmup-secs` are not counted. Each event
 //! also carries `data.s`, the moment the publisher built it; the
-//! `from_send_*` figures measure from there (publisher and timer lag left
-//! out: tokio's timer wakes at millisecond granularity, on both sides).
+//! `from_send_*` figures measure from there: the lag of the schedule
+//! (tokio's timer wakes at millisecond granularity, on both sides) is left
+//! out, but a Tidings POST's wait for one of the `--max-in-flight` slots
+//! (built, then queued) is still in.
 //!
 //! Each run starts a fresh server (and fresh NATS connections) and the
 //! sides take turns going first. Per side the figure of a run is its
@@ -90,8 +92,9 @@ struct Samples {
     /// ns from the scheduled send time, only of events scheduled after
     /// the warm-up.
     lat: Vec<u64>,
-    /// ns from the moment the publisher built the event (`data.s`): what
-    /// the scheduled figure would be without publisher and timer lag.
+    /// ns from the moment the publisher built the event (`data.s`): the
+    /// scheduled figure without the schedule's lag (a wait for an
+    /// in-flight slot is still in).
     from_send: Vec<u64>,
 }
 
