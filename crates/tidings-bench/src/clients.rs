@@ -1,5 +1,10 @@
 //! Clients the network scenarios share: a Tidings server in this process,
 //! WebSocket and SSE subscribers, and a sequence tracker that counts loss.
+//!
+//! The in-process server ([`LocalServer`]) runs on **its own** tokio
+//! runtime with [`SERVER_WORKERS`] workers, separate from the runtime of the
+//! clients measuring it, as the peer nats-server runs in its own process
+//! with its own threads: the clients never share workers with the server.
 
 use std::time::Duration;
 
@@ -18,13 +23,19 @@ pub type Ws =
 pub enum StoreKind {
     /// `memory:` (retention raised to hold the whole run).
     Memory,
-    /// SQLite in a temporary directory, `durability = "none"`.
+    /// SQLite in a temporary directory (durability: the scenario's
+    /// `--durability`).
     Sqlite,
 }
 
-/// A Tidings server started in this process on 127.0.0.1:0.
+/// Worker threads of the in-process server's own runtime.
+pub const SERVER_WORKERS: usize = 2;
+
+/// A Tidings server started in this process on 127.0.0.1:0, on its own
+/// runtime ([`SERVER_WORKERS`] workers named `tidings-server`).
 pub struct LocalServer {
-    pub server: RunningServer,
+    server: Option<RunningServer>,
+    rt: Option<tokio::runtime::Runtime>,
     pub http_base: String,
     pub ws_base: String,
     _dir: Option<tempfile::TempDir>,
@@ -34,8 +45,9 @@ impl LocalServer {
     /// Starts a server; `retain` is the number of events the memory store
     /// keeps (the default of 10,000 would make a subscriber that falls
     /// further behind than that lag, which is a retention setting, not the
-    /// delivery speed being measured).
-    pub async fn start(store: StoreKind, retain: u64) -> Result<LocalServer> {
+    /// delivery speed being measured); `durability` is the SQLite store's
+    /// (`sync`, `batch`, `none`).
+    pub async fn start(store: StoreKind, retain: u64, durability: &str) -> Result<LocalServer> {
         let dir = match store {
             StoreKind::Memory => None,
             StoreKind::Sqlite => Some(tempfile::tempdir()?),
@@ -51,20 +63,55 @@ impl LocalServer {
             }
             Some(d) => {
                 config.data_dir = d.path().to_owned();
-                config.durability = "none".into();
+                config.durability = durability.into();
             }
         }
         config.validate()?;
-        let server = start(config)
-            .await
-            .context("cannot start the Tidings server")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SERVER_WORKERS)
+            .thread_name("tidings-server")
+            .enable_all()
+            .build()?;
+        // Started on its runtime, so every task it spawns runs there.
+        let started = rt.spawn(start(config)).await;
+        let server = match started {
+            Ok(s) => s.context("cannot start the Tidings server"),
+            Err(e) => Err(anyhow::anyhow!("the server's start task failed: {e}")),
+        };
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let addr = server.addr;
         Ok(LocalServer {
-            server,
+            server: Some(server),
+            rt: Some(rt),
             http_base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),
             _dir: dir,
         })
+    }
+
+    /// Shuts the server down gracefully (on its own runtime), then the
+    /// runtime.
+    pub async fn shutdown(mut self) {
+        if let (Some(server), Some(rt)) = (self.server.take(), self.rt.as_ref()) {
+            if let Err(e) = rt.spawn(server.shutdown()).await {
+                eprintln!("warning: the server's shutdown task failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        // Dropped inside the clients' runtime: a blocking drop would panic.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

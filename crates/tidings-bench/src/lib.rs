@@ -2,15 +2,20 @@
 //!
 //! Each scenario measures Tidings and a peer one after the other in one
 //! process (the machine is shared, so only ratios measured side by side
-//! hold) and prints, as the **last line on stdout**, one JSON object:
+//! hold), `--runs` times (default 3) with the sides taking turns at going
+//! first ([`repeat`]), and prints, as the **last line on stdout**, one JSON
+//! object:
 //!
 //! ```json
-//! {"scenario":"inproc","tidings_per_s":1.0e6,"peer":"tokio::sync::broadcast","peer_per_s":9.0e5,"ratio":1.1,"goal":"ratio >= 1.0","goal_met":true, ...}
+//! {"scenario":"inproc","tidings_per_s":1.0e6,"peer":"tokio::sync::broadcast ...","peer_per_s":9.0e5,"ratio":1.1,"goal":"...","goal_met":true,"tidings_runs":{"median":..,"min":..,"max":..,"runs":[..]},"peer_runs":{..}, ...}
 //! ```
 //!
-//! `ratio` is always `tidings_per_s / peer_per_s`, higher is better. What
-//! "per second" means for latency and memory scenarios is in
-//! `BENCHMARKS.md` and in each scenario's module docs.
+//! `tidings_per_s` and `peer_per_s` are the medians of the runs, `ratio`
+//! is always the ratio of those medians, higher is better. `goal_met` is
+//! false, with `goal_blocked_by` saying why, whenever a side failed a run
+//! or lost an event or the peer measured 0 ([`repeat::verdict`]). What "per
+//! second" means for latency and memory scenarios is in `BENCHMARKS.md`
+//! and in each scenario's module docs.
 //!
 //! Scenarios: [`scenarios::inproc`], [`scenarios::patterns`],
 //! [`scenarios::durable`], [`scenarios::fanout`], [`scenarios::replay`],
@@ -24,6 +29,7 @@ pub mod matcher;
 pub mod nats;
 pub mod process;
 pub mod progress;
+pub mod repeat;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

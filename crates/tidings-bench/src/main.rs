@@ -13,23 +13,28 @@ use tidings_bench::scenarios::{
     about = "Measures Tidings against a peer in the same run; prints one JSON line last"
 )]
 struct Cli {
+    /// Runs per side: each scenario with a peer measures both sides this
+    /// many times, taking turns at going first, and reports median, min
+    /// and max (soak and churn have their own schedules).
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// Bus::emit + one sync handler vs tokio::sync::broadcast send + recv.
+    /// Bus::emit + one sync handler vs tokio::sync::broadcast of Arc<Envelope>.
     Inproc(inproc::Args),
     /// Emit rate with 10,000 wildcard subscriptions vs a linear scan.
     Patterns(patterns::Args),
-    /// Acknowledged SQLite appends (32 publishers) vs JetStream file store.
+    /// Acknowledged SQLite appends vs JetStream (batch) and the disk's fsync limit (sync), 32 and 1000 in flight.
     Durable(durable::Args),
     /// Server WebSocket fan-out to 100 subscribers vs NATS core.
     Fanout(fanout::Args),
-    /// Catch-up reads from the SQLite log vs plain rusqlite.
+    /// Catch-up reads from the SQLite log vs rusqlite with the same threads, read-ahead and pragmas.
     Replay(replay::Args),
-    /// Publish -> WebSocket / SSE latency at 10k events/s vs NATS core.
+    /// Publish -> WebSocket / SSE latency at 10k events/s (open loop) vs NATS core.
     Latency(latency::Args),
     /// RSS per idle WebSocket connection (separate server process) vs nats-server.
     Memory(memory::Args),
@@ -43,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (report, ok) = match &cli.scenario {
         Scenario::Soak(a) => soak::run(a)?,
-        other => (run_other(other)?, true),
+        other => (run_other(other, cli.runs)?, true),
     };
     println!("{}", report.to_line());
     if !ok {
@@ -52,15 +57,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_other(scenario: &Scenario) -> anyhow::Result<tidings_bench::Report> {
+fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::Report> {
     Ok(match scenario {
-        Scenario::Inproc(a) => inproc::run(a)?,
-        Scenario::Patterns(a) => patterns::run(a)?,
-        Scenario::Durable(a) => durable::run(a)?,
-        Scenario::Fanout(a) => fanout::run(a)?,
-        Scenario::Replay(a) => replay::run(a)?,
-        Scenario::Latency(a) => latency::run(a)?,
-        Scenario::Memory(a) => memory::run(a)?,
+        Scenario::Inproc(a) => inproc::run(a, runs)?,
+        Scenario::Patterns(a) => patterns::run(a, runs)?,
+        Scenario::Durable(a) => durable::run(a, runs)?,
+        Scenario::Fanout(a) => fanout::run(a, runs)?,
+        Scenario::Replay(a) => replay::run(a, runs)?,
+        Scenario::Latency(a) => latency::run(a, runs)?,
+        Scenario::Memory(a) => memory::run(a, runs)?,
         Scenario::Churn(a) => churn::run(a)?,
         Scenario::Soak(_) => unreachable!("soak is run by main"),
     })

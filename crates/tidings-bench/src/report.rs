@@ -1,9 +1,20 @@
 //! The one-line JSON result every scenario prints last.
+//!
+//! # Contract
+//!
+//! * One line, one JSON object, the fixed fields first (see [`Report`]).
+//! * A compared report ([`Report::compared`]) carries the median of each
+//!   side as `tidings_per_s` / `peer_per_s`, the ratio of the medians,
+//!   and each side's median, min, max and every run (`tidings_runs`,
+//!   `peer_runs`); its `goal_met` comes from [`repeat::verdict`], and
+//!   when that blocked the goal, `goal_blocked_by` says why.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::repeat::{self, Alternated, Series};
 
 /// The result of one scenario. Serialized with the fixed fields first, in
 /// this order, then the scenario's own fields (sorted by name).
@@ -43,6 +54,46 @@ impl Report {
             goal_met: false,
             extra: BTreeMap::new(),
         }
+    }
+
+    /// A report from repeated runs: medians as the headline figures, the
+    /// ratio of the medians, every run, and `goal_met` =
+    /// `met_on_medians` guarded by [`repeat::verdict`].
+    pub fn compared(
+        scenario: &str,
+        peer_name: &str,
+        goal: &str,
+        met_on_medians: bool,
+        tidings: &Series,
+        peer: Option<&Series>,
+    ) -> Report {
+        let (met, why) = repeat::verdict(met_on_medians, tidings, peer);
+        let t = tidings.median();
+        let p = peer.and_then(Series::median);
+        let mut r = Report {
+            scenario: scenario.to_owned(),
+            tidings_per_s: t.unwrap_or(f64::NAN),
+            peer: if peer.is_some() { peer_name } else { "none" }.to_owned(),
+            peer_per_s: p,
+            ratio: repeat::ratio(t, p),
+            goal: goal.to_owned(),
+            goal_met: met,
+            extra: BTreeMap::new(),
+        }
+        .with("tidings_runs", tidings.to_json());
+        if let Some(p) = peer {
+            r = r.with("peer_runs", p.to_json());
+        }
+        if !why.is_empty() {
+            r = r.with("goal_blocked_by", why);
+        }
+        r
+    }
+
+    /// Adds `runs` and the order each run measured the sides in.
+    pub fn orders(self, a: &Alternated) -> Report {
+        self.with("runs", a.orders.len())
+            .with("run_orders", serde_json::json!(a.orders))
     }
 
     /// Sets the goal text and whether it was met.
@@ -157,6 +208,51 @@ mod tests {
         assert!(v["ratio"].is_null());
         assert!(v["peer_per_s"].is_null());
         assert_eq!(v["goal_met"], false);
+    }
+
+    #[test]
+    fn compared_reports_medians_and_blocks_unsound_goals() {
+        use crate::repeat::Run;
+        let mut t = Series::new("tidings");
+        let mut p = Series::new("peer x");
+        for (k, (a, b)) in [(4.0, 1.0), (6.0, 2.0), (5.0, 3.0)].into_iter().enumerate() {
+            t.record(k, Ok(Run::of(a)));
+            p.record(k, Ok(Run::of(b)));
+        }
+        let v: Value = serde_json::from_str(
+            &Report::compared("s", "peer x", "g", true, &t, Some(&p)).to_line(),
+        )
+        .unwrap();
+        assert_eq!(v["tidings_per_s"], 5.0);
+        assert_eq!(v["peer_per_s"], 2.0);
+        assert_eq!(v["ratio"], 2.5);
+        assert_eq!(v["peer"], "peer x");
+        assert_eq!(v["goal_met"], true);
+        assert_eq!(v["tidings_runs"]["min"], 4.0);
+        assert_eq!(v["peer_runs"]["max"], 3.0);
+        assert!(v.get("goal_blocked_by").is_none());
+
+        let mut zero = Series::new("peer x");
+        zero.record(0, Ok(Run::of(0.0)));
+        let v: Value = serde_json::from_str(
+            &Report::compared("s", "peer x", "g", true, &t, Some(&zero)).to_line(),
+        )
+        .unwrap();
+        assert_eq!(v["goal_met"], false);
+        assert!(v["ratio"].is_null());
+        assert!(v["goal_blocked_by"][0]
+            .as_str()
+            .unwrap()
+            .contains("measured 0"));
+
+        let mut lossy = p.clone();
+        lossy.record(3, Ok(Run::of(2.0).lost(7)));
+        let v: Value = serde_json::from_str(
+            &Report::compared("s", "peer x", "g", true, &t, Some(&lossy)).to_line(),
+        )
+        .unwrap();
+        assert_eq!(v["goal_met"], false);
+        assert!(v["goal_blocked_by"][0].as_str().unwrap().contains("lost 7"));
     }
 
     #[test]

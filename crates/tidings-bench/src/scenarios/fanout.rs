@@ -2,9 +2,10 @@
 //! `--subscribers` (100) subscribers over loopback, every subscriber
 //! receiving every event.
 //!
-//! * Tidings: a server started in this process (`server::start`, store
-//!   `memory:` by default with retention raised to hold the run, or
-//!   `--store sqlite` with `durability = "none"`); subscribers are
+//! * Tidings: a server started in this process on its own runtime (see
+//!   [`crate::clients::LocalServer`]: its workers are not the clients'),
+//!   store `memory:` by default with retention raised to hold the run, or
+//!   `--store sqlite` with `--durability` (default `none`); subscribers are
 //!   tokio-tungstenite clients of `/ws?pattern=fan.>`; the publisher POSTs
 //!   JSON arrays of `--batch` (100) events to `/events`, one request at a
 //!   time, so publishing is not the bottleneck.
@@ -18,8 +19,9 @@
 //! second. Every subscriber checks its sequence numbers (WebSocket: the
 //! envelope's `seq`; NATS: the same `seq` inside the payload) and the loss
 //! of each side (gaps, lag notices, events never received within
-//! `--idle-secs` of no progress) is reported. Goal: ratio >= 1 and zero
-//! Tidings loss.
+//! `--idle-secs` of no progress) is reported; loss on either side blocks
+//! the goal. Each run starts a fresh server and fresh NATS connections;
+//! the sides take turns going first. Goal: ratio of medians >= 1.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::clients::{q, ws_subscribe, LocalServer, SeqTracker, StoreKind};
 use crate::nats;
 use crate::progress;
+use crate::repeat::{alternate, Run};
 use crate::stats::json_u64;
 use crate::Report;
 
@@ -54,6 +57,9 @@ pub struct Args {
     /// Where the Tidings server keeps its log.
     #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
     pub store: StoreKind,
+    /// Durability of `--store sqlite`: sync, batch or none.
+    #[arg(long, default_value = "none")]
+    pub durability: String,
     /// Give up waiting after this many seconds without progress.
     #[arg(long, default_value_t = 10.0)]
     pub idle_secs: f64,
@@ -165,7 +171,7 @@ fn envelope_data(i: u64) -> serde_json::Value {
 }
 
 async fn tidings(args: &Args) -> Result<Side> {
-    let srv = LocalServer::start(args.store, args.events + 10_000).await?;
+    let srv = LocalServer::start(args.store, args.events + 10_000, &args.durability).await?;
     let url = format!("{}/ws?pattern={}", srv.ws_base, q("fan.>"));
     let received = Arc::new(AtomicU64::new(0));
     let total = args.events;
@@ -227,7 +233,7 @@ async fn tidings(args: &Args) -> Result<Side> {
         "tidings ws deliveries",
     )
     .await;
-    srv.server.shutdown().await;
+    srv.shutdown().await;
     Ok(side)
 }
 
@@ -298,47 +304,62 @@ fn side_json(s: &Side) -> serde_json::Value {
     })
 }
 
-/// Runs the scenario.
-pub fn run(args: &Args) -> Result<Report> {
+fn side_run(s: &Side) -> Run {
+    Run::of(s.deliveries_per_s)
+        .lost(s.loss)
+        .detail(side_json(s))
+}
+
+/// Runs the scenario: `runs` runs per side, fresh servers and connections.
+pub fn run(args: &Args, runs: usize) -> Result<Report> {
     let rt = super::runtime()?;
     progress::phase(&format!(
-        "fanout: {} events to {} subscribers; tidings over WebSocket ({:?} store, {} events per POST) vs nats core",
+        "fanout: {} events to {} subscribers, {runs} runs; tidings over WebSocket ({:?} store, {} events per POST) vs nats core",
         args.events, args.subscribers, args.store, args.batch
     ));
     rt.block_on(nats::connect(&args.nats_url, "fanout"))?;
-    let t = rt.block_on(tidings(args))?;
-    eprintln!(
-        "tidings: {:.0} deliveries/s ({:.2} s, publishing took {:.2} s), loss {}",
-        t.deliveries_per_s, t.elapsed, t.publish_secs, t.loss
+    let sides = alternate(
+        runs,
+        &mut [
+            ("tidings", &mut |_| {
+                let t = rt.block_on(tidings(args))?;
+                eprintln!(
+                    "tidings: {:.0} deliveries/s ({:.2} s, publishing took {:.2} s), loss {}",
+                    t.deliveries_per_s, t.elapsed, t.publish_secs, t.loss
+                );
+                Ok(side_run(&t))
+            }),
+            ("nats", &mut |_| {
+                let p = rt.block_on(peer(args))?;
+                eprintln!(
+                    "nats:    {:.0} deliveries/s ({:.2} s, publishing took {:.2} s), loss {}",
+                    p.deliveries_per_s, p.elapsed, p.publish_secs, p.loss
+                );
+                Ok(side_run(&p))
+            }),
+        ],
+        || {},
     );
-    let p = rt.block_on(peer(args))?;
-    eprintln!(
-        "nats:    {:.0} deliveries/s ({:.2} s, publishing took {:.2} s), loss {}",
-        p.deliveries_per_s, p.elapsed, p.publish_secs, p.loss
-    );
-    let ratio = t.deliveries_per_s / p.deliveries_per_s;
-    Ok(Report::new(
+    let (t, p) = (&sides.series[0], &sides.series[1]);
+    let met = crate::repeat::ratio(t.median(), p.median()).is_some_and(|r| r >= 1.0);
+    Ok(Report::compared(
         "fanout",
-        t.deliveries_per_s,
         "NATS core publish to N subscriber connections",
-        Some(p.deliveries_per_s),
+        "ratio >= 1.0, no loss on either side",
+        met,
+        t,
+        Some(p),
     )
-    .goal(
-        "ratio >= 1.0 and tidings_loss == 0",
-        ratio >= 1.0 && t.loss == 0,
-    )
+    .orders(&sides)
     .with("events", args.events)
     .with("subscribers", args.subscribers)
     .with("batch_per_post", args.batch)
     .with(
         "store",
         match args.store {
-            StoreKind::Memory => "memory: (retention holds the run)",
-            StoreKind::Sqlite => "sqlite, durability none",
+            StoreKind::Memory => "memory: (retention holds the run)".to_owned(),
+            StoreKind::Sqlite => format!("sqlite, durability {}", args.durability),
         },
     )
-    .with("tidings_loss", t.loss)
-    .with("peer_loss", p.loss)
-    .with("tidings", side_json(&t))
-    .with("peer_detail", side_json(&p)))
+    .with("server_runtime_workers", crate::clients::SERVER_WORKERS))
 }

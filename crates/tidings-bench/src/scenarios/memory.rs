@@ -16,10 +16,16 @@
 //! sending `CONNECT`, `SUB mem.<i>.> 1` and `PING` and waiting for `PONG`.
 //! If no `nats-server` binary is found the peer is reported as "none".
 //!
+//! Each run starts fresh server processes; the sides take turns going
+//! first. `bytes_per_connection` is reported **signed**: an RSS that fell
+//! while connections were opened (the allocator returned memory) gives a
+//! negative figure, kept as measured, and such a run has no per-GiB
+//! figure, which makes the run count as failed (the goal is blocked).
+//!
 //! `per_s` here is **connections per GiB of server RSS** (2^30 /
 //! bytes_per_connection), so the ratio (higher is better) is
 //! `peer_bytes_per_connection / tidings_bytes_per_connection`.
-//! Goal: <= 8 KiB per connection.
+//! Goal: median <= 8 KiB per connection.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,6 +39,7 @@ use tokio::process::{Child, Command};
 
 use crate::clients::{q, ws_subscribe};
 use crate::progress;
+use crate::repeat::{alternate, Alternated, Run, Series};
 use crate::Report;
 
 /// Options of `memory`.
@@ -175,8 +182,16 @@ struct Measured {
 }
 
 impl Measured {
+    /// Signed: negative when the RSS fell.
     fn per_connection(&self) -> f64 {
-        self.after.saturating_sub(self.before) as f64 / self.connections as f64
+        (self.after as f64 - self.before as f64) / self.connections as f64
+    }
+
+    fn run(&self) -> Run {
+        Run::of(self.per_connection()).detail(serde_json::json!({
+            "rss_before_kib": self.before / 1024,
+            "rss_after_kib": self.after / 1024,
+        }))
     }
 }
 
@@ -297,8 +312,30 @@ async fn nats_peer(args: &Args) -> Result<Option<Measured>> {
     result.map(Some)
 }
 
-/// Runs the scenario.
-pub fn run(args: &Args) -> Result<Report> {
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Connections per GiB from bytes per connection; a run whose RSS did not
+/// grow has none (it is recorded as a failed run, with its bytes).
+pub fn per_gib(bytes: &Series, name: &str) -> Series {
+    let mut s = Series::new(name);
+    for (k, &b) in bytes.values.iter().enumerate() {
+        if b > 0.0 {
+            s.record(k, Ok(Run::of(GIB / b)));
+        } else {
+            s.record(
+                k,
+                Err(anyhow::anyhow!(
+                    "RSS did not grow ({b:.0} B per connection): no per-GiB figure"
+                )),
+            );
+        }
+    }
+    s.failures.extend(bytes.failures.iter().cloned());
+    s
+}
+
+/// Runs the scenario: `runs` runs per side, fresh server processes each.
+pub fn run(args: &Args, runs: usize) -> Result<Report> {
     ensure!(args.connections > 0, "--connections must be positive");
     let bin = match &args.tidings_bin {
         Some(b) => b.clone(),
@@ -306,59 +343,65 @@ pub fn run(args: &Args) -> Result<Report> {
     };
     let limit = raise_nofile(args.connections as u64 + 1024)?;
     progress::phase(&format!(
-        "memory: {} idle WebSocket connections to {} (fd limit {limit}), then nats-server",
+        "memory: {} idle WebSocket connections to {} (fd limit {limit}), then nats-server, {runs} runs",
         args.connections,
         bin.display()
     ));
     let rt = super::runtime()?;
-    let t = rt.block_on(tidings(args, &bin))?;
-    let p = if args.no_peer {
-        None
-    } else {
-        rt.block_on(nats_peer(args))?
-    };
-    let t_per = t.per_connection();
-    let p_per = p.as_ref().map(Measured::per_connection);
-    eprintln!(
-        "tidings: RSS {} KiB -> {} KiB, {:.0} B per connection",
-        t.before / 1024,
-        t.after / 1024,
-        t_per
-    );
-    if let Some(p) = &p {
+    let mut tidings_side = |_| {
+        let t = rt.block_on(tidings(args, &bin))?;
         eprintln!(
-            "nats:    RSS {} KiB -> {} KiB, {:.0} B per connection",
-            p.before / 1024,
-            p.after / 1024,
-            p.per_connection()
+            "tidings: RSS {} KiB -> {} KiB, {:.0} B per connection",
+            t.before / 1024,
+            t.after / 1024,
+            t.per_connection()
         );
-    }
-    const GIB: f64 = (1u64 << 30) as f64;
-    let per_gib = |b: f64| GIB / b.max(1.0);
-    let mut r = Report::new(
+        Ok(t.run())
+    };
+    let mut no_nats = false;
+    let mut nats_side = |_| match rt.block_on(nats_peer(args))? {
+        Some(p) => {
+            eprintln!(
+                "nats:    RSS {} KiB -> {} KiB, {:.0} B per connection",
+                p.before / 1024,
+                p.after / 1024,
+                p.per_connection()
+            );
+            Ok(p.run())
+        }
+        None => {
+            no_nats = true;
+            anyhow::bail!("no {} binary", args.nats_server_bin)
+        }
+    };
+    let sides: Alternated = if args.no_peer {
+        alternate(runs, &mut [("tidings", &mut tidings_side)], || {})
+    } else {
+        alternate(
+            runs,
+            &mut [("tidings", &mut tidings_side), ("nats", &mut nats_side)],
+            || {},
+        )
+    };
+    let t_bytes = &sides.series[0];
+    let p_bytes = sides.series.get(1).filter(|_| !no_nats);
+    let t = per_gib(t_bytes, "tidings");
+    let p = p_bytes.map(|b| per_gib(b, "nats"));
+    let met = t_bytes.median().is_some_and(|b| b <= 8192.0);
+    let mut r = Report::compared(
         "memory",
-        per_gib(t_per),
-        if p.is_some() {
-            "nats-server, idle subscribed TCP clients"
-        } else {
-            "none"
-        },
-        p_per.map(per_gib),
+        "nats-server, idle subscribed TCP clients",
+        "median <= 8 KiB RSS per idle WebSocket connection",
+        met,
+        &t,
+        p.as_ref(),
     )
-    .goal(
-        "<= 8 KiB RSS per idle WebSocket connection",
-        t_per <= 8192.0,
-    )
+    .orders(&sides)
     .with("per_s_means", "connections per GiB of server RSS")
     .with("connections", args.connections)
-    .with("tidings_bytes_per_connection", t_per)
-    .with("tidings_rss_before_kib", t.before / 1024)
-    .with("tidings_rss_after_kib", t.after / 1024);
-    if let Some(p) = &p {
-        r = r
-            .with("peer_bytes_per_connection", p.per_connection())
-            .with("peer_rss_before_kib", p.before / 1024)
-            .with("peer_rss_after_kib", p.after / 1024);
+    .with("tidings_bytes_per_connection", t_bytes.to_json());
+    if let Some(b) = p_bytes {
+        r = r.with("peer_bytes_per_connection", b.to_json());
     }
     Ok(r)
 }
@@ -372,6 +415,25 @@ mod tests {
         let status = "Name:\ttidings\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss(status), Some(1234 * 1024));
         assert_eq!(parse_vmrss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn a_falling_rss_is_negative_and_fails_the_run() {
+        let m = Measured {
+            before: 10 * 1024 * 1024,
+            after: 9 * 1024 * 1024,
+            connections: 1024,
+        };
+        assert_eq!(m.per_connection(), -1024.0);
+        let mut bytes = Series::new("tidings");
+        bytes.record(0, Ok(m.run()));
+        bytes.record(1, Ok(Run::of(4096.0)));
+        assert_eq!(bytes.min(), Some(-1024.0));
+        let g = per_gib(&bytes, "tidings");
+        assert_eq!(g.values, vec![GIB / 4096.0]);
+        assert_eq!(g.failures.len(), 1);
+        assert!(g.failures[0].contains("-1024"), "{:?}", g.failures);
+        assert!(!crate::repeat::verdict(true, &g, None).0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The scenarios. Each has an `Args` (its command-line options, with
-//! defaults that finish well under two minutes on a 2-core machine) and a
-//! `run` returning the [`Report`](crate::Report) printed as the last line.
+//! defaults that finish within a few minutes on a 2-core machine) and a
+//! `run` returning the [`Report`](crate::Report) printed as the last line;
+//! those with a peer take the number of runs per side (`--runs`).
 
 pub mod churn;
 pub mod durable;
@@ -14,7 +15,9 @@ pub mod soak;
 
 use std::time::{Duration, Instant};
 
-/// A multi-threaded tokio runtime with two workers (the machine's cores).
+/// A multi-threaded tokio runtime with two workers (the machine's cores):
+/// the clients' runtime. An in-process server gets its own
+/// ([`crate::clients::LocalServer`]).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

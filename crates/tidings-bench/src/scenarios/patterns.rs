@@ -23,7 +23,11 @@
 //!   (no cache) against the linear token scan, per name, no envelope, no
 //!   handler: what the trie itself buys.
 //!
-//! Goal: ratio >= 100 and cost_10k_vs_1 <= 2.
+//! Every run measures the four (Tidings with 10,000 and with 1
+//! subscription, the token scan, the glob scan) for `--duration-secs`
+//! each, the order alternating (see [`crate::repeat`]); the single thread
+//! is the calling one on every side. Goal: ratio of medians >= 100 and
+//! `cost_10k_vs_1` (of medians) <= 2.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +43,7 @@ use uuid::Uuid;
 use super::run_for;
 use crate::matcher::{GlobScan, LinearScan};
 use crate::progress;
-use crate::stats::median;
+use crate::repeat::{alternate, ratio, Run};
 use crate::workload::{event_names, patterns, payload};
 use crate::Report;
 
@@ -52,10 +56,6 @@ pub struct Args {
     /// Seconds per timed measurement.
     #[arg(long, default_value_t = 2.0)]
     pub duration_secs: f64,
-    /// Timed rounds of the Tidings measurements (10k and 1 subscription,
-    /// alternating); the median counts. The peers run once.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
     /// Event names generated (cycled through).
     #[arg(long, default_value_t = 65_536)]
     pub names: usize,
@@ -160,8 +160,8 @@ fn match_only(pats: &[String], names: &[String], secs: f64) -> anyhow::Result<(f
     Ok((trie_rate, n as f64 / el))
 }
 
-/// Runs the scenario.
-pub fn run(args: &Args) -> anyhow::Result<Report> {
+/// Runs the scenario, `runs` runs per side.
+pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     let pats = patterns(args.subscriptions);
     let names = event_names(args.subscriptions, args.names, 0x5EED);
     progress::phase(&format!(
@@ -205,79 +205,75 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         total_matches as f64 / 5000.0
     );
 
-    let rounds = args.rounds.max(1);
-    let pb = progress::bar(rounds as u64 * 2 + 2, "patterns");
-    let (mut many, mut single) = (Vec::new(), Vec::new());
-    let mut matches_per_event = 0.0;
-    for r in 0..rounds {
-        if r % 2 == 0 {
-            let (rate, m) = tidings_rate(&bus_many, &names, &counter, args.duration_secs)?;
-            many.push(rate);
-            matches_per_event = m;
-            pb.inc(1);
-            single.push(tidings_rate(&bus_one, &names, &counter, args.duration_secs)?.0);
-            pb.inc(1);
-        } else {
-            single.push(tidings_rate(&bus_one, &names, &counter, args.duration_secs)?.0);
-            pb.inc(1);
-            let (rate, m) = tidings_rate(&bus_many, &names, &counter, args.duration_secs)?;
-            many.push(rate);
-            matches_per_event = m;
-            pb.inc(1);
-        }
-    }
-    let (peer, peer_matches) = peer_rate(
-        |n, f| token.for_each_match(n, f),
-        &handlers,
-        &names,
-        &counter,
-        args.duration_secs,
+    let secs = args.duration_secs;
+    let pb = progress::bar(runs.max(1) as u64 * 4, "patterns");
+    let tidings_run = |bus: &Bus| -> anyhow::Result<Run> {
+        let (rate, m) = tidings_rate(bus, &names, &counter, secs)?;
+        Ok(Run::of(rate).detail(json!({ "matches_per_event": m })))
+    };
+    let sides = alternate(
+        runs,
+        &mut [
+            ("tidings_10k", &mut |_| tidings_run(&bus_many)),
+            ("linear_scan", &mut |_| {
+                let (rate, m) = peer_rate(
+                    |n, f| token.for_each_match(n, f),
+                    &handlers,
+                    &names,
+                    &counter,
+                    secs,
+                );
+                Ok(Run::of(rate).detail(json!({ "matches_per_event": m })))
+            }),
+            ("tidings_1", &mut |_| tidings_run(&bus_one)),
+            ("glob_scan", &mut |_| {
+                let (rate, m) = peer_rate(
+                    |n, f| glob.for_each_match(n, f),
+                    &handlers,
+                    &names,
+                    &counter,
+                    secs,
+                );
+                Ok(Run::of(rate).detail(json!({ "matches_per_event": m })))
+            }),
+        ],
+        || pb.inc(1),
     );
-    pb.inc(1);
-    let (peer_glob, glob_matches) = peer_rate(
-        |n, f| glob.for_each_match(n, f),
-        &handlers,
-        &names,
-        &counter,
-        args.duration_secs,
-    );
-    pb.inc(1);
     pb.finish_and_clear();
-    let (trie_only, linear_only) = match_only(&pats, &names, args.duration_secs / 2.0)?;
+    let (trie_only, linear_only) = match_only(&pats, &names, secs / 2.0)?;
 
-    let tidings = median(&many);
-    let tidings_one = median(&single);
-    let cost = tidings_one / tidings;
-    let ratio = tidings / peer;
+    let [many, peer, single, globs] = &sides.series[..] else {
+        anyhow::bail!("four series expected");
+    };
+    let tidings = many.median();
+    let cost = ratio(single.median(), tidings);
+    let r = ratio(tidings, peer.median());
     eprintln!(
-        "tidings 10k subs {tidings:.0}/s, 1 sub {tidings_one:.0}/s (cost x{cost:.2}); \
-         linear token scan {peer:.0}/s; fnmatch glob scan {peer_glob:.0}/s; \
-         matching alone: trie {trie_only:.0}/s, linear {linear_only:.0}/s"
+        "tidings 10k subs {:.0}/s, 1 sub {:.0}/s (cost x{:.2}); linear token scan {:.0}/s; \
+         fnmatch glob scan {:.0}/s; matching alone: trie {trie_only:.0}/s, linear {linear_only:.0}/s",
+        tidings.unwrap_or(f64::NAN),
+        single.median().unwrap_or(f64::NAN),
+        cost.unwrap_or(f64::NAN),
+        peer.median().unwrap_or(f64::NAN),
+        globs.median().unwrap_or(f64::NAN),
     );
-    Ok(Report::new(
+    let single_sound = single.failures.is_empty() && single.median().is_some();
+    Ok(Report::compared(
         "patterns",
-        tidings,
         "linear token-wise scan of every pattern per event (seed 001's loop)",
+        "ratio >= 100 and cost_10k_vs_1 <= 2",
+        r.is_some_and(|r| r >= 100.0) && cost.is_some_and(|c| c <= 2.0) && single_sound,
+        many,
         Some(peer),
     )
-    .goal(
-        "ratio >= 100 and cost_10k_vs_1 <= 2",
-        ratio >= 100.0 && cost <= 2.0,
-    )
+    .orders(&sides)
     .with("subscriptions", pats.len())
     .with("distinct_names_max", names.len())
-    .with("matches_per_event", matches_per_event)
-    .with("peer_matches_per_event", peer_matches)
-    .with("tidings_1_sub_per_s", tidings_one)
+    .with("tidings_1_sub_runs", single.to_json())
     .with("cost_10k_vs_1", cost)
-    .with("peer_glob_per_s", peer_glob)
-    .with("peer_glob_matches_per_event", glob_matches)
-    .with("ratio_vs_glob", tidings / peer_glob)
+    .with("peer_glob_runs", globs.to_json())
+    .with("ratio_vs_glob", ratio(tidings, globs.median()))
     .with("match_only_trie_per_s", trie_only)
     .with("match_only_linear_per_s", linear_only)
-    .with("match_only_ratio", trie_only / linear_only)
-    .with(
-        "tidings_rounds",
-        json!({"subs_10k": many, "subs_1": single}),
-    ))
+    .with("match_only_ratio", trie_only / linear_only))
 }
