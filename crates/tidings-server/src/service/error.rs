@@ -26,6 +26,9 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The body did not arrive in time.
     Timeout,
+    /// The request is well-formed but its content breaks a rule the
+    /// server holds it to (a schema).
+    Unprocessable,
     /// A limit (connections, channel, patterns, command rate) was reached.
     Limit,
     /// The log's storage is full; retry after space is freed.
@@ -49,6 +52,9 @@ pub struct ServiceError {
     pub message: String,
     /// For `NoSpace` and `Unavailable`: when to try again.
     pub retry_after: Option<Duration>,
+    /// More fields for the error body (a `schema_violation`'s `path` and
+    /// `index`), beside `error`, `code` and `status`.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServiceError {
@@ -63,7 +69,14 @@ impl ServiceError {
                 ErrorKind::Unavailable => Some(Duration::from_secs(5)),
                 _ => None,
             },
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// The error with one more body field.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
     }
 
     /// A malformed request.
@@ -140,6 +153,12 @@ impl From<EmitError> for ServiceError {
         match e {
             EmitError::Name(n) => n.into(),
             EmitError::Append(a) => a.into(),
+            EmitError::Contract(r) => {
+                ServiceError::new(ErrorKind::Unprocessable, "schema_violation", r.to_string())
+                    .with("path", r.violation.path.clone())
+                    .with("index", r.index)
+                    .with("pattern", r.pattern.clone())
+            }
             EmitError::DepthExceeded { .. } | EmitError::Serialize(_) => {
                 ServiceError::internal(e.to_string())
             }
