@@ -41,14 +41,15 @@ pub enum SchemaLoadError {
         reason: String,
     },
     /// Its file could not be read or compiled (the error names the file).
-    #[error("invalid setting schemas[{index}] (pattern {pattern:?}): {source}")]
+    #[error("invalid setting schemas[{index}] (pattern {pattern:?}): {error}")]
     Schema {
         /// Its position in the settings.
         index: usize,
         /// The pattern.
         pattern: String,
-        /// What is wrong with the file.
-        source: SchemaError,
+        /// What is wrong with the file (it names the file; shown in this
+        /// message, so not chained as a source).
+        error: SchemaError,
     },
 }
 
@@ -76,10 +77,10 @@ impl Schemas {
                 reason: e.to_string(),
             })?;
             let file = config.schema_path(s);
-            let schema = Schema::from_file(&file).map_err(|source| SchemaLoadError::Schema {
+            let schema = Schema::from_file(&file).map_err(|error| SchemaLoadError::Schema {
                 index,
                 pattern: s.pattern.clone(),
-                source,
+                error,
             })?;
             tracing::info!(pattern = %s.pattern, file = %file.display(), "schema compiled");
             entries.push(Entry {
