@@ -112,6 +112,12 @@ async fn a_batch_with_one_bad_event_commits_nothing_and_says_which() {
         .post(json!({"name": "orders.placed", "data": good()}))
         .await;
     assert_eq!((st, &next["seq"]), (200, &json!(2)), "no seq was used");
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("tidings_schema_violations_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
