@@ -2,6 +2,7 @@
 //! send + recv, same thread, same payload.
 //!
 //! Run: `cargo bench -p tidings-core --bench inproc`
+//! (`-- emit_threads` for several emitting threads on one bus)
 //!
 //! Both sides build an envelope with a fresh UUID v7 and timestamp around
 //! a clone of the same JSON payload. Both keep a window of recent events:
@@ -19,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
-use tidings_core::{Bus, MemoryLog, Pattern, Retention};
+use tidings_core::{Bus, LogOptions, MemoryLog, Pattern, Retention};
 use uuid::Uuid;
 
 #[derive(Clone, Debug)]
@@ -52,13 +53,14 @@ fn inproc(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     for window in [1024usize, 10_000] {
-        let log = MemoryLog::with_options(
-            Retention {
+        let log = MemoryLog::with_options(LogOptions {
+            idempotency_window: Duration::from_secs(120),
+            ..LogOptions::retention(Retention {
                 max_count: Some(window as u64),
                 max_age: None,
-            },
-            Duration::from_secs(120),
-        );
+            })
+        })
+        .expect("valid options");
         let bus = Bus::builder()
             .log(log)
             .history_capacity(window)
@@ -110,5 +112,39 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, inproc, matching);
+/// Several threads emitting into one bus (memory log, history on, one sync
+/// handler): what the per-event stamp and dispatch bookkeeping cost when
+/// emitters contend. Throughput is events per second over all threads.
+fn emit_threads(c: &mut Criterion) {
+    const PER_THREAD: u64 = 2_000;
+    let data = payload();
+    let mut g = c.benchmark_group("emit_threads");
+    for threads in [1u64, 4] {
+        g.throughput(Throughput::Elements(threads * PER_THREAD));
+        let bus = Bus::new();
+        let _h = bus.on("player:move", |e| {
+            black_box(e.seq);
+        });
+        g.bench_function(format!("tidings_emit/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| {
+                                for _ in 0..PER_THREAD {
+                                    black_box(bus.emit("player:move", data.clone()).unwrap());
+                                }
+                            });
+                        }
+                    });
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, inproc, matching, emit_threads);
 criterion_main!(benches);

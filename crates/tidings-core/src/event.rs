@@ -8,8 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -118,11 +117,16 @@ fn de_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>
 }
 
 /// A fresh UUID v7 and the time it carries, from one read of the clock.
-/// One process-wide context keeps ids strictly increasing within a
-/// millisecond (as `Uuid::now_v7` does).
+///
+/// Each thread keeps its own v7 context, so ids made on one thread are
+/// strictly increasing (even within a millisecond) and no lock is shared
+/// between emitting threads or buses. Ids from different threads are unique
+/// (the context's counter starts at random bits each millisecond) but not
+/// ordered against each other: the order of events is their `seq`.
 fn stamp() -> (Uuid, DateTime<Utc>) {
-    static CONTEXT: Mutex<AssertUnwindSafe<ContextV7>> =
-        Mutex::new(AssertUnwindSafe(ContextV7::new()));
+    thread_local! {
+        static CONTEXT: ContextV7 = const { ContextV7::new() };
+    }
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -131,7 +135,7 @@ fn stamp() -> (Uuid, DateTime<Utc>) {
         .ok()
         .and_then(|s| DateTime::from_timestamp(s, nanos))
         .unwrap_or_else(Utc::now);
-    let ts = Timestamp::from_unix(&CONTEXT, secs, nanos);
+    let ts = CONTEXT.with(|ctx| Timestamp::from_unix(ctx, secs, nanos));
     (Uuid::new_v7(ts), time)
 }
 
@@ -238,8 +242,8 @@ mod tests {
         for e in &events {
             let (secs, nanos) = e.id.get_timestamp().expect("a v7 id").to_unix();
             let id_ms = secs * 1_000 + u64::from(nanos / 1_000_000);
-            // The shared context may push an id ahead of its clock read
-            // (another thread read a later time first), never behind it.
+            // The context may push an id ahead of its clock read (its
+            // counter overflowed into the next millisecond), never behind it.
             let time_ms = e.time.timestamp_millis() as u64;
             assert!(
                 id_ms >= time_ms && id_ms < time_ms + 1_000,

@@ -19,7 +19,8 @@
 //! * [`EventLog`]: where events are committed. [`MemoryLog`] here; SQLite,
 //!   NATS JetStream and Redis Streams in their own crates, all held to
 //!   [`conformance`] (with the `conformance` feature).
-//! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions.
+//! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions,
+//!   listed and reloaded without losing or doubling an event.
 //! * [`TypedEvent`]: serde types tied to their event names.
 //! * [`DataContract`]: a rule an event's `data` must keep to be emitted
 //!   (JSON Schema in the `tidings-schema` crate), checked before the append.
@@ -54,16 +55,17 @@ pub mod conformance;
 
 pub use bus::{
     AckError, Bus, BusBuilder, ConfigError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec,
-    ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, Stats,
-    SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
+    ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, OwnerStats,
+    Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
 pub use contract::{DataContract, Refusal, SharedContract, Violation};
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
-    follow, AppendError, Bounds, Committed, ConsumerRecord, CursorError, Delivery, EventLog,
-    LogHealth, LogStream, MemoryLog, Page, Position, PruneError, ReadError, Retention,
+    follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
+    EventLog, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page, Position,
+    PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
-pub use plugin::{Plugin, PluginContext, PluginError, PluginHost};
+pub use plugin::{Plugin, PluginContext, PluginError, PluginHost, PluginInfo, Reloaded};
 pub use typed::TypedEvent;

@@ -501,6 +501,53 @@ fn deep_default_loop_does_not_overflow_the_stack() {
 }
 
 #[test]
+fn emit_depth_is_per_bus() {
+    // A handler of bus A emits into bus B: that is B's first event, depth 0,
+    // whatever A's depth was (the depth used to leak through the thread).
+    let a = Bus::builder().max_depth(1).build().unwrap();
+    let b = Bus::builder().max_depth(1).build().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (a2, b2, r) = (a.clone(), b.clone(), refused.clone());
+    let _chain = a
+        .on("step", move |e| {
+            let depth: u64 = e.data.as_u64().unwrap();
+            if depth < 1 {
+                a2.emit("step", json!(depth + 1)).unwrap();
+            } else if b2.emit("elsewhere", json!(null)).is_err() {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    a.emit("step", json!(0)).unwrap();
+    assert_eq!(a.sequence(), 2, "depth 0 and 1 on A");
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "B's depth starts at 0");
+    assert_eq!(b.sequence(), 1);
+    assert_eq!(b.stats().depth_exceeded, 0);
+}
+
+#[test]
+fn a_loop_through_two_buses_still_ends() {
+    let a = Bus::builder().max_depth(5).build().unwrap();
+    let b = Bus::builder().max_depth(5).build().unwrap();
+    let (a2, b2) = (a.clone(), b.clone());
+    let _ab = a
+        .on("ping", move |_| {
+            let _ = b2.emit("pong", json!(null));
+        })
+        .unwrap();
+    let _ba = b
+        .on("pong", move |_| {
+            let _ = a2.emit("ping", json!(null));
+        })
+        .unwrap();
+    a.emit("ping", json!(null)).unwrap();
+    // Each bus's own depth grows by one per turn: 0..=5 allowed on each.
+    assert_eq!(a.sequence(), 6);
+    assert_eq!(b.sequence(), 6);
+    assert_eq!(a.stats().depth_exceeded, 1);
+}
+
+#[test]
 fn nested_emits_keep_every_subscriber_in_seq_order() {
     let bus = Bus::new();
     let (log, rec) = recorder();

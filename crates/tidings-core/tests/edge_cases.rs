@@ -73,6 +73,9 @@ impl EventLog for SlowLog {
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         self.inner.prune()
     }
+    fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
+        self.inner.close()
+    }
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
         self.inner.define_consumer(name, spec)
     }

@@ -17,10 +17,15 @@ impl Plugin for Stats {
     }
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
         let started = self.started.clone();
-        ctx.on("trivia.started", move |_| {
-            started.fetch_add(1, Ordering::SeqCst);
-        })?;
-        ctx.on_with("trivia.*", Priority::Low, |_| ())?;
+        ctx.handler("trivia.started")
+            .sync(move |_| {
+                started.fetch_add(1, Ordering::SeqCst);
+            })?
+            .detach();
+        ctx.handler("trivia.*")
+            .priority(Priority::Low)
+            .sync(|_| ())?
+            .detach();
         Ok(())
     }
     fn teardown(&mut self, _ctx: &PluginContext) {
@@ -77,8 +82,8 @@ impl Plugin for Broken {
         "broken"
     }
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
-        ctx.on("fine.pattern", |_| ())?;
-        ctx.on("bad..pattern", |_| ())?;
+        ctx.handler("fine.pattern").sync(|_| ())?.detach();
+        ctx.handler("bad..pattern").sync(|_| ())?.detach();
         Ok(())
     }
 }
@@ -102,10 +107,12 @@ impl Plugin for Echo {
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
         let out = self.0.clone();
         let me = ctx.clone();
-        ctx.on("ping", move |e| {
-            out.lock().unwrap().push(e.source.to_string());
-            me.emit("pong", json!(null)).map(|_| ())
-        })?;
+        ctx.handler("ping")
+            .sync(move |e| {
+                out.lock().unwrap().push(e.source.to_string());
+                me.event("pong").emit().map(|_| ())
+            })?
+            .detach();
         Ok(())
     }
 }
@@ -132,4 +139,60 @@ fn dropping_the_host_unloads_its_plugins() {
     }
     assert!(torn.load(Ordering::SeqCst));
     assert_eq!(bus.stats().subscriptions, 0);
+}
+
+/// Watches the host's events and says hello in its setup.
+struct Greeter(Arc<Mutex<Vec<String>>>);
+impl Plugin for Greeter {
+    fn name(&self) -> &str {
+        "greeter"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
+        let seen = self.0.clone();
+        ctx.handler("plugin.>")
+            .sync(move |e| {
+                let line = format!("{} {}", e.name, e.data["name"].as_str().unwrap_or("?"));
+                seen.lock().unwrap().push(line);
+            })?
+            .detach();
+        // An emit from setup is queued and dispatched after the change.
+        ctx.event("greeter.ready").emit()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_new_instance_sees_its_own_host_event_and_its_setup_emits() {
+    let bus = Bus::new();
+    let host = PluginHost::new(bus.clone());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    host.load_with(move || Greeter(s.clone())).unwrap();
+    let r = host.reload("greeter").unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["plugin.loaded greeter", "plugin.reloaded greeter"],
+        "each instance sees the event announcing it, the old one not the reload"
+    );
+    let names: Vec<(u64, String, String)> = bus
+        .history(10, None)
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.name.to_string(), e.source.to_string()))
+        .collect();
+    let strs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(_, n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        strs,
+        [
+            ("greeter.ready", "greeter"),
+            ("plugin.loaded", "plugin-host"),
+            ("greeter.ready", "greeter"),
+            ("plugin.reloaded", "plugin-host"),
+        ]
+    );
+    // The handover seq is the last event before the reload.
+    assert_eq!(r.after, names[1].0);
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use tidings_core::{
-    Bus, Delivery, EventStream, MemoryLog, NewEvent, Position, Retention, SubscribeError, WaitError,
+    Bus, Delivery, EventStream, LogOptions, MemoryLog, NewEvent, Position, Retention,
+    SubscribeError, WaitError,
 };
 
 async fn next_seq(s: &mut EventStream) -> u64 {
@@ -85,13 +86,14 @@ async fn a_slow_stream_overflows_its_queue_and_catches_up_losslessly() {
 
 #[tokio::test]
 async fn a_stream_behind_pruned_events_gets_an_explicit_lag() {
-    let log = MemoryLog::with_options(
-        Retention {
+    let log = MemoryLog::with_options(LogOptions {
+        idempotency_window: Duration::from_secs(60),
+        ..LogOptions::retention(Retention {
             max_count: Some(10),
             max_age: None,
-        },
-        Duration::from_secs(60),
-    );
+        })
+    })
+    .expect("valid options");
     let bus = Bus::builder().log(log).stream_capacity(2).build().unwrap();
     let mut s = bus.subscribe(">").unwrap();
     for i in 0..50 {

@@ -16,6 +16,9 @@ pub enum ConnectError {
     /// The stream name is not usable as a JetStream stream (and KV bucket) name.
     #[error("invalid stream name {0:?}: use 1 to 200 letters, digits, '-' or '_'")]
     InvalidStreamName(String),
+    /// An option makes no sense (the message names it).
+    #[error("invalid NATS log options: {0}")]
+    InvalidOptions(String),
     /// The NATS server could not be reached.
     #[error("cannot connect to NATS at {addr}: {source}")]
     Connect {

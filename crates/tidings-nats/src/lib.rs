@@ -96,7 +96,7 @@
 //! stay). `max_age` is **not** the stream's `MaxAge`: JetStream would also
 //! expire the newest record, and with it the only durable copy of the seq
 //! tail. Instead `prune()` (run by a background task every
-//! [`NatsOptions::prune_interval`]) purges whole records older than the
+//! `prune_interval` of [`NatsOptions::log`]) purges whole records older than the
 //! limit (by the record's append time `at`, never the events' client-set
 //! `time`) with a purge-up-to-sequence; when every event goes, it first
 //! appends an empty *tail marker* record (under the same expected-sequence

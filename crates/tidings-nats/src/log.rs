@@ -81,6 +81,9 @@ struct Guard {
     writer: mpsc::UnboundedSender<Request>,
     /// The writer, the follower and (with retention by age) the pruner.
     tasks: Vec<AbortHandle>,
+    /// Set once by [`EventLog::close`] (which then aborts `tasks`); every
+    /// operation checks it first.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Guard {
@@ -133,7 +136,7 @@ impl NatsLog {
 impl Inner {
     /// The idempotency window, in µs.
     fn window_micros(&self) -> i64 {
-        micros(self.opts.idempotency_window)
+        micros(self.opts.log.idempotency_window)
     }
 
     /// Maps a client error: `Unavailable` while disconnected, else `Storage`.
@@ -163,8 +166,22 @@ impl Inner {
     }
 }
 
+/// An operation refused before it starts (the log is closed).
+fn refuse<T: Send + 'static, E: Send + 'static>(e: E) -> BoxFuture<Result<T, E>> {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+impl NatsLog {
+    fn is_closed(&self) -> bool {
+        self.guard.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 impl EventLog for NatsLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        if self.is_closed() {
+            return AppendFuture::ready(Err(AppendError::Closed));
+        }
         if batch.is_empty() {
             return AppendFuture::ready(Err(AppendError::EmptyBatch));
         }
@@ -184,16 +201,25 @@ impl EventLog for NatsLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.read(after, limit).await?) })
     }
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.bounds().await?) })
     }
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.seq_before(time).await?) })
     }
@@ -203,38 +229,69 @@ impl EventLog for NatsLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         let inner = self.inner.clone();
         let consumer = consumer.to_owned();
         Box::pin(async move { inner.cursor(&consumer).await })
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         let inner = self.inner.clone();
         let consumer = consumer.to_owned();
         Box::pin(async move { inner.commit_cursor(&consumer, seq).await })
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         let inner = self.inner.clone();
         let (name, spec) = (name.to_owned(), spec.to_owned());
         Box::pin(async move { inner.define_consumer(&name, &spec).await })
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         let inner = self.inner.clone();
         Box::pin(async move { inner.consumers().await })
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         let inner = self.inner.clone();
         let name = name.to_owned();
         Box::pin(async move { inner.delete_consumer(&name).await })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        if self.is_closed() {
+            return refuse(PruneError::Closed);
+        }
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.prune().await?) })
     }
+    /// Refuses every later call on any clone and stops the writer, the
+    /// follower and the pruner. Every append acknowledged before was acked
+    /// by JetStream, so there is nothing to flush.
+    fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
+        self.guard
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        for t in &self.guard.tasks {
+            t.abort();
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Several servers append to the same stream: a bus over this log
     /// follows it to deliver their events too.
     fn shared(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tidings_core::log::{Retention, DEFAULT_IDEMPOTENCY_WINDOW};
+use tidings_core::log::LogOptions;
 
 use crate::error::ConnectError;
 
@@ -22,14 +22,13 @@ pub enum Storage {
 /// How a [`crate::NatsLog`] configures and uses its stream.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
-    /// Retention. `max_count` becomes the stream's `MaxMsgs` (counted in
-    /// records, so a backstop that never removes more than asked) and is
-    /// applied precisely, at record granularity, by `prune`; `max_age` is
-    /// applied by `prune` and by a background pruner (see the crate docs for
-    /// why not by the stream's `MaxAge`).
-    pub retention: Retention,
-    /// How long idempotency keys are remembered.
-    pub idempotency_window: Duration,
+    /// Retention, idempotency window and prune interval ([`LogOptions`]).
+    /// `max_count` becomes the stream's `MaxMsgs` (counted in records, so a
+    /// backstop that never removes more than asked) and is applied
+    /// precisely, at record granularity, by `prune`; `max_age` is applied by
+    /// `prune` and by a background pruner every `prune_interval` (see the
+    /// crate docs for why not by the stream's `MaxAge`).
+    pub log: LogOptions,
     /// Bound on every single request to the server (publish ack, direct get,
     /// stream info, KV). Past it the operation fails with `Unavailable`.
     pub request_timeout: Duration,
@@ -41,9 +40,6 @@ pub struct NatsOptions {
     pub max_record_events: usize,
     /// How many recent events the follower keeps in memory to serve reads.
     pub cache_events: usize,
-    /// How often the background pruner applies `max_age` (default: a
-    /// quarter of `max_age`, between 1 s and 60 s). Ignored without `max_age`.
-    pub prune_interval: Option<Duration>,
     /// File or memory storage for the stream and the cursor bucket.
     pub storage: Storage,
 }
@@ -51,27 +47,35 @@ pub struct NatsOptions {
 impl Default for NatsOptions {
     fn default() -> Self {
         NatsOptions {
-            retention: Retention::default(),
-            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            log: LogOptions::default(),
             request_timeout: Duration::from_secs(3),
             append_timeout: Duration::from_secs(5),
             max_record_events: 256,
             cache_events: 16_384,
-            prune_interval: None,
             storage: Storage::File,
         }
     }
 }
 
 impl NatsOptions {
-    /// The interval of the background age pruner, if any.
+    /// The interval of the background age pruner: none without `max_age`
+    /// (count retention needs no timer, see [`NatsOptions::log`]).
     pub(crate) fn effective_prune_interval(&self) -> Option<Duration> {
-        let age = self.retention.max_age?;
-        Some(
-            self.prune_interval.unwrap_or_else(|| {
-                (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
-            }),
-        )
+        self.log.retention.max_age?;
+        self.log.prune_interval
+    }
+
+    /// Checks the options; the message names what is wrong.
+    pub(crate) fn validate(&self) -> Result<(), ConnectError> {
+        let bad = |m: String| Err(ConnectError::InvalidOptions(m));
+        self.log.validate().or_else(|e| bad(e.to_string()))?;
+        if self.request_timeout.is_zero() || self.append_timeout.is_zero() {
+            return bad("request_timeout and append_timeout must be positive".into());
+        }
+        if self.max_record_events == 0 || self.cache_events == 0 {
+            return bad("max_record_events and cache_events must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

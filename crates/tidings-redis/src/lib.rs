@@ -103,7 +103,7 @@
 //! `time`) of the entries at the front and `XTRIM MINID`s up to the first
 //! entry young enough (in steps of 10,000 entries, so Redis is never
 //! blocked long). [`EventLog::prune`] applies both now; a background task
-//! does so every [`RedisOptions::prune_interval`] (default 1 s). The counter
+//! does so every `prune_interval` of [`RedisOptions::log`] (default 1 s). The counter
 //! is never trimmed, so seqs are never reused, and `bounds().first` is the
 //! first entry left (`last + 1` when none is).
 //!

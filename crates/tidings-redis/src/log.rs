@@ -78,8 +78,11 @@ struct Shared {
     /// (`publish`); the append script refuses to write when Redis' counter
     /// is below it (`LostWrites`).
     tx: Arc<watch::Sender<u64>>,
-    /// Dropped with `Shared`, which tells the background tasks to stop.
-    _stop: watch::Sender<()>,
+    /// Sent to by [`EventLog::close`], or dropped with `Shared`: either
+    /// tells the background tasks to stop.
+    stop: watch::Sender<()>,
+    /// Set once by [`EventLog::close`]; every operation checks it first.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// An [`EventLog`] on a Redis stream, shareable by several processes. See
@@ -149,8 +152,24 @@ impl Shared {
     }
 }
 
+/// An operation refused before it starts (the log is closed).
+fn refuse<T: Send + 'static, E: Send + 'static>(e: E) -> BoxFuture<Result<T, E>> {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+impl RedisLog {
+    fn is_closed(&self) -> bool {
+        self.shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 impl EventLog for RedisLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
+        if self.is_closed() {
+            return AppendFuture::ready(Err(AppendError::Closed));
+        }
         if batch.is_empty() {
             return AppendFuture::ready(Err(AppendError::EmptyBatch));
         }
@@ -159,16 +178,25 @@ impl EventLog for RedisLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.read(after, limit).await?) })
     }
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.bounds().await?) })
     }
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        if self.is_closed() {
+            return refuse(ReadError::Closed);
+        }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.seq_before(time).await?) })
     }
@@ -178,14 +206,23 @@ impl EventLog for RedisLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         Box::pin(self.shared.clone().cursor(consumer.to_owned()))
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         Box::pin(self.shared.clone().commit_cursor(consumer.to_owned(), seq))
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         Box::pin(
             self.shared
                 .clone()
@@ -194,14 +231,34 @@ impl EventLog for RedisLog {
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         Box::pin(self.shared.clone().consumers())
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
+        if self.is_closed() {
+            return refuse(CursorError::Closed);
+        }
         Box::pin(self.shared.clone().delete_consumer(name.to_owned()))
     }
 
+    /// Refuses every later call on any clone and stops the follower and
+    /// the pruner. Every append acknowledged before was written by Redis
+    /// (its own persistence settings decide the rest): nothing to flush.
+    fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.shared.stop.send(());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        if self.is_closed() {
+            return refuse(PruneError::Closed);
+        }
         let shared = self.shared.clone();
         Box::pin(async move { Ok(shared.prune().await?) })
     }

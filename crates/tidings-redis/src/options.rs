@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tidings_core::log::Retention;
+use tidings_core::log::{LogOptions, Retention};
 
 use crate::error::ConnectError;
 
@@ -13,17 +13,12 @@ pub const DEFAULT_KEY: &str = "tidings";
 /// key should use the same retention and idempotency window.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// Retention limits; `max_count` is applied exactly (`MAXLEN =`) on
-    /// every append, both limits on [`EventLog::prune`](tidings_core::EventLog::prune)
-    /// and every [`RedisOptions::prune_interval`]. Default: none.
-    pub retention: Retention,
-    /// How long idempotency keys are remembered. Default 120 s. Zero turns
-    /// idempotency off (keys are stored on events but not checked).
-    pub idempotency_window: Duration,
-    /// How often the background task applies retention; `None` = only on
-    /// [`EventLog::prune`](tidings_core::EventLog::prune) (count retention is
-    /// still applied on append). Default 1 s.
-    pub prune_interval: Option<Duration>,
+    /// Retention, idempotency window and prune interval ([`LogOptions`]).
+    /// `max_count` is applied exactly (`MAXLEN =`) on every append, both
+    /// limits on [`EventLog::prune`](tidings_core::EventLog::prune) and
+    /// every `prune_interval` (`None`: only on `prune`, count retention
+    /// still on append). Default: keep everything, 120 s, 1 s.
+    pub log: LogOptions,
     /// Upper bound on every operation, including waiting for a reconnect:
     /// past it the operation fails with `Unavailable`. Default 3 s.
     pub timeout: Duration,
@@ -36,9 +31,7 @@ pub struct RedisOptions {
 impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
-            retention: Retention::default(),
-            idempotency_window: Duration::from_secs(120),
-            prune_interval: Some(Duration::from_secs(1)),
+            log: LogOptions::default(),
             timeout: Duration::from_secs(3),
             block: Duration::from_secs(1),
             max_reconnect_delay: Duration::from_secs(1),
@@ -49,19 +42,19 @@ impl Default for RedisOptions {
 impl RedisOptions {
     /// Sets the retention limits.
     pub fn retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
+        self.log.retention = retention;
         self
     }
 
     /// Sets the idempotency window.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
-        self.idempotency_window = window;
+        self.log.idempotency_window = window;
         self
     }
 
     /// Sets the background pruning interval.
     pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
-        self.prune_interval = interval;
+        self.log.prune_interval = interval;
         self
     }
 
@@ -73,6 +66,9 @@ impl RedisOptions {
 
     pub(crate) fn validate(&self) -> Result<(), ConnectError> {
         let bad = |m: &str| Err(ConnectError::InvalidOptions(m.to_owned()));
+        if let Err(e) = self.log.validate() {
+            return bad(&e.to_string());
+        }
         if self.timeout.is_zero() {
             return bad("timeout must be positive");
         }
@@ -81,19 +77,6 @@ impl RedisOptions {
         }
         if self.max_reconnect_delay.is_zero() {
             return bad("max_reconnect_delay must be positive");
-        }
-        if self.prune_interval.is_some_and(|d| d.is_zero()) {
-            return bad("prune_interval must be positive (or None)");
-        }
-        if self.retention.max_count == Some(0) {
-            return bad("retention.max_count must be at least 1");
-        }
-        if self
-            .retention
-            .max_count
-            .is_some_and(|n| n > i64::MAX as u64)
-        {
-            return bad("retention.max_count is too large");
         }
         Ok(())
     }

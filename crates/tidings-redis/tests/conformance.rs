@@ -6,37 +6,43 @@ mod common;
 
 use std::sync::Arc;
 
-use tidings_core::conformance::LogSpec;
-use tidings_core::EventLog;
+use tidings_core::conformance::{BoxedOpener, Guarded, Opened};
+use tidings_core::{EventLog, LogOptions};
 use tidings_redis::{RedisLog, RedisOptions};
 
-async fn make(spec: LogSpec) -> Arc<dyn EventLog> {
+async fn make(log: LogOptions) -> Opened {
     let url = common::redis_url().expect("checked by the test");
     let options = RedisOptions {
-        retention: spec.retention,
-        idempotency_window: spec.idempotency_window,
+        log,
         ..RedisOptions::default()
     };
-    common::fresh(&url, "conformance", options).await
+    let key = common::unique_key("conformance");
+    let guard = common::delete_on_drop(&url, &key);
+    let log = RedisLog::open(&url, &key, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(Guarded { log, guard }))
 }
 
-tidings_core::conformance_tests!(make, skip_unless_env = "TIDINGS_TEST_REDIS");
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn survives_reopen() {
-    let Some(url) = common::redis_url() else {
-        return;
-    };
-    let key = common::unique_key("reopen");
-    let _cleanup = common::delete_on_drop(&url, &key);
-    tidings_core::conformance::survives_reopen(|| {
-        let (url, key) = (url.clone(), key.clone());
-        async move {
+/// A new unique key (deleted once the opener and every log on it are
+/// gone), and an opener of a new instance on it.
+fn new_store() -> BoxedOpener {
+    let url = common::redis_url().expect("checked by the test");
+    let key = common::unique_key("store");
+    let guard = Arc::new(common::delete_on_drop(&url, &key));
+    Box::new(move || {
+        let (url, key, guard) = (url.clone(), key.clone(), guard.clone());
+        Box::pin(async move {
             let log = RedisLog::open(&url, &key, RedisOptions::default())
                 .await
                 .expect("open the same key");
-            Arc::new(log) as Arc<dyn EventLog>
-        }
+            Arc::new(Guarded { log, guard }) as Arc<dyn EventLog>
+        })
     })
-    .await;
 }
+
+tidings_core::conformance_tests!(
+    make,
+    store = new_store,
+    skip_unless_env = "TIDINGS_TEST_REDIS"
+);

@@ -1,8 +1,12 @@
 //! The client subcommands of the `tidings` binary: `publish`, `tail`,
-//! `history`, `channels`. They reach a server by `--server URL` or
-//! `TIDINGS_SERVER` (default `http://127.0.0.1:7700`).
+//! `history`, `channels`, `export`, `import`. They reach a server by
+//! `--server URL` or `TIDINGS_SERVER` (default `http://127.0.0.1:7700`).
+//!
+//! `import` publishes an export's lines in file order, in batches, each
+//! event with the key `import:<original id>`: within the server's
+//! idempotency window a second import of the same file appends nothing.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +25,37 @@ pub struct TailOptions {
     pub filter: Option<String>,
     /// Follow as this durable consumer, acknowledging what was printed.
     pub consumer: Option<String>,
+}
+
+/// Most events one import batch holds.
+pub const IMPORT_BATCH: usize = 500;
+
+/// About the most bytes of JSON one import batch holds (under the
+/// server's default `max_payload` of 1 MiB).
+pub const IMPORT_BATCH_BYTES: usize = 512 * 1024;
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Events appended.
+    pub new: u64,
+    /// Events the server already had (their key was seen).
+    pub duplicates: u64,
+}
+
+/// The publish body of one exported line: name, data, source, time and
+/// priority kept; the original id as the idempotency key.
+pub fn import_event(line: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(line).context("not JSON")?;
+    let name = v["name"].as_str().context("no \"name\"")?;
+    let id = v["id"].as_str().context("no \"id\"")?;
+    let mut e = json!({"name": name, "data": v["data"], "key": format!("import:{id}")});
+    for field in ["source", "time", "priority"] {
+        if let Some(x) = v.get(field).filter(|x| !x.is_null()) {
+            e[field] = x.clone();
+        }
+    }
+    Ok(e)
 }
 
 /// Where and how to reach the server.
@@ -98,6 +133,96 @@ impl Client {
             .send()
             .await?;
         Self::answer(r).await
+    }
+
+    /// `GET /export`: writes the JSON lines to `out` as they arrive;
+    /// returns how many lines. A body cut short is an error.
+    pub async fn export(
+        &self,
+        after: Option<u64>,
+        until: Option<u64>,
+        pattern: Option<&str>,
+        out: &mut impl Write,
+    ) -> Result<u64> {
+        let mut q = Vec::new();
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        if let Some(u) = until {
+            q.push(("until", u.to_string()));
+        }
+        if let Some(p) = pattern {
+            q.push(("pattern", p.to_owned()));
+        }
+        let r = self
+            .auth(self.http.get(format!("{}/export", self.base)).query(&q))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            Self::answer(r).await?;
+            bail!("the server refused the export");
+        }
+        let mut body = r.bytes_stream();
+        let mut lines = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("the export was cut short (see the server's log)")?;
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok(lines)
+    }
+
+    /// Publishes every line of `input` (an export) in order, in batches;
+    /// see the module docs.
+    pub async fn import(&self, input: impl BufRead) -> Result<Imported> {
+        let mut done = Imported::default();
+        let mut batch: Vec<Value> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, line) in input.lines().enumerate() {
+            let line = line.context("reading the input")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e = import_event(&line)
+                .with_context(|| format!("line {}: not an exported event", i + 1))?;
+            let size = e.to_string().len();
+            if !batch.is_empty()
+                && (batch.len() >= IMPORT_BATCH || bytes + size > IMPORT_BATCH_BYTES)
+            {
+                self.import_batch(std::mem::take(&mut batch), &mut done)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            self.import_batch(batch, &mut done).await?;
+        }
+        Ok(done)
+    }
+
+    async fn import_batch(&self, batch: Vec<Value>, done: &mut Imported) -> Result<()> {
+        let r = self
+            .auth(
+                self.http
+                    .post(format!("{}/events", self.base))
+                    .json(&Value::Array(batch)),
+            )
+            .send()
+            .await?;
+        let answer = Self::answer(r)
+            .await
+            .with_context(|| format!("after {} events imported", done.new + done.duplicates))?;
+        for c in answer.as_array().into_iter().flatten() {
+            if c["duplicate"] == true {
+                done.duplicates += 1;
+            } else {
+                done.new += 1;
+            }
+        }
+        Ok(())
     }
 
     /// `GET /channels`.
@@ -197,5 +322,24 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exported_line_becomes_a_publish_keyed_by_its_id() {
+        let line = r#"{"seq":7,"id":"0190a0b0-0000-7000-8000-000000000001","name":"a.b","source":"s","time":"2026-01-01T00:00:00Z","data":{"x":1},"key":"k","priority":"high"}"#;
+        let e = import_event(line).unwrap();
+        assert_eq!(
+            e,
+            json!({"name":"a.b","data":{"x":1},"source":"s","time":"2026-01-01T00:00:00Z",
+                   "priority":"high","key":"import:0190a0b0-0000-7000-8000-000000000001"})
+        );
+        assert!(import_event("not json").is_err());
+        assert!(import_event(r#"{"id":"x"}"#).is_err());
+        assert!(import_event(r#"{"name":"a"}"#).is_err());
     }
 }

@@ -34,6 +34,10 @@ pub struct Config {
     pub retention_max_count: Option<u64>,
     /// Drop events older than this many seconds (none: no age limit).
     pub retention_max_age_secs: Option<u64>,
+    /// SQLite store only: where retention puts events (zstd JSON-lines
+    /// files and a manifest) before it deletes them (none: it deletes for
+    /// good). `GET /export` and `tidings export` read it back.
+    pub archive_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes (answered 413 beyond).
     pub max_payload: usize,
     /// Most open WebSocket and SSE connections together.
@@ -153,6 +157,7 @@ impl Default for Config {
             batch_interval_ms: 10,
             retention_max_count: None,
             retention_max_age_secs: None,
+            archive_dir: None,
             max_payload: 1024 * 1024,
             max_connections: 20_000,
             max_subscribers_per_channel: 1000,
@@ -222,6 +227,7 @@ const KEYS: &[&str] = &[
     "batch_interval_ms",
     "retention_max_count",
     "retention_max_age_secs",
+    "archive_dir",
     "max_payload",
     "max_connections",
     "max_subscribers_per_channel",
@@ -321,6 +327,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The log options these settings ask for (every backend reads the
+    /// same ones; the memory store keeps 10,000 events unless told).
+    pub fn log_options(&self) -> tidings_core::log::LogOptions {
+        let memory = matches!(self.store_url(), Ok(StoreUrl::Memory));
+        let default_count = memory.then_some(tidings_core::log::DEFAULT_MAX_COUNT);
+        tidings_core::log::LogOptions::retention(tidings_core::Retention {
+            max_count: self.retention_max_count.or(default_count),
+            max_age: self
+                .retention_max_age_secs
+                .map(std::time::Duration::from_secs),
+        })
+    }
+
     /// Checks ranges and formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
@@ -371,7 +390,26 @@ impl Config {
                 format!("{:?} is not one of sync, batch, none", self.durability),
             );
         }
-        self.store_url()?;
+        let store = self.store_url()?;
+        if let Some(dir) = &self.archive_dir {
+            let engine = match store {
+                _ if dir.as_os_str().is_empty() => "set, but empty (leave it unset for none)",
+                StoreUrl::Sqlite(_) => "",
+                StoreUrl::Memory => "SQLite-only; the store is memory:",
+                StoreUrl::Nats(_) => "SQLite-only; NATS retention is its own and deletes",
+                StoreUrl::Redis(_) => "SQLite-only; Redis retention (XTRIM) deletes",
+            };
+            if !engine.is_empty() {
+                return invalid("archive_dir", format!("the archive is {engine}"));
+            }
+        }
+        if let Err(e) = self.log_options().validate() {
+            let key = match e {
+                tidings_core::log::OptionsError::ZeroAge => "retention_max_age_secs",
+                _ => "retention_max_count",
+            };
+            return invalid(key, e.to_string());
+        }
         for o in &self.cors_origins {
             if o.parse::<http::HeaderValue>().is_err()
                 || !(o.starts_with("http://") || o.starts_with("https://"))
@@ -550,6 +588,30 @@ mod tests {
         assert!(e.to_string().contains("max_payloda"), "{e}");
         let e = Config::load(Some(Path::new("/nonexistent/x.toml")), vec![], vec![]).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn the_archive_is_sqlite_only() {
+        let c = Config::load(None, env(&[("TIDINGS_ARCHIVE_DIR", "/tmp/a")]), vec![]).unwrap();
+        assert_eq!(c.archive_dir, Some(PathBuf::from("/tmp/a")));
+        for store in [
+            "memory:",
+            "nats://127.0.0.1:4222?stream=E",
+            "redis://127.0.0.1:6379?key=e",
+        ] {
+            let e = Config::load(
+                None,
+                env(&[("TIDINGS_ARCHIVE_DIR", "/tmp/a"), ("TIDINGS_STORE", store)]),
+                vec![],
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("archive_dir") && e.to_string().contains("SQLite-only"),
+                "{e}"
+            );
+        }
+        let e = Config::load(None, env(&[("TIDINGS_ARCHIVE_DIR", "\"\"")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("archive_dir"), "{e}");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tidings_core::Committed;
 
 use crate::request::{content_type, principal, read_body, Params};
 use crate::service::{
-    decode_binary_cloudevent, decode_publish, wire, ErrorKind, Format, Health, Service,
-    ServiceError,
+    decode_binary_cloudevent, decode_publish, wire, ErrorKind, ExportRequest, Format, Health,
+    Service, ServiceError,
 };
 
 /// The status a kind of error answers with.
@@ -30,6 +30,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Limit => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Gone => StatusCode::GONE,
         ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -41,11 +42,10 @@ pub fn status(kind: ErrorKind) -> StatusCode {
 /// `Retry-After` when trying again later can help.
 pub fn error_response(e: ServiceError) -> Response {
     let status = status(e.kind);
-    let mut body = e.details;
-    body.insert("error".into(), e.message.into());
-    body.insert("code".into(), e.code.into());
-    body.insert("status".into(), status.as_u16().into());
-    let body = Value::Object(body);
+    let mut body = json!({ "error": e.message, "code": e.code, "status": status.as_u16() });
+    for (k, v) in e.fields {
+        body[k] = v;
+    }
     let mut response = (status, Json(body)).into_response();
     if let Some(after) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
@@ -136,6 +136,36 @@ pub async fn get_events(
             )
             .await?;
         Ok::<_, ServiceError>(Json(page))
+    }
+    .await;
+    respond(&svc, result)
+}
+
+/// `GET /export?after=SEQ&until=SEQ&pattern=P`: NDJSON, streamed (see
+/// [`crate::service::ExportRequest`]). An error after the body started
+/// ends it early (a truncated transfer).
+pub async fn export(
+    State(svc): State<Arc<Service>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let params = Params::parse(q.as_deref());
+        let who = principal(&svc, &headers, &params)?;
+        let req = ExportRequest {
+            after: params.number("after")?,
+            until: params.number("until")?,
+            pattern: params.get("pattern").map(str::to_owned),
+        };
+        let mut export = svc.export(&who, req).await?;
+        let body = futures_util::stream::poll_fn(move |cx| export.chunks.poll_recv(cx));
+        Ok::<_, ServiceError>(
+            (
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                Body::from_stream(body),
+            )
+                .into_response(),
+        )
     }
     .await;
     respond(&svc, result)

@@ -86,6 +86,32 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Write events as JSON lines, the archive's then the log's, as one
+    /// gap-free range (from a server, so from anywhere).
+    Export {
+        /// Start after this seq (default: the first seq held).
+        #[arg(long)]
+        after: Option<u64>,
+        /// End at this seq (default: the last seq when the export starts).
+        #[arg(long)]
+        until: Option<u64>,
+        /// Only events matching this pattern.
+        #[arg(long)]
+        pattern: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Publish an export (FILE, or - for stdin) into a server, in order;
+    /// original ids are the idempotency keys, so importing twice (within
+    /// the server's idempotency window) imports once.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List WebSocket channels and their subscribers.
     Channels {
         #[command(flatten)]
@@ -193,6 +219,47 @@ async fn main() -> Result<()> {
             for e in page["events"].as_array().into_iter().flatten() {
                 println!("{e}");
             }
+        }
+        Command::Export {
+            after,
+            until,
+            pattern,
+            output,
+            remote,
+        } => {
+            let c = Client::new(&remote.server, remote.token);
+            let n = match output {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let n = c.export(after, until, pattern.as_deref(), &mut w).await?;
+                    w.into_inner()
+                        .map_err(|e| e.into_error())
+                        .and_then(|f| f.sync_all())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    n
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    c.export(after, until, pattern.as_deref(), &mut out).await?
+                }
+            };
+            eprintln!("exported {n} events");
+        }
+        Command::Import { file, remote } => {
+            let c = Client::new(&remote.server, remote.token);
+            let done = if file.as_os_str() == "-" {
+                c.import(std::io::stdin().lock()).await?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                c.import(std::io::BufReader::new(f)).await?
+            };
+            eprintln!(
+                "imported {} events ({} already there)",
+                done.new, done.duplicates
+            );
         }
         Command::Channels { remote } => {
             pretty(Client::new(&remote.server, remote.token).channels().await?);

@@ -58,6 +58,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/events", get(http::get_events).post(http::post_events))
         .route("/channels", get(http::get_channels))
         .route("/schemas", get(http::get_schemas))
+        .route("/export", get(http::export))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
         .route("/ws", get(ws::ws_patterns))
@@ -123,7 +124,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
-    let service = Service::new(config, store.log.clone(), store.shared, schemas);
+    let service = Service::new(config, store.log.clone(), store.log.shared(), schemas);
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, service.clone(), rx));
     tracing::info!(%addr, "tidings listening");
@@ -198,7 +199,7 @@ impl RunningServer {
         if let Err(e) = self.task.await {
             tracing::error!(%e, "server task failed");
         }
-        self.store.close();
+        self.store.close().await;
         tracing::info!("tidings stopped");
     }
 }

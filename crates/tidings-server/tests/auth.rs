@@ -228,6 +228,12 @@ async fn every_route_checks_the_callers_scope() {
             Get("/events"),
             [401, 403, 403],
         ),
+        ("export", Get("/export?pattern=orders.%3E"), [401, 403, 200]),
+        (
+            "export without a pattern (what the token may read)",
+            Get("/export"),
+            [401, 200, 200],
+        ),
         ("channels", Get("/channels"), [401, 200, 200]),
         ("metrics", Get("/metrics"), [401, 200, 200]),
         ("schemas", Get("/schemas"), [401, 200, 200]),

@@ -79,6 +79,9 @@ pub enum OpenError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The archive directory could not be opened (or its manifest read).
+    #[error("cannot open the archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 impl OpenError {
@@ -175,6 +178,11 @@ pub enum StorageError {
     /// committed (read the log, or retry with an idempotency key).
     #[error("the event log's writer thread panicked ({detail}); it was restarted")]
     WriterPanicked { detail: String },
+    /// Writing the archive failed; the events it was to hold stay in the
+    /// log (nothing is deleted before it is archived). Not a fault of the
+    /// log: appends go on, and the prune is retried.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// `ENOSPC` and `EDQUOT` on Linux (the only errnos that mean "no space").
@@ -277,7 +285,9 @@ impl StorageError {
             StorageError::Io { .. }
             | StorageError::SqliteOs { .. }
             | StorageError::WriterPanicked { .. } => true,
-            StorageError::Decode { .. } | StorageError::Encode { .. } => false,
+            StorageError::Decode { .. }
+            | StorageError::Encode { .. }
+            | StorageError::Archive(_) => false,
         }
     }
 }

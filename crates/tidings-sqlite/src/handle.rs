@@ -162,15 +162,21 @@ impl SqliteLog {
         let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Command>();
         let cfg = WriterConfig {
             durability: options.durability,
-            retention: options.retention,
-            idempotency_window: options.idempotency_window,
-            prune_interval: options.prune_interval,
+            retention: options.log.retention,
+            idempotency_window: options.log.idempotency_window,
+            prune_interval: options.log.prune_interval,
             max_group_events: options.max_group_events,
             group_wait: options.group_wait,
             wal_path: sqlite_path_suffix(&path, "-wal"),
             commit_fsyncs: sync_level >= 2,
             probe_interval: options.probe_interval,
+            archive_delay: options.archive_delay,
         };
+        let archive = options
+            .archive_dir
+            .as_deref()
+            .map(crate::archive::ArchiveWriter::open)
+            .transpose()?;
         let writer = Writer::new(
             conn,
             writer_rx,
@@ -179,7 +185,8 @@ impl SqliteLog {
             cfg,
             last,
             health.clone(),
-        );
+        )
+        .with_archive(archive);
         let writer_thread = std::thread::Builder::new()
             .name("tidings-sqlw".into())
             .spawn(move || writer.run())
@@ -526,6 +533,24 @@ impl EventLog for SqliteLog {
             health
                 .dropped_reply()
                 .map_or(PruneError::Closed, Into::into)
+        })
+    }
+
+    /// [`SqliteLog::close`], on a blocking thread (it joins the writer and
+    /// readers).
+    fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
+        let log = self.clone();
+        Box::pin(async move {
+            let closing = move || {
+                log.close()
+                    .map_err(|e| tidings_core::CloseError::Storage(Box::new(e)))
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::spawn_blocking(closing)
+                    .await
+                    .unwrap_or_else(|e| Err(tidings_core::CloseError::Storage(Box::new(e)))),
+                Err(_) => closing(),
+            }
         })
     }
 }

@@ -52,6 +52,7 @@
 //! | `reader.rs` | the reader threads and the read-ahead of full pages |
 //! | `sql.rs` | the SQL shared by writer and readers: last seq, appends, keys, cursors, consumers, pruning |
 //! | `codec.rs` | events to rows and back (encoding on the appender, decoding on the reader) |
+//! | [`archive`] | the archive retention writes before it deletes (zstd JSON lines + manifest), and its reader |
 //! | [`schema`] | the on-disk schema, its versions, migrations and open-time checks |
 //! | `health.rs` | whether writes currently succeed ([`EventLog::health`]) |
 //! | `stats.rs` | [`SqliteStats`] and the counters behind it |
@@ -165,8 +166,8 @@
 //!
 //! ## Retention is a hard limit
 //!
-//! [`SqliteOptions::retention`] (`max_count`, `max_age`) is applied by the
-//! writer thread every [`SqliteOptions::prune_interval`] (default 1 s) and by
+//! the retention of [`SqliteOptions::log`] (`max_count`, `max_age`) is applied by the
+//! writer thread every `prune_interval` (default 1 s) and by
 //! [`EventLog::prune`]. `max_age` goes by the time the log *committed* each
 //! event (stored per event since schema version 3), never by the event's
 //! own, client-sent `time`: a publisher cannot keep an event forever by
@@ -178,9 +179,25 @@
 //! before going on with the oldest event kept. Size retention for the
 //! slowest consumer, not the other way round.
 //!
+//! ## Archive
+//!
+//! With [`SqliteOptions::archive_dir`], retention archives before it
+//! deletes: the events due go, in seq order, to a zstd JSON-lines file
+//! (fsynced, renamed, directory fsynced), then into `manifest.json` (the
+//! same way), and only then are the rows deleted, in the prune's
+//! transaction. Everything up to the manifest's last seq is archived, so
+//! after a crash between the two the next prune deletes those rows and
+//! writes nothing again. The background step writes at most one file of
+//! [`archive::CHUNK_EVENTS`] per run (the next run follows the next group
+//! at once), and waits for a full chunk or
+//! [`SqliteOptions::archive_delay`]; an explicit
+//! [`EventLog::prune`] archives all that is
+//! due. A failed archive write deletes nothing and is retried. See
+//! [`archive`].
+//!
 //! ## Idempotency keys
 //!
-//! A key seen within [`SqliteOptions::idempotency_window`] is not appended
+//! A key seen within the idempotency window is not appended
 //! again: its slot in the result is the original event (read back from the
 //! file) with `duplicate = true`, also when the key repeats inside one batch.
 //! Keys live in their own table with the wall-clock time they were recorded,
@@ -210,6 +227,7 @@
 //! file gets correct sequence numbers (the writer re-reads the last sequence
 //! in every transaction), but this process' `watch` is not woken by it.
 
+pub mod archive;
 mod codec;
 mod command;
 mod error;

@@ -10,9 +10,10 @@
 //!   process crash and on a machine crash; the writer implements that
 //!   table (`synchronous` level, explicit WAL fsyncs), nothing more.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tidings_core::log::Retention;
+use tidings_core::log::{LogOptions, Retention};
 
 /// When an acknowledged append (or cursor commit) is on stable storage.
 ///
@@ -81,16 +82,12 @@ pub enum OpenCheck {
 pub struct SqliteOptions {
     /// See [`Durability`]. Default: [`Durability::Sync`].
     pub durability: Durability,
-    /// Retention limits (a hard limit: see the crate docs). Default: keep
-    /// everything.
-    pub retention: Retention,
-    /// How long idempotency keys are remembered. Default: 120 s.
-    pub idempotency_window: Duration,
-    /// How often the writer thread applies retention and forgets expired
-    /// keys in the background; `None` turns background pruning off (then
-    /// only [`EventLog::prune`](tidings_core::EventLog::prune) prunes).
-    /// Default: 1 s.
-    pub prune_interval: Option<Duration>,
+    /// Retention (a hard limit: see the crate docs), the idempotency window
+    /// and how often the writer thread applies them in the background
+    /// (`prune_interval: None`: only [`EventLog::prune`](tidings_core::EventLog::prune)
+    /// prunes). The shared meaning and validation: [`LogOptions`].
+    /// Default: keep everything, 120 s, 1 s.
+    pub log: LogOptions,
     /// Reader threads, each with its own read connection. Default: 2.
     pub readers: usize,
     /// Upper bound on the events one group commit takes from the queue
@@ -117,15 +114,24 @@ pub struct SqliteOptions {
     /// `Ok` once the fault is gone even if nobody publishes. `None`: health
     /// only recovers with the next write that succeeds. Default: 1 s.
     pub probe_interval: Option<Duration>,
+    /// Where retention puts events before it deletes them (see
+    /// [`crate::archive`]); `None`: retention deletes them for good.
+    /// Created if missing. Default: `None`.
+    pub archive_dir: Option<PathBuf>,
+    /// With an archive, background pruning writes a file once a full chunk
+    /// ([`CHUNK_EVENTS`](crate::archive::CHUNK_EVENTS)) is due, or once
+    /// this long passed since the last file, whichever comes first (so the
+    /// log holds up to a chunk more than retention says, for at most this
+    /// long). An explicit [`EventLog::prune`](tidings_core::EventLog::prune)
+    /// archives everything due at once. Default: 60 s.
+    pub archive_delay: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             durability: Durability::Sync,
-            retention: Retention::default(),
-            idempotency_window: Duration::from_secs(120),
-            prune_interval: Some(Duration::from_secs(1)),
+            log: LogOptions::default(),
             readers: 2,
             max_group_events: 32_768,
             group_wait: Duration::from_micros(200),
@@ -134,6 +140,8 @@ impl Default for SqliteOptions {
             reader_mmap_bytes: 256 * 1024 * 1024,
             busy_timeout: Duration::from_secs(5),
             probe_interval: Some(Duration::from_secs(1)),
+            archive_dir: None,
+            archive_delay: Duration::from_secs(60),
         }
     }
 }
@@ -147,19 +155,19 @@ impl SqliteOptions {
 
     /// Sets the retention limits.
     pub fn retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
+        self.log.retention = retention;
         self
     }
 
     /// Sets the idempotency window.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
-        self.idempotency_window = window;
+        self.log.idempotency_window = window;
         self
     }
 
     /// Sets (or with `None` turns off) background pruning.
     pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
-        self.prune_interval = interval;
+        self.log.prune_interval = interval;
         self
     }
 
@@ -169,8 +177,15 @@ impl SqliteOptions {
         self
     }
 
+    /// Sets (or with `None` turns off) the archive directory.
+    pub fn archive_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.archive_dir = dir;
+        self
+    }
+
     /// Checks the options; the message says what is wrong.
     pub(crate) fn validate(&self) -> Result<(), String> {
+        self.log.validate().map_err(|e| e.to_string())?;
         if self.readers == 0 {
             return Err("readers must be at least 1".into());
         }
@@ -182,11 +197,15 @@ impl SqliteOptions {
                 return Err("Durability::Batch needs a non-zero interval".into());
             }
         }
-        if self.prune_interval.is_some_and(|d| d.is_zero()) {
-            return Err("prune_interval must be non-zero (use None to turn it off)".into());
-        }
         if self.probe_interval.is_some_and(|d| d.is_zero()) {
             return Err("probe_interval must be non-zero (use None to turn it off)".into());
+        }
+        if self
+            .archive_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err("archive_dir is empty (use None to turn the archive off)".into());
         }
         Ok(())
     }

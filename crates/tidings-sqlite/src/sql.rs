@@ -31,7 +31,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tidings_core::log::Retention;
 use tidings_core::SharedEvent;
 
-use crate::codec::{decode_at, Columns, Encoded, STANDARD};
+use crate::archive::{ArchiveWriter, CHUNK_BYTES, CHUNK_EVENTS};
+use crate::codec::{decode_at, Columns, Encoded, EVENT_COLUMNS, STANDARD};
 use crate::command::{Slot, Slots};
 use crate::error::StorageError;
 use crate::stats::{bump, Stats};
@@ -252,6 +253,7 @@ pub(crate) fn prune(
     last: u64,
     now_us: i64,
     stats: &Stats,
+    archive: Option<ArchiveStep<'_>>,
 ) -> Result<u64, StorageError> {
     let op = "pruning";
     let window_start = now_us.saturating_sub(micros(idempotency_window));
@@ -277,16 +279,22 @@ pub(crate) fn prune(
         };
         cut = cut.max(age_cut);
     }
-    if cut == 0 {
+    if cut == 0 && archive.is_none() {
         return Ok(0);
     }
     let first: Option<i64> = conn
         .prepare_cached("SELECT min(seq) FROM events")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(StorageError::sqlite(op))?;
-    match first {
-        Some(f) if f as u64 <= cut => {}
-        _ => return Ok(0),
+    let Some(first) = first.map(|f| f.max(1) as u64) else {
+        return Ok(0);
+    };
+    let cut = match archive {
+        Some(step) => archive_before_delete(conn, step, first, cut)?,
+        None => cut,
+    };
+    if first > cut {
+        return Ok(0);
     }
     conn.prepare_cached("UPDATE meta SET v = ?1 WHERE k = 'last_seq' AND v < ?1")
         .and_then(|mut s| s.execute([last as i64]))
@@ -298,6 +306,76 @@ pub(crate) fn prune(
         .map_err(StorageError::sqlite(op))? as u64;
     bump(&stats.events_pruned, removed);
     Ok(removed)
+}
+
+/// What a prune does with the archive ([`ArchiveWriter`]).
+pub(crate) struct ArchiveStep<'a> {
+    /// The archive.
+    pub(crate) writer: &'a mut ArchiveWriter,
+    /// Archive everything due now (an explicit prune), not one bounded
+    /// chunk once enough is due (the background step).
+    pub(crate) all: bool,
+    /// The background step archives fewer than a full chunk only once
+    /// this long passed since the last file.
+    pub(crate) delay: Duration,
+}
+
+/// Archives events `first..=cut` not archived yet, and returns the new cut:
+/// the last seq that is archived (so nothing unarchived is deleted, and
+/// what a crash left archived but not deleted is deleted now, whatever the
+/// retention cut says). In the background, at most one chunk per step, and
+/// a partial chunk only after `delay`; `writer.pending` then says whether
+/// more is due.
+fn archive_before_delete(
+    conn: &Connection,
+    step: ArchiveStep<'_>,
+    first: u64,
+    cut: u64,
+) -> Result<u64, StorageError> {
+    let op = "reading events to archive";
+    let w = step.writer;
+    w.pending = false;
+    loop {
+        let done = w.archived_upto();
+        let from = first.max(done + 1);
+        if from > cut {
+            return Ok(done);
+        }
+        let due = cut - from + 1;
+        if !step.all && due < CHUNK_EVENTS && !w.waited(step.delay) {
+            w.pending = false;
+            return Ok(done);
+        }
+        let upto = cut.min(from + CHUNK_EVENTS - 1);
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq"
+                ))
+                .map_err(StorageError::sqlite(op))?;
+            let mut rows = select
+                .query([from as i64, upto as i64])
+                .map_err(StorageError::sqlite(op))?;
+            while let Some(row) = rows.next().map_err(StorageError::sqlite(op))? {
+                let e = decode_at(row, STANDARD)?;
+                bytes += e.approx_bytes();
+                events.push(e);
+                if bytes >= CHUNK_BYTES {
+                    break;
+                }
+            }
+        }
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(done);
+        };
+        w.write(&events).map_err(StorageError::Archive)?;
+        if !step.all {
+            w.pending = last < cut;
+            return Ok(last);
+        }
+    }
 }
 
 /// Before events up to `cut` are deleted, copies those whose idempotency

@@ -46,6 +46,7 @@
 mod group;
 mod maintenance;
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use rusqlite::Connection;
 use tidings_core::log::Retention;
 use tokio::sync::watch;
 
+use crate::archive::ArchiveWriter;
 use crate::command::Command;
 use crate::error::StorageError;
 use crate::health::Health;
@@ -78,6 +80,8 @@ pub(crate) struct WriterConfig {
     pub(crate) commit_fsyncs: bool,
     /// While degraded, how often the idle writer probes with a write.
     pub(crate) probe_interval: Option<Duration>,
+    /// See [`SqliteOptions::archive_delay`](crate::SqliteOptions::archive_delay).
+    pub(crate) archive_delay: Duration,
 }
 
 /// The writer thread's state. Only [`Writer::run`] drives it, on its own
@@ -117,6 +121,9 @@ pub(crate) struct Writer {
     group: Vec<Command>,
     /// While degraded: when the next probe write runs.
     next_probe: Option<Instant>,
+    /// Where retention puts events before deleting them, if anywhere.
+    /// Only prunes use it (a `RefCell` because a group runs under `&self`).
+    archive: Option<RefCell<ArchiveWriter>>,
     /// A command taken off the channel but not yet run (tests' `Hold`).
     #[cfg(test)]
     stashed: Option<Command>,
@@ -147,9 +154,16 @@ impl Writer {
             health,
             group: Vec::new(),
             next_probe: None,
+            archive: None,
             #[cfg(test)]
             stashed: None,
         }
+    }
+
+    /// The writer with an archive: its prunes archive before deleting.
+    pub(crate) fn with_archive(mut self, archive: Option<ArchiveWriter>) -> Writer {
+        self.archive = archive.map(RefCell::new);
+        self
     }
 
     /// Runs until every sender is gone and the queue is drained, restarting

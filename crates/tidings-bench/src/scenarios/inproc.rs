@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tidings_core::{Bus, MemoryLog, Retention};
+use tidings_core::{Bus, LogOptions, MemoryLog, Retention};
 use uuid::Uuid;
 
 use crate::progress;
@@ -117,13 +117,14 @@ struct Window {
 
 fn measure(window: usize, args: &Args) -> anyhow::Result<Window> {
     let data = payload();
-    let log = MemoryLog::with_options(
-        Retention {
+    let log = MemoryLog::with_options(LogOptions {
+        idempotency_window: Duration::from_secs(120),
+        ..LogOptions::retention(Retention {
             max_count: Some(window as u64),
             max_age: None,
-        },
-        Duration::from_secs(120),
-    );
+        })
+    })
+    .expect("valid options");
     let bus = Bus::builder().log(log).history_capacity(window).build()?;
     let count = Arc::new(AtomicU64::new(0));
     let c2 = count.clone();

@@ -12,14 +12,17 @@
 //! * A sync handler's error or panic is caught, counted and logged; the
 //!   other handlers still run. Streams and async handlers get the event in
 //!   their queue, with its emit depth.
-//! * While a thread runs sync handlers, [`DISPATCHING`] holds the depth of
-//!   the event they handle (async handlers carry it in [`DEPTH`]); the emit
-//!   depth guard reads both.
+//! * While a thread runs sync handlers, [`DISPATCHING`] holds a [`Frame`]
+//!   (which bus, what emit depth) for the event they handle, innermost last
+//!   (async handlers carry theirs in [`DEPTH`]). The emit depth guard reads
+//!   only frames of its own bus, so one bus's depth never leaks into
+//!   another's; a cycle through several buses still ends, since every bus's
+//!   own depth grows on each turn.
 //! * A committed append is always dispatched, even if its emitter is
 //!   cancelled ([`DispatchOnDrop`]): an undispatched seq would hold back
 //!   every later event.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -33,18 +36,63 @@ use super::Inner;
 use crate::event::SharedEvent;
 use crate::log::{AppendError, AppendFuture, Committed};
 
+/// The emit depth of an event being handled, and the bus it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    /// [`Inner::id`] of the bus dispatching the event.
+    pub(crate) bus: usize,
+    /// 0 for an event emitted outside any handler of that bus.
+    pub(crate) depth: u32,
+}
+
 tokio::task_local! {
-    /// Emit depth of the event an async handler is handling.
-    pub(crate) static DEPTH: u32;
+    /// The frame of the event an async handler is handling.
+    pub(crate) static DEPTH: Frame;
 }
 
 thread_local! {
-    /// `Some(depth)` while this thread dispatches an event of that emit
-    /// depth (that is, inside sync handlers).
-    pub(super) static DISPATCHING: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The frames of the events this thread is dispatching to sync
+    /// handlers, innermost last (nested only when a handler of one bus
+    /// emits into another bus).
+    pub(super) static DISPATCHING: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The depth of the innermost event of bus `bus` that this thread or task
+/// is handling, if any.
+pub(super) fn parent_depth(bus: usize) -> Option<u32> {
+    DISPATCHING
+        .with(|frames| {
+            frames
+                .borrow()
+                .iter()
+                .rev()
+                .find(|f| f.bus == bus)
+                .map(|f| f.depth)
+        })
+        .or_else(|| {
+            DEPTH
+                .try_with(|f| (f.bus == bus).then_some(f.depth))
+                .ok()
+                .flatten()
+        })
+}
+
+/// Pops this thread's innermost [`Frame`] when dropped.
+struct PopFrame;
+
+impl Drop for PopFrame {
+    fn drop(&mut self) {
+        DISPATCHING.with(|f| f.borrow_mut().pop());
+    }
 }
 
 impl Inner {
+    /// This bus's identity while it lives (its address): what [`Frame`]s
+    /// name.
+    pub(crate) fn id(&self) -> usize {
+        self as *const Inner as usize
+    }
+
     /// Hands a committed batch to the dispatcher. Returns the seq the
     /// emitter must wait for before returning (its handlers have not all run
     /// yet), or `None` if it must not wait (an emit from inside a handler,
@@ -78,12 +126,28 @@ impl Inner {
         events: impl Iterator<Item = &'a SharedEvent> + Clone,
         depth: u32,
     ) -> Submitted {
-        let run = |e: &SharedEvent, d: u32| {
-            let outer = DISPATCHING.with(|c| c.replace(Some(d)));
-            self.dispatch_one(e, d);
-            DISPATCHING.with(|c| c.set(outer));
+        self.dispatcher
+            .submit(first, events, depth, &|e, d| self.run_one(e, d))
+    }
+
+    /// Runs `f` between two events (see [`super::dispatcher::Dispatcher::exclusive`]):
+    /// no event is dispatched while it runs, except, when called from
+    /// inside a handler, the rest of the event being dispatched.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.dispatcher.exclusive(f, &|e, d| self.run_one(e, d))
+    }
+
+    /// Dispatches one event with its [`Frame`] on [`DISPATCHING`].
+    fn run_one(&self, event: &SharedEvent, depth: u32) {
+        let frame = Frame {
+            bus: self.id(),
+            depth,
         };
-        self.dispatcher.submit(first, events, depth, &run)
+        DISPATCHING.with(|f| f.borrow_mut().push(frame));
+        // Popped on unwind too: a handler's panic is caught inside
+        // `dispatch_one`, but the guard keeps the stack true regardless.
+        let _pop = PopFrame;
+        self.dispatch_one(event, depth);
     }
 
     fn dispatch_one(&self, event: &SharedEvent, depth: u32) {
@@ -109,6 +173,9 @@ impl Inner {
                     }
                     self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
                     let outcome = catch_unwind(AssertUnwindSafe(|| f(event)));
+                    if let Some(c) = &sub.counters {
+                        c.record(&outcome);
+                    }
                     self.record_outcome(event, sub.id, outcome);
                     if *once {
                         self.remove(sub.id);
@@ -138,15 +205,20 @@ impl Inner {
             }
             Err(panic) => {
                 self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let message = panic_message(&*panic);
                 tracing::error!(seq = event.seq, name = %event.name, subscription, %message, "handler panicked");
             }
         }
     }
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 /// Awaits an append; if dropped before it completes (the emitter was

@@ -12,6 +12,11 @@
 //! needs, so there is no deadlock between emitters, including async tasks
 //! sharing a runtime's workers, and an emit from inside a handler simply
 //! queues behind the event being dispatched.
+//!
+//! [`Dispatcher::exclusive`] runs a closure between two events (the plugin
+//! host swaps a plugin's subscriptions there): it waits, holding nothing,
+//! until nobody dispatches, and then acts as the combiner for the closure's
+//! duration; what is submitted meanwhile is queued and dispatched after it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -56,6 +61,18 @@ pub(crate) enum Submitted {
     /// Queued behind the event this very thread is dispatching (an emit
     /// from inside a handler); it will run when that event is done.
     Nested,
+}
+
+/// Releases the combiner role even if a bug unwinds through `run`.
+struct Release<'a>(&'a Dispatcher);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.0.state.lock();
+            st.combiner = None;
+        }
+    }
 }
 
 pub(crate) struct Dispatcher {
@@ -140,17 +157,6 @@ impl Dispatcher {
         }
         st.combiner = Some(me);
         drop(st);
-
-        /// Releases the combiner role even if a bug unwinds through `run`.
-        struct Release<'a>(&'a Dispatcher);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut st = self.0.state.lock();
-                    st.combiner = None;
-                }
-            }
-        }
         let _release = Release(self);
 
         let mut last = first;
@@ -160,6 +166,51 @@ impl Dispatcher {
         }
         let mut st = self.state.lock();
         st.next = last + 1;
+        self.combine_and_release(st, run);
+        Submitted::Dispatched
+    }
+
+    /// Runs `f` while no event is being dispatched, so the subscriptions
+    /// `f` changes are changed between two events: it waits until no other
+    /// thread is dispatching, takes the combiner role, runs `f`, then
+    /// dispatches (with `run`) every batch queued meanwhile and releases
+    /// the role. Emits `f` makes on this thread are nested: they are
+    /// queued and dispatched after `f`, like an emit from a handler.
+    ///
+    /// Called on the thread that is dispatching (from inside a handler),
+    /// `f` runs at once: the event being dispatched is the boundary.
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R, run: &dyn Fn(&SharedEvent, u32)) -> R {
+        let me = thread_token();
+        let mut st = self.state.lock();
+        if st.combiner == Some(me) {
+            drop(st);
+            return f();
+        }
+        while st.combiner.is_some() {
+            self.sync_waiters.fetch_add(1, SeqCst);
+            self.cv.wait(&mut st);
+            self.sync_waiters.fetch_sub(1, SeqCst);
+        }
+        st.combiner = Some(me);
+        drop(st);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // Even if `f` panicked, what was queued meanwhile must be
+        // dispatched, or every later event would wait for it.
+        self.combine_and_release(self.state.lock(), run);
+        match out {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// As the combiner: dispatches every queued batch whose turn it is,
+    /// then releases the role and publishes progress.
+    fn combine_and_release<'a>(
+        &'a self,
+        mut st: parking_lot::MutexGuard<'a, State>,
+        run: &dyn Fn(&SharedEvent, u32),
+    ) {
+        let _release = Release(self);
         loop {
             let next = st.next;
             match st.ready.first_key_value() {
@@ -185,7 +236,6 @@ impl Dispatcher {
         let next = st.next;
         self.publish_done(next, &st);
         drop(st);
-        Submitted::Dispatched
     }
 
     /// Declares every seq below `seq` gone (pruned from a shared log before
@@ -346,6 +396,63 @@ mod tests {
         );
         assert_eq!(*seen.lock(), vec![10]);
         assert_eq!(d.done(), 11);
+    }
+
+    #[test]
+    fn exclusive_runs_between_two_events() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let (e1, e2) = (ev(1), ev(2));
+        let inside = d.exclusive(
+            || {
+                // Another thread's batch waits; this thread's is nested.
+                let other = std::thread::scope(|s| {
+                    s.spawn(|| d.submit(1, std::iter::once(&e1), 0, &run))
+                        .join()
+                        .unwrap()
+                });
+                let mine = d.submit(2, std::iter::once(&e2), 0, &run);
+                (other, mine, seen.lock().len())
+            },
+            &run,
+        );
+        assert_eq!(inside, (Submitted::Queued, Submitted::Nested, 0));
+        assert_eq!(*seen.lock(), vec![1, 2], "dispatched right after");
+        assert_eq!(d.done(), 3);
+        // From inside dispatch (the combiner's own thread) it runs at once.
+        let e3 = ev(3);
+        let nested = |e: &SharedEvent, _| {
+            seen.lock().push(e.seq);
+            d.exclusive(|| seen.lock().push(100), &|_, _| unreachable!());
+        };
+        d.submit(3, std::iter::once(&e3), 0, &nested);
+        assert_eq!(*seen.lock(), vec![1, 2, 3, 100]);
+    }
+
+    #[test]
+    fn a_panic_in_exclusive_still_dispatches_what_was_queued() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let e1 = ev(1);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            d.exclusive(
+                || {
+                    d.submit(1, std::iter::once(&e1), 0, &run);
+                    panic!("in f");
+                },
+                &run,
+            )
+        }));
+        assert!(out.is_err());
+        assert_eq!(*seen.lock(), vec![1]);
+        let e2 = ev(2);
+        assert_eq!(
+            d.submit(2, std::iter::once(&e2), 0, &run),
+            Submitted::Dispatched,
+            "the combiner role was released"
+        );
     }
 
     #[tokio::test]

@@ -21,10 +21,9 @@
 //!   after its append started leaves the append to finish and be
 //!   dispatched in the background.
 
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
-use super::dispatch::{block_on, DispatchOnDrop, DEPTH, DISPATCHING};
+use super::dispatch::{block_on, parent_depth, DispatchOnDrop};
 use super::{Bus, EmitError};
 use crate::event::{NewEvent, Priority, SharedEvent};
 use crate::log::{AppendFuture, Committed, EventLog};
@@ -101,9 +100,7 @@ fn first_event(committed: Vec<Committed>) -> SharedEvent {
 
 impl Bus {
     fn emit_depth(&self) -> Result<u32, EmitError> {
-        let parent = DISPATCHING
-            .with(Cell::get)
-            .or_else(|| DEPTH.try_with(|d| *d).ok());
+        let parent = parent_depth(self.inner.id());
         let depth = parent.map_or(0, |d| d + 1);
         if depth > self.inner.max_depth {
             self.inner

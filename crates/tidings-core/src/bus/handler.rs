@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::{FutureExt, StreamExt};
 
-use super::dispatch::DEPTH;
+use super::dispatch::{Frame, DEPTH};
 use super::registry::{SubKind, SyncFn};
 use super::{Bus, Inner, SubscribeError};
 use crate::event::{Event, Priority, SharedEvent};
@@ -201,6 +201,10 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
         let handle = self.bus.runtime()?;
         let pattern = self.pattern.into_pattern()?;
         let bus = self.bus.clone();
+        let counters = self
+            .owner
+            .as_ref()
+            .map(|o| bus.inner.registry.owner_counters(o));
         let mut stream = bus.open_stream(
             vec![pattern],
             self.priority,
@@ -227,7 +231,14 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
                 };
                 let depth = stream.last_depth();
                 let call = AssertUnwindSafe(async { f(event.clone()).await.into_outcome() });
-                let outcome = DEPTH.scope(depth, call.catch_unwind()).await;
+                let frame = Frame {
+                    bus: task_bus.inner.id(),
+                    depth,
+                };
+                let outcome = DEPTH.scope(frame, call.catch_unwind()).await;
+                if let Some(c) = &counters {
+                    c.record(&outcome);
+                }
                 task_bus.inner.record_outcome(&event, id, outcome);
             }
         });

@@ -76,11 +76,12 @@ pub use builder::{
 pub use consumer::{
     AckError, Consumer, ConsumerBuilder, ConsumerError, ConsumerSpec, ConsumerTask,
 };
+pub(crate) use dispatch::panic_message;
 pub use emit::EmitBuilder;
 pub use error::{ConfigError, EmitError, SubscribeError, WaitError};
 pub use handler::{HandlerBuilder, HandlerResult, Subscription};
 pub use registry::{SubscriptionInfo, SubscriptionKind};
-pub use stats::Stats;
+pub use stats::{OwnerStats, Stats};
 pub use stream::EventStream;
 
 use dispatcher::Dispatcher;
@@ -369,6 +370,33 @@ impl Bus {
     /// Removes every subscription of `owner`; returns how many.
     pub fn unsubscribe_all(&self, owner: &str) -> usize {
         self.inner.registry.remove_owner(owner)
+    }
+
+    /// Removes every subscription of `owner` at a seq, returned with how
+    /// many were removed: they get the events up to it and none after it
+    /// (see `registry.rs`).
+    pub(crate) fn hand_over(&self, owner: &str) -> (usize, u64) {
+        self.inner.registry.hand_over(owner)
+    }
+
+    /// Runs `f` between two events: no event is dispatched while it runs
+    /// (from inside a handler: except the rest of the current event).
+    /// Emits made in `f` on this thread are dispatched after it.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inner.exclusive(f)
+    }
+
+    /// Handler calls, errors and panics of `owner`'s subscriptions (a
+    /// plugin's), counted since the owner last had none (for a plugin:
+    /// since it was loaded, across reloads); `None` while it has none.
+    pub fn owner_stats(&self, owner: &str) -> Option<OwnerStats> {
+        self.inner.registry.owner_stats(owner)
+    }
+
+    /// Keeps `owner`'s counters while it has no subscription (a plugin
+    /// between the two halves of a reload), or stops keeping them.
+    pub(crate) fn pin_owner(&self, owner: &Arc<str>, pinned: bool) {
+        self.inner.registry.pin_owner(owner, pinned)
     }
 
     /// The live subscriptions, of one owner or all, in registration order.

@@ -13,8 +13,19 @@
 //! * A removed subscription is inactive from the moment `remove` or
 //!   `detach` returns; `remove` also closes its sink, `detach` leaves it
 //!   open (a stream dropping one of its several patterns).
+//! * [`Registry::hand_over`] removes an owner's subscriptions *at a seq*:
+//!   they still get every event up to the seq it returns (the last one
+//!   looked up, possibly still being dispatched), and none after it; their
+//!   sinks deliver up to that seq (from the log if they overflowed) and
+//!   then end. A subscription registered afterwards gets the events after
+//!   that seq when no lookup happened in between (the plugin host ensures
+//!   it by swapping between two events).
+//! * Each owner's handler calls are counted in one [`OwnerCounters`] its
+//!   subscriptions share. The registry keeps an owner's counters while it
+//!   has subscriptions or is pinned (a plugin host pins its plugins, so
+//!   their stats outlive a reload), so they never pile up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,6 +33,7 @@ use parking_lot::Mutex;
 
 use super::cache::MatchCache;
 use super::sink::Sink;
+use super::stats::{OwnerCounters, OwnerStats};
 use crate::event::{Priority, SharedEvent};
 use crate::name::Pattern;
 use crate::trie::Trie;
@@ -48,6 +60,8 @@ pub(crate) struct Sub {
     pub pattern: Pattern,
     pub priority: Priority,
     pub owner: Option<Arc<str>>,
+    /// The owner's shared counters (`None` without an owner).
+    pub counters: Option<Arc<OwnerCounters>>,
     pub kind: SubKind,
     /// Invariant: false from the moment the subscription is removed; dispatch
     /// checks it before every call, so no call starts after removal returns.
@@ -189,6 +203,49 @@ impl Registry {
         ids.len()
     }
 
+    /// Removes every subscription of `owner` at a seq, which it returns
+    /// with how many were removed: they still get the events up to it (one
+    /// may be being dispatched now) and none after it; their sinks deliver
+    /// up to it, then end.
+    pub fn hand_over(&self, owner: &str) -> (usize, u64) {
+        let mut table = self.table.lock();
+        let at = table.looked_up();
+        let ids: Vec<u64> = table.by_owner(owner).iter().map(|s| s.id).collect();
+        for id in &ids {
+            if let Some(sub) = table.take(*id) {
+                if let SubKind::Sink(s) = &sub.kind {
+                    s.finish_at(at);
+                }
+            }
+        }
+        (ids.len(), at)
+    }
+
+    /// The counters of `owner`'s handler calls (created if new).
+    pub fn owner_counters(&self, owner: &Arc<str>) -> Arc<OwnerCounters> {
+        self.table.lock().owner(owner).counters.clone()
+    }
+
+    /// Keeps `owner`'s counters while it has no subscription (`true`), or
+    /// stops keeping them (`false`; dropped now if it has none).
+    pub fn pin_owner(&self, owner: &Arc<str>, pinned: bool) {
+        let mut table = self.table.lock();
+        table.owner(owner).pinned = pinned;
+        table.forget_owner_if_idle(owner);
+    }
+
+    /// A snapshot of `owner`'s counters, if it has subscriptions or is
+    /// pinned.
+    pub fn owner_stats(&self, owner: &str) -> Option<OwnerStats> {
+        let table = self.table.lock();
+        table.owners.get(owner).map(|o| o.counters.snapshot())
+    }
+
+    /// The last seq whose matches were looked up: dispatch has reached it.
+    pub fn looked_up(&self) -> u64 {
+        self.table.lock().looked_up()
+    }
+
     /// The dispatch-ordered subscriptions matching the event.
     pub fn lookup(&self, event: &SharedEvent) -> Matches {
         self.table.lock().lookup(event)
@@ -229,6 +286,16 @@ impl Registry {
     }
 }
 
+/// An owner's counters and what keeps them.
+#[derive(Default)]
+struct Owner {
+    counters: Arc<OwnerCounters>,
+    /// Its subscriptions in the table.
+    live: usize,
+    /// Kept with no subscription (by a plugin host).
+    pinned: bool,
+}
+
 /// The registry's state, behind its lock.
 pub(crate) struct Table {
     trie: Trie<ById>,
@@ -247,6 +314,9 @@ pub(crate) struct Table {
     /// order (dispatch is sequenced), so a subscription registered now gets
     /// every event with a greater seq and none with a smaller one.
     looked_up: u64,
+    /// Counters per owner. Invariant: an entry exists only while its
+    /// owner has subscriptions here or is pinned.
+    owners: HashMap<Arc<str>, Owner>,
     /// Lookups answered by the cache.
     #[cfg(test)]
     cache_hits: u64,
@@ -261,6 +331,7 @@ impl Table {
             next_id: 1,
             cache: MatchCache::new(cache_cap),
             looked_up,
+            owners: HashMap::new(),
             #[cfg(test)]
             cache_hits: 0,
         }
@@ -277,11 +348,17 @@ impl Table {
     ) -> (Arc<Sub>, u64) {
         let id = self.next_id;
         self.next_id += 1;
+        let counters = owner.as_ref().map(|o| {
+            let entry = self.owner(o);
+            entry.live += 1;
+            entry.counters.clone()
+        });
         let sub = Arc::new(Sub {
             id,
             pattern,
             priority,
             owner,
+            counters,
             kind,
             active: AtomicBool::new(true),
             fired: AtomicBool::new(false),
@@ -304,11 +381,40 @@ impl Table {
     /// Removes a subscription but leaves its sink open (a stream dropping
     /// one of its several patterns).
     fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
-        let sub = self.subs.remove(&id)?;
+        let sub = self.take(id)?;
         sub.active.store(false, Ordering::Release);
+        Some(sub)
+    }
+
+    /// Takes a subscription out of the trie, leaving it active: lookups
+    /// from now on do not find it, but a dispatch that found it already
+    /// still calls it.
+    fn take(&mut self, id: u64) -> Option<Arc<Sub>> {
+        let sub = self.subs.remove(&id)?;
         self.trie.remove(&sub.pattern, &ById(sub.clone()));
         self.cache.invalidate_matching(&sub.pattern);
+        if let Some(o) = &sub.owner {
+            if let Some(entry) = self.owners.get_mut(o) {
+                entry.live -= 1;
+            }
+            self.forget_owner_if_idle(o);
+        }
         Some(sub)
+    }
+
+    /// `owner`'s entry, created if new.
+    fn owner(&mut self, owner: &Arc<str>) -> &mut Owner {
+        self.owners.entry(owner.clone()).or_default()
+    }
+
+    fn forget_owner_if_idle(&mut self, owner: &str) {
+        if self
+            .owners
+            .get(owner)
+            .is_some_and(|o| o.live == 0 && !o.pinned)
+        {
+            self.owners.remove(owner);
+        }
     }
 
     /// The dispatch-ordered subscriptions matching the event.

@@ -11,6 +11,9 @@
 //!   does not know about.
 //! * Once closed (its subscription removed) a sink queues nothing more and
 //!   its reader ends.
+//! * Once finished at a seq (its subscription handed over), it queues
+//!   nothing after that seq; its reader delivers everything up to it
+//!   (reading the log if events were left out) and then ends.
 //! * Every push or close wakes the reader's last registered waker.
 
 use std::collections::VecDeque;
@@ -34,6 +37,9 @@ struct SinkState {
     overflowed: bool,
     /// Set when the subscription was removed; the stream then ends.
     closed: bool,
+    /// Set when the subscription was handed over at this seq: the stream
+    /// ends after delivering everything up to it.
+    until: Option<u64>,
     waker: Option<Waker>,
 }
 
@@ -56,6 +62,7 @@ impl Sink {
                 queue: VecDeque::new(),
                 overflowed: false,
                 closed: false,
+                until: None,
                 waker: None,
             }),
             capacity,
@@ -77,7 +84,7 @@ impl Sink {
     /// left for the log instead.
     pub fn push(&self, event: &SharedEvent, depth: u32) -> bool {
         let mut st = self.state.lock();
-        if st.closed {
+        if st.closed || st.until.is_some_and(|u| event.seq > u) {
             return false;
         }
         let queued = if st.overflowed || st.queue.len() >= self.capacity {
@@ -96,6 +103,22 @@ impl Sink {
             w.wake();
         }
         queued
+    }
+
+    /// Ends the stream after seq `until` (see the contract).
+    pub fn finish_at(&self, until: u64) {
+        let mut st = self.state.lock();
+        st.until = Some(until);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The seq the stream ends after, once handed over.
+    pub fn until(&self) -> Option<u64> {
+        self.state.lock().until
     }
 
     pub fn close(&self) {
@@ -128,6 +151,9 @@ pub(crate) enum Take {
     Overflowed,
     /// The queue is drained and the subscription was removed.
     Closed,
+    /// The queue is drained and the subscription was handed over at this
+    /// seq: read the log up to it, then end.
+    Finish(u64),
     /// Nothing to take; the waker is registered.
     Pending,
 }
@@ -161,6 +187,9 @@ impl Sink {
         }
         if st.closed {
             return Take::Closed;
+        }
+        if let Some(u) = st.until {
+            return Take::Finish(u);
         }
         st.waker = Some(waker.clone());
         Take::Pending

@@ -1,4 +1,4 @@
-//! Bus counters.
+//! Bus counters, and per-owner handler counters (a plugin's stats).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -52,6 +52,51 @@ impl Counters {
             depth_exceeded: self.depth_exceeded.load(Relaxed),
             contract_refused: self.contract_refused.load(Relaxed),
             subscriptions,
+        }
+    }
+}
+
+/// Handler calls of the subscriptions of one owner (a plugin), counted
+/// since the owner's first subscription on this bus, across reloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OwnerStats {
+    /// Handler calls (sync calls, and events an async handler ran on),
+    /// failed ones included.
+    pub calls: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+    /// Calls that panicked.
+    pub panics: u64,
+}
+
+/// The live counters behind an [`OwnerStats`], shared by the owner's
+/// subscriptions.
+#[derive(Default)]
+pub(crate) struct OwnerCounters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+}
+
+impl OwnerCounters {
+    pub fn record<T>(&self, outcome: &std::thread::Result<Result<(), T>>) {
+        self.calls.fetch_add(1, Relaxed);
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                self.errors.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                self.panics.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> OwnerStats {
+        OwnerStats {
+            calls: self.calls.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            panics: self.panics.load(Relaxed),
         }
     }
 }

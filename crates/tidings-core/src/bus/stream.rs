@@ -13,6 +13,13 @@
 //! delivered are skipped, so the switch back to the queue neither loses nor
 //! repeats an event. Only if retention pruned the events it needs does the
 //! stream yield [`Delivery::Lagged`], with the count and where it resumes.
+//!
+//! A stream whose subscription was handed over at a seq (a plugin's async
+//! handler during a reload) delivers every matching event up to that seq,
+//! from its queue or the log, and then ends: none after it. For that cut
+//! to be clean, an owned handler's catch-up never reads past the seq
+//! dispatch has reached (a log holds committed events dispatch has not
+//! reached yet): what comes after reaches it through its queue.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,6 +57,10 @@ pub struct EventStream {
     /// stream has delivered or skipped.
     reader: Reader,
     catching_up: bool,
+    /// An owned (plugin) handler's stream: its catch-up never runs ahead
+    /// of dispatch, so a hand-over at the seq dispatch has reached cuts it
+    /// cleanly (it has delivered nothing after that seq).
+    bounded: bool,
     last_depth: u32,
 }
 
@@ -61,12 +72,14 @@ impl EventStream {
         reader: Reader,
         catching_up: bool,
     ) -> Self {
+        let bounded = sink.is_handler() && subs.iter().any(|s| s.owner.is_some());
         EventStream {
             bus,
             subs,
             sink,
             reader,
             catching_up,
+            bounded,
             last_depth: 0,
         }
     }
@@ -149,8 +162,16 @@ impl Stream for EventStream {
                     }
                     Peek::Front(_) | Peek::Empty => {}
                 }
-                match ready!(this.reader.poll_next(cx)) {
+                let upto = if this.bounded {
+                    this.bus.inner.registry.looked_up()
+                } else {
+                    u64::MAX
+                };
+                match ready!(this.reader.poll_next_upto(cx, upto)) {
                     Ok(Some(Delivery::Event(e))) => {
+                        if this.sink.until().is_some_and(|u| e.seq > u) {
+                            return Poll::Ready(None); // handed over
+                        }
                         if this.wants(&e) {
                             this.last_depth = 0;
                             return Poll::Ready(Some(Ok(Delivery::Event(e))));
@@ -160,6 +181,9 @@ impl Stream for EventStream {
                         this.bus.inner.stats.record_lag();
                         return Poll::Ready(Some(Ok(lag)));
                     }
+                    // Handed over: the log holds nothing more up to the
+                    // hand-over seq (it was committed before).
+                    Ok(None) if this.sink.until().is_some() => return Poll::Ready(None),
                     Ok(None) => this.catching_up = false,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
@@ -175,6 +199,17 @@ impl Stream for EventStream {
                         continue;
                     }
                     Take::Closed => return Poll::Ready(None),
+                    Take::Finish(until) if this.reader.last() >= until => return Poll::Ready(None),
+                    // The queue is drained and did not overflow, so every
+                    // matching event before `until` was delivered (their
+                    // dispatch ended before `until`'s began); only `until`
+                    // itself may still be on its way (a hand-over from
+                    // inside its dispatch): read just that from the log.
+                    Take::Finish(until) => {
+                        this.reader.advance_to(until - 1);
+                        this.catching_up = true;
+                        continue;
+                    }
                     Take::Pending => return Poll::Pending,
                 }
             }

@@ -69,7 +69,22 @@ impl Reader {
     /// The next delivery; `Ok(None)` when the log held nothing after
     /// [`Reader::last`] at the time of the read (caught up).
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Delivery>, ReadError>> {
+        self.poll_next_upto(cx, u64::MAX)
+    }
+
+    /// Like [`Reader::poll_next`], handing out nothing after seq `upto`:
+    /// `Ok(None)` also when the next event is past it (it is kept for a
+    /// later call).
+    pub fn poll_next_upto(
+        &mut self,
+        cx: &mut Context<'_>,
+        upto: u64,
+    ) -> Poll<Result<Option<Delivery>, ReadError>> {
         loop {
+            let past = |e: &SharedEvent| e.seq > self.last && e.seq > upto;
+            if self.buf.front().is_some_and(past) || (self.buf.is_empty() && self.last >= upto) {
+                return Poll::Ready(Ok(None));
+            }
             if let Some(ev) = self.buf.pop_front() {
                 if ev.seq <= self.last {
                     continue;
@@ -239,6 +254,9 @@ mod tests {
         fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
             self.inner.prune()
         }
+        fn close(&self) -> BoxFuture<Result<(), crate::log::CloseError>> {
+            self.inner.close()
+        }
         fn define_consumer(
             &self,
             name: &str,
@@ -284,5 +302,24 @@ mod tests {
             Ok(Some(Delivery::Event(e))) => assert_eq!(e.seq, 5),
             other => panic!("expected event 5, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_reader_hands_out_nothing_past_its_ceiling() {
+        let log = MemoryLog::new();
+        append(&log, 5);
+        let mut reader = Reader::new(Arc::new(log), 0);
+        let mut next = |upto| {
+            let mut cx = Context::from_waker(Waker::noop());
+            match reader.poll_next_upto(&mut cx, upto) {
+                Poll::Ready(Ok(Some(Delivery::Event(e)))) => Some(e.seq),
+                Poll::Ready(Ok(None)) => None,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!((next(2), next(2), next(2)), (Some(1), Some(2), None));
+        // Event 3 was fetched but is kept for a call with a higher ceiling.
+        assert_eq!((next(4), next(4), next(4)), (Some(3), Some(4), None));
+        assert_eq!((next(u64::MAX), next(u64::MAX)), (Some(5), None));
     }
 }

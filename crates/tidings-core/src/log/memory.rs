@@ -2,6 +2,7 @@
 //! conformance suite is written against.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,16 +11,15 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{
-    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, Committed,
-    ConsumerRecord, CursorError, EventLog, Page, PruneError, ReadError, Retention,
+    validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, CloseError, Committed,
+    ConsumerRecord, CursorError, EventLog, LogOptions, OptionsError, Page, PruneError, ReadError,
+    Retention,
 };
 use crate::event::{NewEvent, SharedEvent};
 
 /// Default retention of a [`MemoryLog`]: the newest 10,000 events (the
 /// same as the bus's default history ring).
 pub const DEFAULT_MAX_COUNT: u64 = 10_000;
-/// Default idempotency window (JetStream's default duplicate window).
-pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
 
 struct State {
     /// Invariant: ascending, consecutive seqs; `events[i].seq == first + i`.
@@ -91,6 +91,9 @@ struct Shared {
     state: Mutex<State>,
     retention: Retention,
     window: Duration,
+    /// Set once by [`EventLog::close`]; never cleared. Every operation
+    /// checks it first.
+    closed: AtomicBool,
     /// Invariant: while it has receivers, holds `state.last`. Sent under the
     /// state lock, and only when someone watches (notifying costs several
     /// lock round-trips); `watch()` refreshes it before subscribing.
@@ -115,19 +118,27 @@ impl Default for MemoryLog {
 impl MemoryLog {
     /// A log keeping the newest [`DEFAULT_MAX_COUNT`] events.
     pub fn new() -> MemoryLog {
-        MemoryLog::with_options(
-            Retention {
-                max_count: Some(DEFAULT_MAX_COUNT),
-                max_age: None,
-            },
-            DEFAULT_IDEMPOTENCY_WINDOW,
-        )
+        MemoryLog::with_options(LogOptions::retention(Retention {
+            max_count: Some(DEFAULT_MAX_COUNT),
+            max_age: None,
+        }))
+        .expect("the default options are valid")
     }
 
-    /// A log with the given retention and idempotency window.
-    pub fn with_options(retention: Retention, idempotency_window: Duration) -> MemoryLog {
+    /// A log with the given options, refused if they are invalid
+    /// ([`LogOptions::validate`]). Count retention is applied on every
+    /// append and age retention on append and on [`EventLog::prune`], so
+    /// `prune_interval` has nothing to do here: a memory log runs no
+    /// background task.
+    pub fn with_options(options: LogOptions) -> Result<MemoryLog, OptionsError> {
+        options.validate()?;
+        let LogOptions {
+            retention,
+            idempotency_window,
+            prune_interval: _,
+        } = options;
         let (tx, _) = watch::channel(0);
-        MemoryLog {
+        Ok(MemoryLog {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     events: VecDeque::new(),
@@ -141,9 +152,10 @@ impl MemoryLog {
                 }),
                 retention,
                 window: idempotency_window,
+                closed: AtomicBool::new(false),
                 tx,
             }),
-        }
+        })
     }
 
     /// Synchronous append (the bus's fast path uses this through
@@ -173,6 +185,9 @@ impl MemoryLog {
         mut out: impl FnMut(Committed),
     ) -> Result<(), AppendError> {
         let sh = &*self.shared;
+        if self.is_closed() {
+            return Err(AppendError::Closed);
+        }
         let mut st = sh.state.lock();
         if let Some(expected) = expected_last {
             if st.last != expected {
@@ -222,6 +237,19 @@ impl MemoryLog {
         Ok(())
     }
 
+    fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while open; what every operation but append checks first.
+    fn open<E: From<Closed>>(&self) -> Result<(), E> {
+        if self.is_closed() {
+            Err(E::from(Closed))
+        } else {
+            Ok(())
+        }
+    }
+
     fn read_now(&self, after: u64, limit: usize) -> Page {
         let st = self.shared.state.lock();
         let start = after.saturating_add(1).max(st.first);
@@ -249,6 +277,27 @@ fn ready<T: Send + 'static>(v: T) -> BoxFuture<T> {
     Box::pin(std::future::ready(v))
 }
 
+/// The log was closed; converts into each operation's `Closed`.
+struct Closed;
+
+impl From<Closed> for ReadError {
+    fn from(_: Closed) -> Self {
+        ReadError::Closed
+    }
+}
+
+impl From<Closed> for CursorError {
+    fn from(_: Closed) -> Self {
+        CursorError::Closed
+    }
+}
+
+impl From<Closed> for PruneError {
+    fn from(_: Closed) -> Self {
+        PruneError::Closed
+    }
+}
+
 impl EventLog for MemoryLog {
     fn append(&self, batch: Vec<NewEvent>, expected_last: Option<u64>) -> AppendFuture {
         AppendFuture::ready(self.append_now(batch, expected_last))
@@ -262,14 +311,17 @@ impl EventLog for MemoryLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
-        ready(Ok(self.read_now(after, limit)))
+        ready(self.open().map(|()| self.read_now(after, limit)))
     }
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
-        ready(Ok(self.bounds_now()))
+        ready(self.open().map(|()| self.bounds_now()))
     }
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
+        if let Err(e) = self.open() {
+            return ready(Err(e));
+        }
         let st = self.shared.state.lock();
         // Times are non-decreasing in practice but not guaranteed (clock
         // steps), so scan for the first event at or after `time`.
@@ -287,39 +339,50 @@ impl EventLog for MemoryLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
-        let r = validate_consumer_name(consumer)
+        let r = self
+            .open()
+            .and_then(|()| validate_consumer_name(consumer))
             .map(|_| self.shared.state.lock().cursors.get(consumer).copied());
         ready(r)
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
-        let r = validate_consumer_name(consumer).and_then(|_| {
-            let mut st = self.shared.state.lock();
-            if seq > st.last {
-                return Err(CursorError::BeyondEnd {
-                    name: consumer.to_owned(),
-                    seq,
-                    last: st.last,
-                });
-            }
-            st.cursors.insert(consumer.to_owned(), seq);
-            Ok(())
-        });
+        let r = self
+            .open()
+            .and_then(|()| validate_consumer_name(consumer))
+            .and_then(|_| {
+                let mut st = self.shared.state.lock();
+                if seq > st.last {
+                    return Err(CursorError::BeyondEnd {
+                        name: consumer.to_owned(),
+                        seq,
+                        last: st.last,
+                    });
+                }
+                st.cursors.insert(consumer.to_owned(), seq);
+                Ok(())
+            });
         ready(r)
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
-        let r = validate_consumer_name(name).map(|_| {
-            let mut st = self.shared.state.lock();
-            st.consumers
-                .entry(name.to_owned())
-                .or_insert_with(|| spec.to_owned())
-                .clone()
-        });
+        let r = self
+            .open()
+            .and_then(|()| validate_consumer_name(name))
+            .map(|_| {
+                let mut st = self.shared.state.lock();
+                st.consumers
+                    .entry(name.to_owned())
+                    .or_insert_with(|| spec.to_owned())
+                    .clone()
+            });
         ready(r)
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
+        if let Err(e) = self.open() {
+            return ready(Err(e));
+        }
         let st = self.shared.state.lock();
         let mut names: Vec<&String> = st.consumers.keys().chain(st.cursors.keys()).collect();
         names.sort();
@@ -336,17 +399,30 @@ impl EventLog for MemoryLog {
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
-        let r = validate_consumer_name(name).map(|_| {
-            let mut st = self.shared.state.lock();
-            let a = st.consumers.remove(name).is_some();
-            let b = st.cursors.remove(name).is_some();
-            a || b
-        });
+        let r = self
+            .open()
+            .and_then(|()| validate_consumer_name(name))
+            .map(|_| {
+                let mut st = self.shared.state.lock();
+                let a = st.consumers.remove(name).is_some();
+                let b = st.cursors.remove(name).is_some();
+                a || b
+            });
         ready(r)
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
+        if let Err(e) = self.open() {
+            return ready(Err(e));
+        }
         let n = self.shared.state.lock().prune(&self.shared.retention);
         ready(Ok(n))
+    }
+
+    /// Marks the log closed: every later call on any clone fails with
+    /// `Closed`; the events stay in memory until the last clone drops.
+    fn close(&self) -> BoxFuture<Result<(), CloseError>> {
+        self.shared.closed.store(true, Ordering::Release);
+        ready(Ok(()))
     }
 }

@@ -34,6 +34,7 @@
 
 mod follow;
 mod memory;
+mod options;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +47,8 @@ use chrono::{DateTime, Utc};
 use crate::event::{NewEvent, SharedEvent};
 
 pub use follow::{follow, LogStream, Reader};
-pub use memory::{MemoryLog, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_MAX_COUNT};
+pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
+pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};
 
 /// A boxed, sendable, `'static` future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -138,6 +140,15 @@ pub struct Retention {
     /// when the log committed the event, never from the event's `time`
     /// (set by the client, so it may be far in the past or the future).
     pub max_age: Option<Duration>,
+}
+
+/// Why closing a log failed. The log is closed all the same: later calls
+/// fail with `Closed`.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    /// Flushing or shutting down the storage failed.
+    #[error("closing the event log failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why an append was refused. Nothing was appended in any of these cases.
@@ -382,6 +393,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Applies the retention limits now; returns how many events were removed.
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>>;
 
+    /// Closes the log: what was acknowledged is kept as the backend's
+    /// durability promises (flushed where it batches), its background work
+    /// stops, and from then on every call on any handle fails with `Closed`
+    /// (appends, reads, cursors, consumers, prune). Idempotent. An append
+    /// still in flight when `close` runs may be answered `Closed` and yet
+    /// have been committed, as after a crash: retry it with its
+    /// idempotency key.
+    fn close(&self) -> BoxFuture<Result<(), CloseError>>;
+
     /// True if other processes may append to this log too (NATS, Redis).
     /// A bus over a shared log follows it, so it also dispatches events
     /// appended elsewhere, in the same seq order.
@@ -447,6 +467,9 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     }
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
         (**self).prune()
+    }
+    fn close(&self) -> BoxFuture<Result<(), CloseError>> {
+        (**self).close()
     }
     fn shared(&self) -> bool {
         (**self).shared()

@@ -60,9 +60,10 @@ fn event_stream_config(stream_name: &str, subject: &str, options: &NatsOptions) 
         name: stream_name.to_owned(),
         subjects: vec![subject.to_owned()],
         max_messages: options
+            .log
             .retention
             .max_count
-            .map(|n| i64::try_from(n.max(1)).unwrap_or(i64::MAX))
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
             .unwrap_or(-1),
         duplicate_window: DUPLICATE_WINDOW,
         allow_direct: true,
@@ -145,6 +146,7 @@ impl NatsLog {
         options: NatsOptions,
     ) -> Result<NatsLog, ConnectError> {
         validate_stream_name(stream)?;
+        options.validate()?;
         let client = async_nats::ConnectOptions::new()
             .name("tidings")
             .connection_timeout(options.request_timeout)
@@ -165,6 +167,7 @@ impl NatsLog {
         options: NatsOptions,
     ) -> Result<NatsLog, ConnectError> {
         validate_stream_name(stream_name)?;
+        options.validate()?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(options.request_timeout);
         let subject = format!("{stream_name}.events");
@@ -238,7 +241,7 @@ impl Inner {
         let start = if st.is_empty() {
             st.last + 1
         } else {
-            let cutoff = now_micros() - micros(self.opts.idempotency_window);
+            let cutoff = now_micros() - micros(self.opts.log.idempotency_window);
             self.search(st.first, st.last, |r| r.at >= cutoff)
                 .await
                 .map_err(|e| setup_err(stream_name, "window start", &e))?
@@ -276,5 +279,6 @@ fn spawn_tasks(inner: &Arc<Inner>, start: u64) -> Guard {
     Guard {
         writer: writer_tx,
         tasks,
+        closed: std::sync::atomic::AtomicBool::new(false),
     }
 }

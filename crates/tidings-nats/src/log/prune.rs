@@ -37,7 +37,7 @@ impl Inner {
             // Purge every record below stream seq `cut`.
             let mut cut = ss.first;
             let mut everything = false;
-            let r = &self.opts.retention;
+            let r = &self.opts.log.retention;
             if let Some(max) = r.max_count {
                 let keep_from = tail.last.saturating_sub(max) + 1;
                 if keep_from > old_first {

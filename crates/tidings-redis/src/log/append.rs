@@ -125,15 +125,15 @@ impl Shared {
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AppendError::Storage(Box::new(e)))?;
-        let window_ms = self.options.idempotency_window.as_millis();
+        let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::APPEND.prepare_invoke();
         inv.key(&self.keys.stream).key(&self.keys.counter);
         // Idempotency key -> its index in KEYS (1-based; 1 and 2 are taken).
         let mut key_index: HashMap<&str, usize> = HashMap::new();
         let mut kidx = Vec::with_capacity(n);
         for e in &encoded {
-            let idx = match (&e.event.key, window_ms > 0) {
-                (Some(k), true) => {
+            let idx = match &e.event.key {
+                Some(k) => {
                     let next = key_index.len() + 3;
                     *key_index.entry(k.as_str()).or_insert_with(|| {
                         inv.key(format!("{}{k}", self.keys.idempotency_prefix));
@@ -148,6 +148,7 @@ impl Shared {
             .arg(window_ms.max(1).to_string())
             .arg(
                 self.options
+                    .log
                     .retention
                     .max_count
                     .map(|m| m.to_string())

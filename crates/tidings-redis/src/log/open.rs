@@ -195,9 +195,9 @@ fn spawn_tasks(
         max_delay: shared.options.max_reconnect_delay,
         stop: stop.clone(),
     }));
-    let r = &shared.options.retention;
+    let r = &shared.options.log.retention;
     if let (Some(interval), true) = (
-        shared.options.prune_interval,
+        shared.options.log.prune_interval,
         r.max_count.is_some() || r.max_age.is_some(),
     ) {
         tokio::spawn(prune_periodically(Arc::downgrade(shared), interval, stop));
@@ -241,7 +241,8 @@ impl RedisLog {
             conn,
             options,
             tx: tx.clone(),
-            _stop: stop,
+            stop,
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         spawn_tasks(&shared, client, tx, last, stop_rx);
         tracing::debug!(key, last, "opened Redis event log");

@@ -27,7 +27,7 @@ const PRUNE_AGE_STEP: usize = 10_000;
 
 impl Shared {
     pub(super) async fn prune(self: Arc<Self>) -> Result<u64, OpError> {
-        let retention = self.options.retention;
+        let retention = self.options.log.retention;
         let mut removed = 0u64;
         if let Some(max) = retention.max_count {
             let mut conn = self.conn.clone();

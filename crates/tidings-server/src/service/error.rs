@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Unprocessable,
     /// A limit (connections, channel, patterns, command rate) was reached.
     Limit,
+    /// What was asked for is no longer in the log (retention pruned it);
+    /// the error says where the retained range starts.
+    Gone,
     /// The log's storage is full; retry after space is freed.
     NoSpace,
     /// The log cannot be reached or cannot write right now; retry later.
@@ -52,9 +55,9 @@ pub struct ServiceError {
     pub message: String,
     /// For `NoSpace` and `Unavailable`: when to try again.
     pub retry_after: Option<Duration>,
-    /// More fields for the error body (a `schema_violation`'s `path` and
-    /// `index`), beside `error`, `code` and `status`.
-    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Machine-readable details beside `error` and `code` (for `Gone`:
+    /// `first_retained_seq`).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ServiceError {
@@ -69,13 +72,13 @@ impl ServiceError {
                 ErrorKind::Unavailable => Some(Duration::from_secs(5)),
                 _ => None,
             },
-            details: serde_json::Map::new(),
+            fields: Vec::new(),
         }
     }
 
-    /// The error with one more body field.
-    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.details.insert(key.to_owned(), value.into());
+    /// The same error with a detail field.
+    pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.push((key, value.into()));
         self
     }
 

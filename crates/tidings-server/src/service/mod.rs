@@ -4,7 +4,10 @@
 //!
 //! - [`Service::publish`]: scope, names, keys in the caller's namespace,
 //!   the future-time limit, then one atomic append.
-//! - [`Service::history`]: scope, count and byte budgets.
+//! - [`Service::history`]: scope, count and byte budgets; 410 below the
+//!   retained range.
+//! - [`Service::export`]: archive then log as one gap-free range of JSON
+//!   lines, filtered by pattern and the caller's scope.
 //! - [`Service::open`]: a [`Session`] (`/ws`, `/ws/events/{channel}`,
 //!   `/sse`), with the pattern and connection limits, the channel rule,
 //!   commands and their rate limit, token expiry and shutdown.
@@ -17,6 +20,7 @@
 mod consumers;
 mod decode;
 mod error;
+mod export;
 mod schemas;
 mod session;
 mod stats;
@@ -40,6 +44,7 @@ use crate::metrics::{Metrics, Transport};
 
 pub use decode::{decode_binary_cloudevent, decode_publish, Decoded, Incoming};
 pub use error::{ErrorKind, ServiceError};
+pub use export::{Export, ExportRequest};
 pub use schemas::{SchemaLoadError, Schemas};
 pub use session::{
     canonical_channel, error_json, CloseReason, Command, Open, Outgoing, Session, Target,
@@ -294,7 +299,10 @@ impl Service {
     }
 
     /// History: events after `after` matching `pattern`, oldest first,
-    /// within a count, a scan and a byte budget.
+    /// within a count, a scan and a byte budget. `after = 0` is the
+    /// beginning of what the log holds; any other `after` below the
+    /// retained range is refused with [`ErrorKind::Gone`] and the first
+    /// retained seq (the archived part is read with `GET /export`).
     pub async fn history(
         &self,
         who: &Principal,
@@ -331,6 +339,14 @@ impl Service {
                 .read_within(cursor, HISTORY_READ, budget.saturating_sub(bytes).max(1))
                 .await?;
             last_seq = page.last_seq;
+            if cursor == after && after > 0 {
+                // Retention pruned what follows `after`: say so, and where
+                // the log starts now, rather than skip it silently.
+                let first = page.events.first().map_or(last_seq + 1, |e| e.seq);
+                if first > after + 1 && last_seq > after {
+                    return Err(gone(after, first));
+                }
+            }
             // A rare pattern must not make one request scan the whole log:
             // past the scan budget the page ends early and `next_after`
             // says where to go on.
@@ -468,4 +484,21 @@ impl Service {
         let lags = self.consumer_lags(who).await;
         self.metrics.render(&lags, self.filter_failures())
     }
+}
+
+/// The refusal of a read that starts below the retained range: events
+/// after `after` up to `first - 1` were pruned.
+fn gone(after: u64, first: u64) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::Gone,
+        "gone",
+        format!(
+            "seqs {}..={} are no longer in the log (retention pruned them); it starts at seq {first}: \
+             page from after={}, or read the archived range with `tidings export --after {after}` (GET /export)",
+            after + 1,
+            first - 1,
+            first - 1
+        ),
+    )
+    .with("first_retained_seq", first)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_core::{EventLog, MemoryLog, Retention};
+use tidings_core::{EventLog, MemoryLog};
 use tidings_sqlite::{Durability, SqliteLog, SqliteOptions};
 
 use crate::config::{Config, ConfigError, StoreUrl};
@@ -14,6 +14,9 @@ pub enum StoreError {
     /// Bad settings.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The memory log's options are invalid.
+    #[error("invalid memory store options: {0}")]
+    Memory(#[from] tidings_core::log::OptionsError),
     /// The SQLite file could not be opened.
     #[error("cannot open the SQLite store: {0}")]
     Sqlite(#[from] tidings_sqlite::OpenError),
@@ -33,62 +36,37 @@ pub enum StoreError {
     },
 }
 
-/// An opened log and how to close it.
+/// An opened log.
 pub struct Store {
-    /// The log.
+    /// The log ([`EventLog::shared`]: other servers append to it too, so
+    /// the bus follows it; [`EventLog::close`] flushes and closes it).
     pub log: Arc<dyn EventLog>,
-    /// Other servers append to it too (NATS, Redis): the bus follows it.
-    pub shared: bool,
-    sqlite: Option<SqliteLog>,
 }
 
 impl Store {
     /// Opens the store the settings name.
     pub async fn open(config: &Config) -> Result<Store, StoreError> {
-        let retention = Retention {
-            max_count: config.retention_max_count,
-            max_age: config.retention_max_age_secs.map(Duration::from_secs),
-        };
+        let log_options = config.log_options();
         match config.store_url()? {
             StoreUrl::Memory => {
-                let log = MemoryLog::with_options(
-                    Retention {
-                        max_count: retention
-                            .max_count
-                            .or(Some(tidings_core::log::DEFAULT_MAX_COUNT)),
-                        ..retention
-                    },
-                    tidings_core::log::DEFAULT_IDEMPOTENCY_WINDOW,
-                );
-                Ok(Store {
-                    log: Arc::new(log),
-                    shared: false,
-                    sqlite: None,
-                })
+                let log = MemoryLog::with_options(log_options)?;
+                Ok(Store { log: Arc::new(log) })
             }
             StoreUrl::Nats(url) => {
                 let options = tidings_nats::NatsOptions {
-                    retention,
+                    log: log_options,
                     ..Default::default()
                 };
                 let log = tidings_nats::NatsLog::connect(&url, options).await?;
-                Ok(Store {
-                    log: Arc::new(log),
-                    shared: true,
-                    sqlite: None,
-                })
+                Ok(Store { log: Arc::new(log) })
             }
             StoreUrl::Redis(url) => {
                 let options = tidings_redis::RedisOptions {
-                    retention,
+                    log: log_options,
                     ..Default::default()
                 };
                 let log = tidings_redis::RedisLog::connect(&url, options).await?;
-                Ok(Store {
-                    log: Arc::new(log),
-                    shared: true,
-                    sqlite: None,
-                })
+                Ok(Store { log: Arc::new(log) })
             }
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -106,25 +84,22 @@ impl Store {
                 };
                 let log = SqliteLog::open(
                     &path,
-                    SqliteOptions::default()
-                        .durability(durability)
-                        .retention(retention),
+                    SqliteOptions {
+                        log: log_options,
+                        ..SqliteOptions::default()
+                    }
+                    .durability(durability)
+                    .archive_dir(config.archive_dir.clone()),
                 )?;
-                Ok(Store {
-                    log: Arc::new(log.clone()),
-                    shared: false,
-                    sqlite: Some(log),
-                })
+                Ok(Store { log: Arc::new(log) })
             }
         }
     }
 
     /// Flushes and closes the log.
-    pub fn close(&self) {
-        if let Some(s) = &self.sqlite {
-            if let Err(e) = s.close() {
-                tracing::error!(%e, "closing the SQLite store failed");
-            }
+    pub async fn close(&self) {
+        if let Err(e) = self.log.close().await {
+            tracing::error!(%e, "closing the store failed");
         }
     }
 }

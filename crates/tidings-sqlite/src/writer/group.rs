@@ -198,6 +198,7 @@ impl Writer {
         let now_us = sql::wall_micros();
         let mut last = start;
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut archive = self.archive.as_ref().map(|a| a.borrow_mut());
         for (i, cmd) in group.iter().enumerate() {
             if failed[i].is_some() {
                 outcomes.push(Outcome::Skipped);
@@ -246,6 +247,11 @@ impl Writer {
                         last,
                         now_us,
                         &self.stats,
+                        archive.as_mut().map(|w| sql::ArchiveStep {
+                            writer: w,
+                            all: true,
+                            delay: self.cfg.archive_delay,
+                        }),
                     )
                     .map_err(|e| (i, e))?,
                 ),

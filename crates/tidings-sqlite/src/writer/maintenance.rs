@@ -5,7 +5,10 @@
 //!
 //! * **Retention and key expiry** run every `prune_interval` in a
 //!   transaction of their own ([`sql::prune`]); a failure is logged, marks
-//!   health if it was a fault, and is retried at the next interval.
+//!   health if it was a fault, and is retried at the next interval. With
+//!   an archive, one step archives at most one chunk before it deletes
+//!   (so appends wait for at most one chunk's write); if more is due, the
+//!   next step runs right after the next group.
 //! * **`Batch` durability.** Some commit not yet fsynced (`unsynced`) sets
 //!   a timer `interval` after the last fsync; [`Writer::sync_wal`] fsyncs
 //!   the WAL file then (and for every `Sync` command, and at close). A
@@ -129,19 +132,35 @@ impl Writer {
         }
     }
 
-    /// Retention and key expiry in a transaction of their own.
+    /// Retention and key expiry in a transaction of their own. With an
+    /// archive, events are archived (durably) before the delete, at most
+    /// one chunk per call (see [`crate::archive`]).
     fn background_prune(&mut self) -> Result<u64, StorageError> {
         let start = self.begin()?;
         let changes_before = self.conn.total_changes();
-        let r = sql::prune(
-            &self.conn,
-            &self.cfg.retention,
-            self.cfg.idempotency_window,
-            start,
-            sql::wall_micros(),
-            &self.stats,
-        )
-        .and_then(|n| Ok((n, self.commit(changes_before, "committing a prune")?)));
+        let (r, pending) = {
+            let mut archive = self.archive.as_ref().map(|a| a.borrow_mut());
+            let r = sql::prune(
+                &self.conn,
+                &self.cfg.retention,
+                self.cfg.idempotency_window,
+                start,
+                sql::wall_micros(),
+                &self.stats,
+                archive.as_mut().map(|w| sql::ArchiveStep {
+                    writer: w,
+                    all: false,
+                    delay: self.cfg.archive_delay,
+                }),
+            );
+            (r, archive.is_some_and(|w| w.pending))
+        };
+        let r = r.and_then(|n| Ok((n, self.commit(changes_before, "committing a prune")?)));
+        // A bounded archive step left more due: the next step runs right
+        // after the next group, not a whole interval later.
+        if pending {
+            self.next_prune = Some(Instant::now());
+        }
         match r {
             Ok((n, wrote)) => {
                 self.committed(start, wrote);

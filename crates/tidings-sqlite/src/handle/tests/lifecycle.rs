@@ -81,6 +81,11 @@ async fn invalid_options_are_refused() {
             interval: Duration::ZERO,
         }),
         SqliteOptions::default().prune_interval(Some(Duration::ZERO)),
+        SqliteOptions::default().retention(tidings_core::Retention {
+            max_count: Some(0),
+            max_age: None,
+        }),
+        SqliteOptions::default().idempotency_window(Duration::ZERO),
     ] {
         assert!(matches!(
             SqliteLog::open(path_in(&dir), bad),

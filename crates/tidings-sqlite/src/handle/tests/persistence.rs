@@ -82,10 +82,14 @@ async fn cursors_persist_across_restart() {
     log.define_consumer("indexer", "spec-1").await.unwrap();
     log.close().unwrap();
 
-    let options = SqliteOptions::default().retention(Retention {
-        max_count: Some(0),
-        max_age: None,
-    });
+    let options = SqliteOptions::default()
+        .retention(Retention {
+            // Everything older than 1 ms: all of it, once the test waited.
+            // (A zero count is refused: `LogOptions`.)
+            max_count: None,
+            max_age: Some(Duration::from_millis(1)),
+        })
+        .prune_interval(None);
     let log = open(&path, options);
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(4));
     assert_eq!(log.cursor("mailer").await.unwrap(), Some(5));
@@ -95,6 +99,7 @@ async fn cursors_persist_across_restart() {
         "spec-1",
         "the definition survived the restart"
     );
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(log.prune().await.unwrap(), 5);
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(4));
     assert!(matches!(
@@ -109,14 +114,19 @@ async fn cursors_persist_across_restart() {
 async fn seq_never_restarts_after_pruning_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_in(&dir);
-    let options = SqliteOptions::default().retention(Retention {
-        max_count: Some(0),
-        max_age: None,
-    });
+    let options = SqliteOptions::default()
+        .retention(Retention {
+            // Everything older than 1 ms: all of it, once the test waited.
+            // (A zero count is refused: `LogOptions`.)
+            max_count: None,
+            max_age: Some(Duration::from_millis(1)),
+        })
+        .prune_interval(None);
     let log = open(&path, options.clone());
     for i in 0..5 {
         log.append(vec![ev(i)], None).await.unwrap();
     }
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(log.prune().await.unwrap(), 5);
     let b = log.bounds().await.unwrap();
     assert_eq!((b.first, b.last), (6, 5));
@@ -137,14 +147,12 @@ async fn seq_never_restarts_after_pruning_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_pruning_runs_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions {
-        retention: Retention {
+    let options = SqliteOptions::default()
+        .retention(Retention {
             max_count: Some(3),
             max_age: None,
-        },
-        prune_interval: Some(Duration::from_millis(50)),
-        ..SqliteOptions::default()
-    };
+        })
+        .prune_interval(Some(Duration::from_millis(50)));
     let log = open(&path_in(&dir), options);
     for i in 0..10 {
         log.append(vec![ev(i)], None).await.unwrap();

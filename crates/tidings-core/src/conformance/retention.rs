@@ -1,0 +1,170 @@
+//! Retention: by count and by age (commit time), a hard limit that
+//! reports lag.
+
+use super::*;
+
+/// Count retention keeps the newest events; a reader behind it is told
+/// what it missed, and `Beginning` means the oldest event kept.
+pub async fn retention_by_count<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(
+        &make,
+        LogOptions {
+            retention: Retention {
+                max_count: Some(5),
+                max_age: None,
+            },
+            ..LogOptions::default()
+        },
+    )
+    .await;
+    append_n(&*log, 12).await;
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (8, 12));
+    let p = log.read(0, 100).await.unwrap();
+    assert_eq!(p.events.first().map(|e| e.seq), Some(8));
+    assert_eq!(p.events.len(), 5);
+
+    let mut s = follow(log.clone(), Position::After(2));
+    assert_eq!(
+        next_delivery(&mut s).await,
+        Delivery::Lagged {
+            missed: 5,
+            resume_from: 8
+        }
+    );
+    assert_eq!(next_seq(&mut s).await, 8);
+    let mut b = follow(log.clone(), Position::Beginning);
+    assert_eq!(next_seq(&mut b).await, 8);
+}
+
+/// Retention is a hard limit: it does not wait for a consumer's cursor, and
+/// the consumer resuming from it is told exactly what it missed.
+pub async fn retention_ignores_cursors_but_reports_lag<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(
+        &make,
+        LogOptions {
+            retention: Retention {
+                max_count: Some(3),
+                max_age: None,
+            },
+            ..LogOptions::default()
+        },
+    )
+    .await;
+    append_n(&*log, 2).await;
+    log.commit_cursor("slow", 2).await.unwrap();
+    append_n(&*log, 8).await;
+    log.prune().await.unwrap();
+    let from = log.cursor("slow").await.unwrap().unwrap();
+    assert_eq!(from, 2, "the cursor itself survives pruning");
+    let mut s = follow(log.clone(), Position::After(from));
+    assert_eq!(
+        next_delivery(&mut s).await,
+        Delivery::Lagged {
+            missed: 5,
+            resume_from: 8
+        }
+    );
+    assert_eq!(next_seq(&mut s).await, 8);
+}
+
+/// Age retention drops events older than the limit; seqs are not reused.
+pub async fn retention_by_age<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(
+        &make,
+        LogOptions {
+            retention: Retention {
+                max_count: None,
+                max_age: Some(Duration::from_millis(1500)),
+            },
+            ..LogOptions::default()
+        },
+    )
+    .await;
+    append_n(&*log, 3).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    append_n(&*log, 2).await;
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (4, 5));
+    let c = log.append(vec![ev("after.prune", 0)], None).await.unwrap();
+    assert_eq!(c[0].event.seq, 6, "seqs are never reused");
+}
+
+/// Age retention measures the time since the log committed an event, not
+/// the `time` the client put in it: an event dated in year 9999 goes once
+/// its commit is older than `max_age`, and one dated 1970 committed now
+/// stays.
+pub async fn retention_by_age_uses_commit_time<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(
+        &make,
+        LogOptions {
+            retention: Retention {
+                max_count: None,
+                max_age: Some(Duration::from_millis(1500)),
+            },
+            ..LogOptions::default()
+        },
+    )
+    .await;
+    let dated = |name: &str, time: chrono::DateTime<chrono::Utc>| {
+        let mut e = ev(name, 0);
+        e.time = time;
+        e
+    };
+    let epoch = chrono::DateTime::UNIX_EPOCH;
+    let far = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .expect("a valid date")
+        .and_utc();
+    log.append(vec![dated("age.past", epoch)], None)
+        .await
+        .unwrap();
+    log.append(vec![dated("age.future", far)], None)
+        .await
+        .unwrap();
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!(
+        (b.first, b.last),
+        (1, 2),
+        "both were committed just now: an event dated 1970 is kept"
+    );
+    // Waiting for the clock is the point here: nothing else to wait on.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    log.append(vec![dated("age.past", epoch)], None)
+        .await
+        .unwrap();
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!(
+        (b.first, b.last),
+        (3, 3),
+        "the event dated 9999 was committed over max_age ago and is pruned; \
+         the one dated 1970 committed now is kept"
+    );
+    let page = log.read(0, 10).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].name, "age.past");
+    assert_eq!(
+        page.events[0].time, epoch,
+        "the event's own time is kept as sent"
+    );
+}
