@@ -14,6 +14,12 @@
 //!   a filter and with the CEL filter `data.world_id == 42` (which accepts
 //!   it); the difference is a filter's cost per event and subscriber.
 //!   `filter/cel_eval` is the expression's evaluation alone.
+//! * `schema/none`, `schema/order`: one `Bus::emit` of a typical order
+//!   (customer, currency, two line items, total) on an in-memory log,
+//!   without a data contract and with a typical JSON Schema for it
+//!   (`tidings-schema`: required fields, types, minimums, a pattern, no
+//!   additional properties); the difference is a schema's cost per
+//!   publish. `schema/validate` is the validation alone.
 //! * `sqlite/append_1_none`: one-event `EventLog::append` on a SQLite log
 //!   with `Durability::None` (the writer thread round trip, no fsync).
 
@@ -114,6 +120,67 @@ fn filter(c: &mut Criterion) {
     g.finish();
 }
 
+/// A typical order event and its schema.
+fn order() -> (serde_json::Value, serde_json::Value) {
+    use serde_json::json;
+    let line = json!({
+        "type": "object",
+        "required": ["sku", "qty", "price_cents"],
+        "additionalProperties": false,
+        "properties": {
+            "sku": {"type": "string", "minLength": 1},
+            "qty": {"type": "integer", "minimum": 1},
+            "price_cents": {"type": "integer", "minimum": 0}
+        }
+    });
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["id", "customer", "currency", "items", "total_cents"],
+        "additionalProperties": false,
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "customer": {"type": "string"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "items": {"type": "array", "minItems": 1, "items": line},
+            "total_cents": {"type": "integer", "minimum": 0},
+            "note": {"type": "string", "maxLength": 500}
+        }
+    });
+    let data = json!({
+        "id": 42,
+        "customer": "c-1017",
+        "currency": "EUR",
+        "items": [
+            {"sku": "TEA-01", "qty": 2, "price_cents": 995},
+            {"sku": "CUP-07", "qty": 1, "price_cents": 1450}
+        ],
+        "total_cents": 3440
+    });
+    (schema, data)
+}
+
+fn schema(c: &mut Criterion) {
+    let (doc, data) = order();
+    let schema = tidings_schema::Schema::from_value(doc).expect("valid schema");
+    let mut g = c.benchmark_group("schema");
+    g.throughput(Throughput::Elements(1));
+    for (name, with) in [("none", false), ("order", true)] {
+        let mut builder = tidings_core::Bus::builder().without_history();
+        if with {
+            builder = builder.schema("orders.>", schema.clone());
+        }
+        let bus = builder.build().expect("bus");
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(bus.emit("orders.placed", data.clone()).expect("emit")))
+        });
+    }
+    g.bench_function("validate", |b| {
+        b.iter(|| black_box(schema.validate(black_box(&data))).expect("valid"))
+    });
+    g.finish();
+}
+
 fn sqlite(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = SqliteLog::open(
@@ -152,6 +219,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = trie, envelope, filter, sqlite
+    targets = trie, envelope, filter, schema, sqlite
 }
 criterion_main!(benches);

@@ -22,6 +22,8 @@
 //! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions,
 //!   listed and reloaded without losing or doubling an event.
 //! * [`TypedEvent`]: serde types tied to their event names.
+//! * [`DataContract`]: a rule an event's `data` must keep to be emitted
+//!   (JSON Schema in the `tidings-schema` crate), checked before the append.
 //!
 //! ```
 //! use serde_json::json;
@@ -39,6 +41,7 @@
 //! This crate does no network I/O and has no server dependencies.
 
 pub mod bus;
+pub mod contract;
 pub mod event;
 pub mod filter;
 pub mod log;
@@ -55,6 +58,7 @@ pub use bus::{
     ConsumerTask, EmitBuilder, EmitError, EventStream, HandlerBuilder, HandlerResult, OwnerStats,
     Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
+pub use contract::{DataContract, Refusal, SharedContract, Violation};
 pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{

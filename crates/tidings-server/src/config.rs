@@ -76,6 +76,24 @@ pub struct Config {
     pub max_future_secs: u64,
     /// Authentication (off unless tokens or a JWT secret are configured).
     pub auth: AuthConfig,
+    /// Data contracts: a publish whose `data` fails the schema of a
+    /// pattern its name matches is refused (422). Compiled at start.
+    pub schemas: Vec<SchemaConfig>,
+    /// The directory of the config file the settings came from: relative
+    /// `schemas` paths resolve against it (none: the working directory).
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// One `[[schemas]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// Names it applies to, e.g. `orders.>`.
+    pub pattern: String,
+    /// A JSON Schema (2020-12) file; relative to the config file's
+    /// directory.
+    pub schema: PathBuf,
 }
 
 /// Authentication settings. Auth is on when any token or a secret is set.
@@ -156,6 +174,8 @@ impl Default for Config {
             history_max_bytes: 4 * 1024 * 1024,
             max_future_secs: 300,
             auth: AuthConfig::default(),
+            schemas: Vec::new(),
+            config_dir: None,
         }
     }
 }
@@ -299,9 +319,10 @@ impl Config {
         for (key, value) in flags {
             set_path(&mut table, key, value);
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.config_dir = file.map(|f| f.parent().unwrap_or(Path::new(".")).to_owned());
         config.validate()?;
         Ok(config)
     }
@@ -421,6 +442,15 @@ impl Config {
             return invalid("auth.jwt_secret", "is empty".into());
         }
         Ok(())
+    }
+
+    /// Where a `[[schemas]]` file is: as written if absolute, else under
+    /// the config file's directory.
+    pub fn schema_path(&self, schema: &SchemaConfig) -> PathBuf {
+        match &self.config_dir {
+            Some(dir) if schema.schema.is_relative() => dir.join(&schema.schema),
+            _ => schema.schema.clone(),
+        }
     }
 
     /// The store to open.

@@ -28,6 +28,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Limit => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Gone => StatusCode::GONE,
         ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
@@ -36,8 +37,9 @@ pub fn status(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// An error as a response: `{"error","code","status"}`, with `Retry-After`
-/// when trying again later can help.
+/// An error as a response: `{"error","code","status"}` and the error's
+/// details (a `schema_violation`'s `path`, `index`, `pattern`), with
+/// `Retry-After` when trying again later can help.
 pub fn error_response(e: ServiceError) -> Response {
     let status = status(e.kind);
     let mut body = json!({ "error": e.message, "code": e.code, "status": status.as_u16() });
@@ -186,6 +188,18 @@ pub async fn get_channels(
             "channels": channels,
         })))
     })();
+    respond(&svc, result)
+}
+
+/// `GET /schemas`: the configured schemas (any valid token when auth is
+/// on).
+pub async fn get_schemas(
+    State(svc): State<Arc<Service>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result =
+        principal(&svc, &headers, &Params::parse(q.as_deref())).map(|who| Json(svc.schemas(&who)));
     respond(&svc, result)
 }
 

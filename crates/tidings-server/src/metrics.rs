@@ -110,6 +110,11 @@ impl Collector for BusCollector {
                 "In-process handlers that panicked.",
                 stats.handler_panics,
             ),
+            (
+                "tidings_schema_violations",
+                "Publishes refused because an event's data failed a [[schemas]] schema.",
+                stats.contract_refused,
+            ),
         ] {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;

@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
-use crate::service::{Service, Store, StoreError};
+use crate::service::{SchemaLoadError, Schemas, Service, Store, StoreError};
 use crate::{http, request, sse, ws};
 
 /// Why a server could not start.
@@ -37,6 +37,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A `[[schemas]]` entry could not be compiled.
+    #[error(transparent)]
+    Schema(#[from] SchemaLoadError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -54,6 +57,7 @@ pub fn router(service: Arc<Service>) -> Router {
     let mut router = Router::new()
         .route("/events", get(http::get_events).post(http::post_events))
         .route("/channels", get(http::get_channels))
+        .route("/schemas", get(http::get_schemas))
         .route("/export", get(http::export))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
@@ -107,6 +111,8 @@ pub struct RunningServer {
 
 /// Opens the store and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    // Before the store: a server never runs with a schema it cannot compile.
+    let schemas = Schemas::load(&config)?;
     let store = Store::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -118,7 +124,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
-    let service = Service::new(config, store.log.clone(), store.log.shared());
+    let service = Service::new(config, store.log.clone(), store.log.shared(), schemas);
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, service.clone(), rx));
     tracing::info!(%addr, "tidings listening");

@@ -236,6 +236,7 @@ async fn every_route_checks_the_callers_scope() {
         ),
         ("channels", Get("/channels"), [401, 200, 200]),
         ("metrics", Get("/metrics"), [401, 200, 200]),
+        ("schemas", Get("/schemas"), [401, 200, 200]),
         ("health", Get("/healthz"), [200, 200, 200]),
         ("sse", Get("/sse?pattern=orders.*"), [401, 403, 200]),
         (

@@ -9,6 +9,9 @@
 //!   needs a tokio runtime: given with [`BusBuilder::runtime`] or current at
 //!   `build`, else [`ConfigError::NoRuntime`]. The follower task holds the
 //!   bus weakly and ends when the bus is dropped.
+//! * Data contracts ([`BusBuilder::schema`]) are kept in registration
+//!   order; an invalid pattern is reported by `build` as
+//!   [`ConfigError::Pattern`].
 //! * The new bus dispatches from the log's next seq: events already in the
 //!   log are not dispatched (a stream from an earlier position reads them
 //!   from the log).
@@ -23,7 +26,9 @@ use super::follow::follow_log;
 use super::registry::Registry;
 use super::stats::Counters;
 use super::{Bus, ConfigError, Inner};
+use crate::contract::{Contracts, DataContract, SharedContract};
 use crate::log::{EventLog, MemoryLog};
+use crate::name::{IntoPattern, PatternError};
 
 /// Default history ring size.
 pub const DEFAULT_HISTORY: usize = 10_000;
@@ -48,6 +53,9 @@ pub struct BusBuilder {
     runtime: Option<tokio::runtime::Handle>,
     /// `None`: follow when the log says it is shared.
     follow: Option<bool>,
+    contracts: Contracts,
+    /// The first invalid contract pattern, reported by `build`.
+    bad_pattern: Option<PatternError>,
 }
 
 impl Default for BusBuilder {
@@ -60,6 +68,8 @@ impl Default for BusBuilder {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             runtime: None,
             follow: None,
+            contracts: Contracts::default(),
+            bad_pattern: None,
         }
     }
 }
@@ -123,8 +133,48 @@ impl BusBuilder {
         self
     }
 
-    /// Builds the bus; refuses zero capacities.
+    /// A contract every emitted event whose name matches `pattern` must
+    /// keep (see [`crate::contract`]): an event that breaks it is refused
+    /// with [`EmitError::Contract`](crate::EmitError::Contract) before
+    /// anything is appended. Several contracts may match one name; all
+    /// apply. JSON Schema contracts are in the `tidings-schema` crate:
+    ///
+    /// ```
+    /// use serde_json::{json, Value};
+    /// use tidings_core::{Bus, EmitError, Violation};
+    ///
+    /// let bus = Bus::builder()
+    ///     .schema("orders.>", |d: &Value| match d["qty"].as_u64() {
+    ///         Some(n) if n > 0 => Ok(()),
+    ///         _ => Err(Violation::new("/qty", "must be a positive integer")),
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// let err = bus.emit("orders.placed", json!({"qty": 0})).unwrap_err();
+    /// assert!(matches!(err, EmitError::Contract(r) if r.violation.path == "/qty"));
+    /// assert_eq!(bus.sequence(), 0);
+    /// ```
+    pub fn schema(self, pattern: impl IntoPattern, contract: impl DataContract) -> Self {
+        self.shared_schema(pattern, std::sync::Arc::new(contract))
+    }
+
+    /// [`BusBuilder::schema`] with a contract already shared.
+    pub fn shared_schema(mut self, pattern: impl IntoPattern, contract: SharedContract) -> Self {
+        match pattern.into_pattern() {
+            Ok(p) => self.contracts.push(p, contract),
+            Err(e) => {
+                self.bad_pattern.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Builds the bus; refuses zero capacities and invalid contract
+    /// patterns.
     pub fn build(self) -> Result<Bus, ConfigError> {
+        if let Some(e) = self.bad_pattern {
+            return Err(ConfigError::Pattern(e));
+        }
         let zero = |setting, hint| Err(ConfigError::Zero { setting, hint });
         if self.history == Some(0) {
             return zero("history_capacity", " (use without_history() to keep none)");
@@ -162,6 +212,7 @@ impl BusBuilder {
                 max_depth: self.max_depth,
                 stream_capacity: self.stream_capacity,
                 runtime: self.runtime,
+                contracts: self.contracts,
                 log,
             }),
         };

@@ -14,6 +14,9 @@
 //!   `max_depth` it is refused with [`EmitError::DepthExceeded`] (and
 //!   counted). A nested emit returns once committed; its dispatch follows
 //!   the current event's.
+//! * **Contracts before the append.** Every event is checked against the
+//!   bus's data contracts before anything is appended; a violation refuses
+//!   the whole emit ([`EmitError::Contract`]) with no seq used.
 //! * **Cancelled async emits still dispatch.** Dropping an `_async` emit
 //!   after its append started leaves the append to finish and be
 //!   dispatched in the background.
@@ -117,11 +120,26 @@ impl Bus {
         Ok(depth)
     }
 
+    /// Refuses the emit if an event breaks a contract.
+    fn check_contracts<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a NewEvent>,
+    ) -> Result<(), EmitError> {
+        self.inner.contracts.check(events).map_err(|r| {
+            self.inner
+                .stats
+                .contract_refused
+                .fetch_add(1, Ordering::Relaxed);
+            EmitError::Contract(r)
+        })
+    }
+
     pub(super) fn commit(
         &self,
         batch: Vec<NewEvent>,
         expected_last: Option<u64>,
     ) -> Result<Vec<Committed>, EmitError> {
+        self.check_contracts(&batch)?;
         self.commit_with(|log| log.append(batch, expected_last), Vec::as_slice)
     }
 
@@ -132,6 +150,7 @@ impl Bus {
         event: NewEvent,
         expected_last: Option<u64>,
     ) -> Result<Committed, EmitError> {
+        self.check_contracts([&event])?;
         self.commit_with(
             |log| log.append_one(event, expected_last),
             std::slice::from_ref,
@@ -163,6 +182,7 @@ impl Bus {
         batch: Vec<NewEvent>,
         expected_last: Option<u64>,
     ) -> Result<Vec<Committed>, EmitError> {
+        self.check_contracts(&batch)?;
         let depth = self.emit_depth()?;
         let mut fut = self.inner.log.append(batch, expected_last);
         let committed = match fut.try_take() {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::contract::Refusal;
 use crate::log::{AppendError, ReadError};
 use crate::name::{NameError, PatternError};
 
@@ -28,6 +29,11 @@ pub enum EmitError {
     /// A typed event could not be serialized.
     #[error("cannot serialize the typed event: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// An event's data broke a contract its name matches (see
+    /// [`BusBuilder::schema`](super::BusBuilder::schema)); for a batch,
+    /// no event of it was committed.
+    #[error("{0}")]
+    Contract(Box<Refusal>),
 }
 
 /// Why a subscription could not be made.
@@ -70,6 +76,10 @@ pub enum ConfigError {
         setting: &'static str,
         hint: &'static str,
     },
+    /// The pattern given to [`BusBuilder::schema`](super::BusBuilder::schema)
+    /// is invalid.
+    #[error("schema pattern: {0}")]
+    Pattern(#[from] PatternError),
     /// Following a shared log needs a tokio runtime.
     #[error("following a shared log needs a tokio runtime: build the bus inside one, or give it one with BusBuilder::runtime")]
     NoRuntime,

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     /// The runtime for async handlers; `None` means the current one at
     /// registration.
     runtime: Option<tokio::runtime::Handle>,
+    /// Checked against every emitted event before its append.
+    contracts: crate::contract::Contracts,
 }
 
 /// The event bus. Cheap to clone (clones share one bus), `Send + Sync`.

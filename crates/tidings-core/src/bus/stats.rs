@@ -20,6 +20,8 @@ pub struct Stats {
     pub lagged: u64,
     /// Emits refused by the depth guard.
     pub depth_exceeded: u64,
+    /// Emits refused because an event broke a data contract.
+    pub contract_refused: u64,
     /// Live subscriptions.
     pub subscriptions: usize,
 }
@@ -32,6 +34,7 @@ pub(crate) struct Counters {
     pub handler_panics: AtomicU64,
     pub lagged: AtomicU64,
     pub depth_exceeded: AtomicU64,
+    pub contract_refused: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +50,7 @@ impl Counters {
             handler_panics: self.handler_panics.load(Relaxed),
             lagged: self.lagged.load(Relaxed),
             depth_exceeded: self.depth_exceeded.load(Relaxed),
+            contract_refused: self.contract_refused.load(Relaxed),
             subscriptions,
         }
     }

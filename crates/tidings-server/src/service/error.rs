@@ -27,6 +27,9 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The body did not arrive in time.
     Timeout,
+    /// The request is well-formed but its content breaks a rule the
+    /// server holds it to (a schema).
+    Unprocessable,
     /// A limit (connections, channel, patterns, command rate) was reached.
     Limit,
     /// What was asked for is no longer in the log (retention pruned it);
@@ -154,6 +157,12 @@ impl From<EmitError> for ServiceError {
         match e {
             EmitError::Name(n) => n.into(),
             EmitError::Append(a) => a.into(),
+            EmitError::Contract(r) => {
+                ServiceError::new(ErrorKind::Unprocessable, "schema_violation", r.to_string())
+                    .with("path", r.violation.path.clone())
+                    .with("index", r.index)
+                    .with("pattern", r.pattern.clone())
+            }
             EmitError::DepthExceeded { .. } | EmitError::Serialize(_) => {
                 ServiceError::internal(e.to_string())
             }

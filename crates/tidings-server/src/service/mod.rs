@@ -12,6 +12,8 @@
 //!   `/sse`), with the pattern and connection limits, the channel rule,
 //!   commands and their rate limit, token expiry and shutdown.
 //! - [`Service::channels`], [`Service::health`], [`Service::render_metrics`].
+//! - [`Service::schemas`]: the data contracts publishes are held to (the
+//!   check itself is the bus's, see `schemas.rs`).
 //!
 //! Errors are [`ServiceError`]s: a kind and a code, no status codes.
 
@@ -19,6 +21,7 @@ mod consumers;
 mod decode;
 mod error;
 mod export;
+mod schemas;
 mod session;
 mod stats;
 mod store;
@@ -42,6 +45,7 @@ use crate::metrics::{Metrics, Transport};
 pub use decode::{decode_binary_cloudevent, decode_publish, Decoded, Incoming};
 pub use error::{ErrorKind, ServiceError};
 pub use export::{Export, ExportRequest};
+pub use schemas::{SchemaLoadError, Schemas};
 pub use session::{
     canonical_channel, error_json, CloseReason, Command, Open, Outgoing, Session, Target,
 };
@@ -143,6 +147,8 @@ pub struct Service {
     filter_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Becomes true when the server shuts down; every session ends then.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The `[[schemas]]`, compiled (the bus holds them as contracts).
+    schemas: Schemas,
     /// Recently encoded envelopes, slot `seq % ENCODE_SLOTS`: an event fanned
     /// out to many connections is turned into JSON once per format.
     /// Invariant: a slot holds the JSON of the event with exactly the seq,
@@ -152,15 +158,22 @@ pub struct Service {
 
 impl Service {
     /// A service over `log`; `shared` if other servers append to it too
-    /// (then the bus follows the log to deliver their events). Call inside
-    /// a tokio runtime.
-    pub fn new(config: Config, log: Arc<dyn EventLog>, shared: bool) -> Arc<Service> {
-        let bus = Bus::builder()
+    /// (then the bus follows the log to deliver their events). Every
+    /// publish is held to `schemas` (see [`Schemas::load`]). Call inside a
+    /// tokio runtime.
+    pub fn new(
+        config: Config,
+        log: Arc<dyn EventLog>,
+        shared: bool,
+        schemas: Schemas,
+    ) -> Arc<Service> {
+        let bus = schemas
+            .apply(Bus::builder())
             .shared_log(log)
             .follow_log(shared)
             .stream_capacity(config.stream_queue)
             .build()
-            .expect("stream_queue is validated non-zero and a runtime is running");
+            .expect("stream_queue is validated non-zero, schema patterns are parsed, and a runtime is running");
         Arc::new(Service {
             metrics: Metrics::new(bus.clone()),
             bus,
@@ -171,6 +184,7 @@ impl Service {
             live: Mutex::new(std::collections::HashMap::new()),
             filter_failures: Arc::default(),
             shutdown: tokio::sync::watch::channel(false).0,
+            schemas,
             encoded: (0..ENCODE_SLOTS).map(|_| Mutex::new(None)).collect(),
         })
     }
@@ -442,6 +456,13 @@ impl Service {
             .filter(|(name, _)| Pattern::parse(name).is_ok_and(|p| who.may_subscribe(&p)))
             .map(|(k, v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// `GET /schemas`: every configured schema. Any authenticated caller
+    /// may read them (like `/channels` and `/metrics`): a contract is what
+    /// publishers and subscribers both rely on.
+    pub fn schemas(&self, _who: &Principal) -> serde_json::Value {
+        serde_json::json!({ "schemas": self.schemas.list() })
     }
 
     /// The log's last seq.
