@@ -135,11 +135,6 @@ impl NatsLog {
 }
 
 impl Inner {
-    /// The idempotency window, in µs.
-    fn window_micros(&self) -> i64 {
-        micros(self.opts.log.idempotency_window)
-    }
-
     /// Maps a client error: `Unavailable` while disconnected, else `Storage`.
     fn engine_err(&self, what: &str, e: impl std::fmt::Display) -> EngineError {
         if self.client.connection_state() != async_nats::connection::State::Connected {

@@ -5,7 +5,7 @@ use crate::log::LogFailure;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use super::{
     validate_consumer_name, AppendError, AppendFuture, Bounds, BoxFuture, CloseError, Committed,
-    ConsumerRecord, CursorError, EventLog, LogOptions, OptionsError, Page, PruneError, ReadError,
-    Retention,
+    ConsumerRecord, CursorError, EventLog, KeyWindow, LogOptions, OptionsError, Page, PruneError,
+    ReadError, Retention,
 };
 use crate::event::{NewEvent, SharedEvent};
 
@@ -35,32 +35,14 @@ struct State {
     first: u64,
     /// Last seq ever assigned; never decreases.
     last: u64,
-    /// Key -> the event first appended with it, and when.
-    keys: HashMap<String, (SharedEvent, Instant)>,
-    /// Keys in insertion (= time) order, for expiry.
-    key_order: VecDeque<(Instant, String)>,
+    /// Idempotency keys, timed in microseconds since `Shared::epoch`.
+    keys: KeyWindow,
     cursors: HashMap<String, u64>,
     /// Consumer name -> definition.
     consumers: HashMap<String, String>,
 }
 
 impl State {
-    fn expire_keys(&mut self, window: Duration, now: Instant) {
-        while let Some((t, _)) = self.key_order.front() {
-            if now.duration_since(*t) < window {
-                break;
-            }
-            let (_, k) = self.key_order.pop_front().expect("front exists");
-            if self
-                .keys
-                .get(&k)
-                .is_some_and(|(_, at)| now.duration_since(*at) >= window)
-            {
-                self.keys.remove(&k);
-            }
-        }
-    }
-
     fn prune(&mut self, retention: &Retention) -> u64 {
         let mut removed = 0;
         if let Some(max) = retention.max_count {
@@ -91,7 +73,8 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     retention: Retention,
-    window: Duration,
+    /// The monotonic clock's zero for key times.
+    epoch: Instant,
     /// Set once by [`EventLog::close`]; never cleared. Every operation
     /// checks it first.
     closed: AtomicBool,
@@ -146,13 +129,12 @@ impl MemoryLog {
                     committed_at: VecDeque::new(),
                     first: 1,
                     last: 0,
-                    keys: HashMap::new(),
-                    key_order: VecDeque::new(),
+                    keys: KeyWindow::new(idempotency_window),
                     cursors: HashMap::new(),
                     consumers: HashMap::new(),
                 }),
                 retention,
-                window: idempotency_window,
+                epoch: Instant::now(),
                 closed: AtomicBool::new(false),
                 tx,
             }),
@@ -199,15 +181,15 @@ impl MemoryLog {
             }
         }
         let has_keys = keyed || !st.keys.is_empty();
-        let now = if has_keys { Some(Instant::now()) } else { None };
+        let now = has_keys.then(|| micros_since(sh.epoch));
         if let Some(now) = now {
-            st.expire_keys(sh.window, now);
+            st.keys.expire(now);
         }
         let before = st.last;
         let committed_at = sh.retention.max_age.map(|_| Instant::now());
         for ev in batch {
             if let Some(k) = &ev.key {
-                if let Some((orig, _)) = st.keys.get(k) {
+                if let Some(orig) = st.keys.get(k) {
                     out(Committed {
                         event: orig.clone(),
                         duplicate: true,
@@ -217,9 +199,8 @@ impl MemoryLog {
             }
             st.last += 1;
             let committed: SharedEvent = Arc::new(ev.commit(st.last));
-            if let (Some(k), Some(now)) = (&committed.key, now) {
-                st.keys.insert(k.clone(), (committed.clone(), now));
-                st.key_order.push_back((now, k.clone()));
+            if let Some(now) = now {
+                st.keys.remember(&committed, now);
             }
             st.events.push_back(committed.clone());
             if let Some(at) = committed_at {
@@ -272,6 +253,11 @@ impl MemoryLog {
             last: st.last,
         }
     }
+}
+
+/// Microseconds on the monotonic clock since `epoch`.
+fn micros_since(epoch: Instant) -> i64 {
+    i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 
 fn ready<T: Send + 'static>(v: T) -> BoxFuture<T> {

@@ -33,6 +33,7 @@
 //! can hold them; implementations clone their shared state into them.
 
 mod follow;
+mod keys;
 mod memory;
 mod options;
 
@@ -47,6 +48,7 @@ use chrono::{DateTime, Utc};
 use crate::event::{NewEvent, SharedEvent};
 
 pub use follow::{follow, LogStream, Reader};
+pub use keys::KeyWindow;
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
 pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};
 

@@ -63,7 +63,7 @@ impl Inner {
         let last = rec.last();
         {
             let mut st = self.state.lock();
-            st.remember_keys(&rec.events, rec.at, self.window_micros(), now_micros());
+            st.keys.remember_all(&rec.events, rec.at, now_micros());
             st.raise_tail(Tail {
                 stream_seq: seq,
                 last,

@@ -16,12 +16,13 @@
 //! * The writer and the follower (and, with retention, the pruner) run
 //!   until the last handle is dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use parking_lot::Mutex;
+use tidings_core::log::KeyWindow;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
@@ -177,6 +178,7 @@ impl NatsLog {
             ensure_cursor_stream(&js, stream_name, options.storage).await?;
         let (watch_tx, _) = watch::channel(0);
         let (seen_tx, _) = watch::channel(0);
+        let window = options.log.idempotency_window;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -191,8 +193,7 @@ impl NatsLog {
                 applied_last: 0,
                 cache: VecDeque::new(),
                 cache_events: 0,
-                keys: HashMap::new(),
-                key_order: VecDeque::new(),
+                keys: KeyWindow::new(window),
             }),
             watch_tx,
             seen_tx,

@@ -10,14 +10,12 @@
 //!   follower clears it at a hole); `cache_events` is the number of events
 //!   in it.
 //! * `keys` holds each idempotency key once, with the event first appended
-//!   with it and when; `key_order` lists them by time so `expire_keys` drops
-//!   those older than the window (an entry of `key_order` only removes its
-//!   key while the key still maps to that time).
+//!   with it and its record's time, for the window (core's [`KeyWindow`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tidings_core::SharedEvent;
+use tidings_core::log::KeyWindow;
 
 use crate::record::Record;
 
@@ -50,45 +48,11 @@ pub(super) struct State {
     /// Records the follower saw, ascending and contiguous in stream seq.
     pub(super) cache: VecDeque<Arc<Record>>,
     pub(super) cache_events: usize,
-    /// Idempotency key -> the event first appended with it, and when (µs).
-    pub(super) keys: HashMap<String, (SharedEvent, i64)>,
-    pub(super) key_order: VecDeque<(i64, String)>,
+    /// Idempotency keys of the window, timed in µs (record times).
+    pub(super) keys: KeyWindow,
 }
 
 impl State {
-    pub(super) fn expire_keys(&mut self, window_micros: i64, now: i64) {
-        while let Some((at, _)) = self.key_order.front() {
-            if now - *at < window_micros {
-                break;
-            }
-            if let Some((at, k)) = self.key_order.pop_front() {
-                if self.keys.get(&k).is_some_and(|(_, a)| *a == at) {
-                    self.keys.remove(&k);
-                }
-            }
-        }
-    }
-
-    pub(super) fn remember_keys(
-        &mut self,
-        events: &[SharedEvent],
-        at: i64,
-        window_micros: i64,
-        now: i64,
-    ) {
-        if now - at >= window_micros {
-            return;
-        }
-        for e in events {
-            if let Some(k) = &e.key {
-                if !self.keys.contains_key(k) {
-                    self.keys.insert(k.clone(), (e.clone(), at));
-                    self.key_order.push_back((at, k.clone()));
-                }
-            }
-        }
-    }
-
     pub(super) fn raise_tail(&mut self, t: Tail) {
         if t.stream_seq >= self.tail.stream_seq {
             self.tail = t;

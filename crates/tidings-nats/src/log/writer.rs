@@ -106,7 +106,7 @@ impl Inner {
     ) -> (Vec<Result<Vec<Committed>, AppendError>>, Vec<SharedEvent>) {
         let mut st = self.state.lock();
         let now = now_micros();
-        st.expire_keys(self.window_micros(), now);
+        st.keys.expire(now);
         let mut running = tail.last;
         let mut local: HashMap<&str, SharedEvent> = HashMap::new();
         let mut new_events = Vec::new();
@@ -124,7 +124,7 @@ impl Inner {
             let mut out = Vec::with_capacity(req.batch.len());
             for ev in &req.batch {
                 if let Some(k) = ev.key.as_deref() {
-                    if let Some((orig, _)) = st.keys.get(k) {
+                    if let Some(orig) = st.keys.get(k) {
                         out.push(Committed {
                             event: orig.clone(),
                             duplicate: true,
@@ -219,12 +219,8 @@ impl Inner {
                     {
                         let mut st = self.state.lock();
                         st.raise_tail(new_tail);
-                        st.remember_keys(
-                            &new_events,
-                            now_micros(),
-                            self.window_micros(),
-                            now_micros(),
-                        );
+                        let now = now_micros();
+                        st.keys.remember_all(&new_events, now, now);
                     }
                     self.raise_watch(new_tail.last);
                     return answer(reqs, results);
