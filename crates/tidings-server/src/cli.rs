@@ -3,8 +3,11 @@
 //! `--server URL` or `TIDINGS_SERVER` (default `http://127.0.0.1:7700`).
 //!
 //! `import` publishes an export's lines in file order, in batches, each
-//! event with the key `import:<original id>`: within the server's
-//! idempotency window a second import of the same file appends nothing.
+//! event with the key `import:<original id>`. It first reads the target
+//! server's own export (archive and log) for events already imported (their
+//! key is `import:<id>`) and skips those, so importing a file twice imports
+//! it once however far apart the runs are; the key also covers two imports
+//! running at once, within the server's idempotency window.
 
 use std::io::{BufRead, Write};
 
@@ -176,6 +179,10 @@ impl Client {
     /// Publishes every line of `input` (an export) in order, in batches;
     /// see the module docs.
     pub async fn import(&self, input: impl BufRead) -> Result<Imported> {
+        let already = self
+            .imported_ids()
+            .await
+            .context("reading what the server already imported")?;
         let mut done = Imported::default();
         let mut batch: Vec<Value> = Vec::new();
         let mut bytes = 0usize;
@@ -186,6 +193,11 @@ impl Client {
             }
             let e = import_event(&line)
                 .with_context(|| format!("line {}: not an exported event", i + 1))?;
+            let key = e["key"].as_str().unwrap_or_default();
+            if already.contains(key) {
+                done.duplicates += 1;
+                continue;
+            }
             let size = e.to_string().len();
             if !batch.is_empty()
                 && (batch.len() >= IMPORT_BATCH || bytes + size > IMPORT_BATCH_BYTES)
@@ -201,6 +213,22 @@ impl Client {
             self.import_batch(batch, &mut done).await?;
         }
         Ok(done)
+    }
+
+    /// The keys `import:<id>` of every event this server holds (archive and
+    /// log, as far as the token may read), from `GET /export`.
+    async fn imported_ids(&self) -> Result<std::collections::HashSet<String>> {
+        let mut export = Vec::new();
+        self.export(None, None, None, &mut export).await?;
+        let mut keys = std::collections::HashSet::new();
+        for line in export.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: Value =
+                serde_json::from_slice(line).context("the server's export is not JSON lines")?;
+            if let Some(k) = v["key"].as_str().filter(|k| k.starts_with("import:")) {
+                keys.insert(k.to_owned());
+            }
+        }
+        Ok(keys)
     }
 
     async fn import_batch(&self, batch: Vec<Value>, done: &mut Imported) -> Result<()> {

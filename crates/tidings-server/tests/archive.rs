@@ -323,6 +323,61 @@ async fn the_cli_exports_and_imports_once() {
     );
 }
 
+/// A second import by another token (another idempotency-key namespace, so
+/// the server's key window cannot catch it) still imports nothing: import
+/// skips the ids the server already holds, whenever they were imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_import_under_another_key_namespace_imports_nothing() {
+    let a = sqlite_server(|_| {}).await;
+    publish(&a, 6, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    let (base_a, f) = (a.base.clone(), file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        tidings(&base_a)
+            .args(["export", "--output"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let token = |t: &str| TokenConfig {
+        token: t.into(),
+        name: None,
+        publish: vec![">".into()],
+        subscribe: vec![">".into()],
+    };
+    let b = sqlite_server(|c| c.auth.tokens = vec![token("first"), token("second")]).await;
+    for (t, expect) in [
+        ("first", "imported 6 events (0 already there)"),
+        ("second", "imported 0 events (6 already there)"),
+    ] {
+        let (base_b, f, t) = (b.base.clone(), file.clone(), t.to_owned());
+        let out = tokio::task::spawn_blocking(move || {
+            tidings(&base_b)
+                .env("TIDINGS_TOKEN", t)
+                .arg("import")
+                .arg(&f)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.contains(expect),
+            "{expect}: {err}"
+        );
+    }
+}
+
 /// The real `tidings` server, killed with SIGKILL after its background
 /// prune made the archive durable and before it deleted the rows
 /// (`TIDINGS_FAULT=archive_after_write`), then restarted: the export is
