@@ -47,7 +47,7 @@ pub mod filter;
 pub mod log;
 pub mod name;
 pub mod plugin;
-pub mod trie;
+pub(crate) mod trie;
 pub mod typed;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -69,3 +69,10 @@ pub use log::{
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost, PluginInfo, Reloaded};
 pub use typed::TypedEvent;
+
+/// Internals exposed only for the fuzz targets, the property tests and the
+/// benchmarks; not part of the API and free to change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::trie::Trie;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use serde_json::json;
-use tidings_core::trie::Trie;
+use tidings_core::fuzzing::Trie;
 use tidings_core::{Bus, Delivery, Pattern, PatternError};
 
 /// Splits on `.` and `:`, the two separators of the design rules (written
