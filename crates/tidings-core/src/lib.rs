@@ -33,7 +33,7 @@
 //! let log = bus.handler("player.*").priority(Priority::Low)
 //!     .sync(|e| println!("log: {e}")).unwrap();
 //! let ev = bus.emit("player:move", json!({"to": "street"})).unwrap();
-//! assert_eq!((ev.seq, bus.sequence()), (1, 1));
+//! assert_eq!((ev.seq, bus.last_seq()), (1, 1));
 //! assert_eq!(bus.history(10, Some("player.>")).unwrap().len(), 1);
 //! drop(log); // unsubscribes
 //! ```
@@ -59,7 +59,7 @@ pub use bus::{
     Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
 pub use contract::{DataContract, Refusal, SharedContract, Violation};
-pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
+pub use event::{source_from_storage, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
     follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,

@@ -31,7 +31,7 @@ fn emit_returns_the_committed_envelope() {
     assert_eq!(a.data["username"], "Gribnak");
     assert!(a.time >= before);
     assert_ne!(a.id, b.id);
-    assert_eq!(bus.sequence(), 2);
+    assert_eq!(bus.last_seq(), 2);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn invalid_names_are_refused_and_commit_nothing() {
         let err = bus.emit(bad, json!(null)).unwrap_err();
         assert!(matches!(err, EmitError::Name(_)), "{bad:?}: {err}");
     }
-    assert_eq!(bus.sequence(), 0);
+    assert_eq!(bus.last_seq(), 0);
     assert_eq!(bus.stats().published, 0);
 }
 
@@ -179,7 +179,7 @@ fn panicking_handlers_do_not_poison_the_bus() {
     std::thread::spawn(move || b2.emit("y", json!(null)).unwrap())
         .join()
         .unwrap();
-    assert_eq!(bus.sequence(), 4);
+    assert_eq!(bus.last_seq(), 4);
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn once_fires_once_under_concurrent_emits() {
         t.join().unwrap();
     }
     assert_eq!(n.load(Ordering::SeqCst), 1);
-    assert_eq!(bus.sequence(), 200);
+    assert_eq!(bus.last_seq(), 200);
 }
 
 #[test]
@@ -355,7 +355,7 @@ fn history_can_be_off() {
     let bus = Bus::builder().without_history().build().unwrap();
     bus.emit("x", json!(null)).unwrap();
     assert!(bus.history(10, None).unwrap().is_empty());
-    assert_eq!(bus.sequence(), 1);
+    assert_eq!(bus.last_seq(), 1);
 }
 
 #[test]
@@ -478,7 +478,7 @@ fn emit_loops_stop_at_the_depth_guard() {
         .unwrap();
     bus.emit("ping", json!(null)).unwrap();
     // Depth 0 is the first ping; depths 1..=10 are allowed; 11 is refused.
-    assert_eq!(bus.sequence(), 11);
+    assert_eq!(bus.last_seq(), 11);
     let errors = errors.lock().unwrap();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("depth 11"), "{}", errors[0]);
@@ -497,7 +497,7 @@ fn deep_default_loop_does_not_overflow_the_stack() {
         })
         .unwrap();
     bus.emit("again", json!(null)).unwrap();
-    assert_eq!(bus.sequence(), 33, "1 + the default depth of 32");
+    assert_eq!(bus.last_seq(), 33, "1 + the default depth of 32");
 }
 
 #[test]
@@ -519,9 +519,9 @@ fn emit_depth_is_per_bus() {
         })
         .unwrap();
     a.emit("step", json!(0)).unwrap();
-    assert_eq!(a.sequence(), 2, "depth 0 and 1 on A");
+    assert_eq!(a.last_seq(), 2, "depth 0 and 1 on A");
     assert_eq!(refused.load(Ordering::Relaxed), 0, "B's depth starts at 0");
-    assert_eq!(b.sequence(), 1);
+    assert_eq!(b.last_seq(), 1);
     assert_eq!(b.stats().depth_exceeded, 0);
 }
 
@@ -542,8 +542,8 @@ fn a_loop_through_two_buses_still_ends() {
         .unwrap();
     a.emit("ping", json!(null)).unwrap();
     // Each bus's own depth grows by one per turn: 0..=5 allowed on each.
-    assert_eq!(a.sequence(), 6);
-    assert_eq!(b.sequence(), 6);
+    assert_eq!(a.last_seq(), 6);
+    assert_eq!(b.last_seq(), 6);
     assert_eq!(a.stats().depth_exceeded, 1);
 }
 

@@ -265,7 +265,7 @@ async fn async_handler_ping_pong_stops_at_the_depth_guard() {
     // The refused emit fails the handler that made it, which ends the
     // chain: once that error is counted, nothing else is in flight.
     eventually(|| bus.stats().handler_errors == 1).await;
-    assert_eq!(bus.sequence(), 7, "depths 0..=6 committed, 7 refused");
+    assert_eq!(bus.last_seq(), 7, "depths 0..=6 committed, 7 refused");
     assert_eq!(
         bus.stats().handler_errors,
         1,

@@ -216,7 +216,7 @@ fn plain(path: &Path, total: u64, page: usize) -> Result<f64> {
                 seq: r.seq as u64,
                 id: Uuid::from_slice(&r.id)?,
                 name: r.name,
-                source: tidings_core::intern_source(r.source),
+                source: tidings_core::source_from_storage(r.source),
                 time: DateTime::from_timestamp_micros(r.time).context("time")?,
                 key: r.key,
                 data: serde_json::from_slice(&r.data)?,

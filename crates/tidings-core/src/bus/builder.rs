@@ -81,8 +81,9 @@ impl BusBuilder {
         self
     }
 
-    /// The log to commit to, already shared.
-    pub fn shared_log(mut self, log: Arc<dyn EventLog>) -> Self {
+    /// The log to commit to, already behind an `Arc` (the caller keeps a
+    /// handle to it; this says nothing about other processes appending).
+    pub fn log_arc(mut self, log: Arc<dyn EventLog>) -> Self {
         self.log = Some(log);
         self
     }
@@ -152,7 +153,7 @@ impl BusBuilder {
     ///     .unwrap();
     /// let err = bus.emit("orders.placed", json!({"qty": 0})).unwrap_err();
     /// assert!(matches!(err, EmitError::Contract(r) if r.violation.path == "/qty"));
-    /// assert_eq!(bus.sequence(), 0);
+    /// assert_eq!(bus.last_seq(), 0);
     /// ```
     pub fn schema(self, pattern: impl IntoPattern, contract: impl DataContract) -> Self {
         self.shared_schema(pattern, std::sync::Arc::new(contract))

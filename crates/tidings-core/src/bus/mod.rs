@@ -140,7 +140,7 @@ impl Default for Bus {
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
-            .field("sequence", &self.sequence())
+            .field("sequence", &self.last_seq())
             .field("subscriptions", &self.inner.registry.len())
             .finish()
     }
@@ -443,7 +443,7 @@ impl Bus {
     }
 
     /// The log's last committed seq (0 before the first event).
-    pub fn sequence(&self) -> u64 {
+    pub fn last_seq(&self) -> u64 {
         *self.inner.log.watch().borrow()
     }
 

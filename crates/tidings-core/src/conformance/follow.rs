@@ -98,7 +98,7 @@ where
 {
     let log = fresh(&make, LogOptions::default()).await;
     let bus = Bus::builder()
-        .shared_log(log.clone())
+        .log_arc(log.clone())
         .build()
         .expect("a bus over the log");
     /// `Ok` if the log holds `e` at its seq.
@@ -207,7 +207,7 @@ where
             .expect("append");
     }
     let bus = Bus::builder()
-        .shared_log(log.clone())
+        .log_arc(log.clone())
         .stream_capacity(2)
         .build()
         .expect("a bus over the log");

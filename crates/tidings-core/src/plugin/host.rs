@@ -437,7 +437,7 @@ mod tests {
         );
         assert_eq!(
             r.after,
-            bus.sequence() - 1,
+            bus.last_seq() - 1,
             "after = the last seq before the event"
         );
         bus.emit("tick", json!(null)).unwrap();

@@ -169,7 +169,7 @@ impl Service {
     ) -> Arc<Service> {
         let bus = schemas
             .apply(Bus::builder())
-            .shared_log(log)
+            .log_arc(log)
             .follow_log(shared)
             .stream_capacity(config.stream_queue)
             .build()
@@ -467,7 +467,7 @@ impl Service {
 
     /// The log's last seq.
     pub fn last_seq(&self) -> u64 {
-        self.bus.sequence()
+        self.bus.last_seq()
     }
 
     /// Whether publishes can succeed now.
