@@ -197,7 +197,7 @@ fn drop_unsubscribes_and_detach_keeps() {
             n2.fetch_add(100, Ordering::SeqCst);
         })
         .unwrap()
-        .detach();
+        .keep();
     bus.emit("e", json!(null)).unwrap();
     drop(sub);
     bus.emit("e", json!(null)).unwrap();
@@ -428,25 +428,20 @@ fn stats_count_published_and_dispatched() {
 #[test]
 fn owners_list_and_remove_their_subscriptions() {
     let bus = Bus::new();
-    let _a = bus
-        .handler("a")
-        .owner("stats")
-        .sync(|_| ())
-        .unwrap()
-        .detach();
+    let _a = bus.handler("a").owner("stats").sync(|_| ()).unwrap().keep();
     let _b = bus
         .handler("b.*")
         .owner("stats")
         .priority(Priority::High)
         .sync(|_| ())
         .unwrap()
-        .detach();
+        .keep();
     let _c = bus
         .handler("c")
         .owner("trivia")
         .sync(|_| ())
         .unwrap()
-        .detach();
+        .keep();
     let mine = bus.subscriptions(Some("stats"));
     assert_eq!(mine.len(), 2);
     assert_eq!(mine[1].pattern, "b.*");

@@ -253,7 +253,7 @@ fn a_handler_can_unsubscribe_itself() {
             b.unsubscribe(id1.load(Ordering::SeqCst) as u64);
         })
         .unwrap()
-        .detach();
+        .keep();
     id.store(sid as usize, Ordering::SeqCst);
     bus.emit("x", json!(null)).unwrap();
     bus.emit("x", json!(null)).unwrap();

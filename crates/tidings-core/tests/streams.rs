@@ -146,7 +146,7 @@ async fn dropping_a_stream_unsubscribes_and_unsubscribe_all_ends_it() {
     drop(s);
     assert_eq!(bus.stats().subscriptions, 0);
 
-    let id = bus.handler("y").owner("p").sync(|_| ()).unwrap().detach();
+    let id = bus.handler("y").owner("p").sync(|_| ()).unwrap().keep();
     assert!(id > 0);
     assert_eq!(bus.unsubscribe_all("p"), 1);
 }
