@@ -398,17 +398,22 @@ fn invalid_patterns_are_refused() {
 }
 
 #[test]
-fn handler_count_for_names_and_patterns() {
+fn handlers_for_a_name_and_on_a_pattern() {
     let bus = Bus::new();
     let _a = bus.on("player:move", |_| ()).unwrap();
     let _b = bus.on("player.*", |_| ()).unwrap();
     let _c = bus.on("*", |_| ()).unwrap();
     let _d = bus.on("player.*", |_| ()).unwrap();
-    assert_eq!(bus.handler_count("player.move").unwrap(), 4);
-    assert_eq!(bus.handler_count("room.enter").unwrap(), 1);
-    assert_eq!(bus.handler_count("player.*").unwrap(), 2);
-    assert_eq!(bus.handler_count("*").unwrap(), 1);
-    assert!(bus.handler_count("a..b").is_err());
+    // Who would receive an event of this name.
+    assert_eq!(bus.handlers_for("player.move").unwrap(), 4);
+    assert_eq!(bus.handlers_for("room.enter").unwrap(), 1);
+    assert!(bus.handlers_for("a..b").is_err());
+    // Who subscribed with exactly this pattern, literal ones included.
+    assert_eq!(bus.handlers_on("player.*").unwrap(), 2);
+    assert_eq!(bus.handlers_on("*").unwrap(), 1);
+    assert_eq!(bus.handlers_on("player.move").unwrap(), 1);
+    assert_eq!(bus.handlers_on("room.>").unwrap(), 0);
+    assert!(bus.handlers_on("a..b").is_err());
 }
 
 #[test]

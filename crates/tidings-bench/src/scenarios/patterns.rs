@@ -192,7 +192,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     // The two sides must agree on what matches.
     let mut total_matches = 0usize;
     for name in names.iter().take(5_000) {
-        let t = bus_many.handler_count(name)?;
+        let t = bus_many.handlers_for(name)?;
         let p = token.for_each_match(name, |_| {});
         anyhow::ensure!(
             t == p,
