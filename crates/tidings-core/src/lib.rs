@@ -62,7 +62,7 @@ pub use contract::{DataContract, Refusal, SharedContract, Violation};
 pub use event::{source_from_storage, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
-    follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
+    stream_from, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
     EventLog, LogFailure, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page,
     Position, PruneError, ReadError, Retention,
 };

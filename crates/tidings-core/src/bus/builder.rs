@@ -22,7 +22,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::dispatcher::Dispatcher;
-use super::follow::follow_log;
+use super::external::dispatch_external;
 use super::registry::Registry;
 use super::stats::Counters;
 use super::{Bus, ConfigError, Inner};
@@ -116,7 +116,7 @@ impl BusBuilder {
     /// Whether the bus follows its log to dispatch events appended by other
     /// processes (default: when [`EventLog::shared`] says the log is shared).
     /// Following needs a tokio runtime (given, or current at `build`).
-    pub fn follow_log(mut self, follow: bool) -> Self {
+    pub fn dispatch_external_appends(mut self, follow: bool) -> Self {
         self.follow = Some(follow);
         self
     }
@@ -218,7 +218,7 @@ impl BusBuilder {
             }),
         };
         if let Some(rt) = follower_runtime {
-            rt.spawn(follow_log(
+            rt.spawn(dispatch_external(
                 Arc::downgrade(&bus.inner),
                 bus.inner.log.watch(),
             ));

@@ -49,7 +49,7 @@ mod dispatch;
 mod dispatcher;
 mod emit;
 mod error;
-mod follow;
+mod external;
 mod handler;
 mod registry;
 mod sink;

@@ -47,7 +47,7 @@ use chrono::{DateTime, Utc};
 use crate::event::{NewEvent, SharedEvent};
 
 pub(crate) use follow::Reader;
-pub use follow::{follow, LogStream};
+pub use follow::{stream_from, LogStream};
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
 pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};
 

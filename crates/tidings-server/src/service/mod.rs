@@ -170,7 +170,7 @@ impl Service {
         let bus = schemas
             .apply(Bus::builder())
             .log_arc(log)
-            .follow_log(shared)
+            .dispatch_external_appends(shared)
             .stream_capacity(config.stream_queue)
             .build()
             .expect("stream_queue is validated non-zero, schema patterns are parsed, and a runtime is running");
