@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use libfuzzer_sys::fuzz_target;
 use tidings_core::name::{validate_name, NameError, PatternToken, MAX_LEN, MAX_TOKENS};
-use tidings_core::trie::Trie;
+use tidings_core::fuzzing::Trie;
 use tidings_core::{Pattern, PatternError};
 
 /// A reference token: what the rules say a pattern token is.

@@ -134,7 +134,7 @@ fn roundtrip_mode(lines: &[&[u8]], rest: &[u8]) -> Option<()> {
     let mut event = NewEvent::new(name, data).ok()?;
     event.id = id;
     event.time = time;
-    event.source = tidings_core::intern_source(source.to_owned());
+    event.source = tidings_core::source_from_storage(source.to_owned());
     event.key = key;
     event.priority = priority;
 

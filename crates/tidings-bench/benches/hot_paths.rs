@@ -4,7 +4,7 @@
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench -p tidings-bench --bench hot_paths
 //! ```
 //!
-//! * `trie/match_10k`: `tidings_core::trie::Trie::matches` over the
+//! * `trie/match_10k`: `tidings_core::fuzzing::Trie::matches` over the
 //!   `patterns` scenario's 10,000 subscriptions, per event name (no cache);
 //!   `trie/linear_10k` is the linear token scan over the same patterns.
 //! * `envelope/json`: `serde_json::to_string` of a committed `Event` (what
@@ -29,7 +29,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tidings_bench::matcher::LinearScan;
 use tidings_bench::workload::{event_names, patterns, payload};
-use tidings_core::trie::Trie;
+use tidings_core::fuzzing::Trie;
 use tidings_core::{EventLog, NewEvent, Pattern};
 use tidings_sqlite::{Durability, OpenCheck, SqliteLog, SqliteOptions};
 

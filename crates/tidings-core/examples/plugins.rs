@@ -92,14 +92,14 @@ impl Plugin for Stats {
                     e.seq, t.question
                 )
             })?
-            .detach();
+            .keep();
         let wins = self.wins.clone();
         ctx.handler(TriviaEnded::PATTERN)
             .typed(move |t: &TriviaEnded, e| {
                 println!("  [stats {version}] #{} {} wins", e.seq, t.winner);
                 *wins.lock().unwrap().entry(t.winner.clone()).or_default() += 1;
             })?
-            .detach();
+            .keep();
         Ok(())
     }
     fn teardown(&mut self, _ctx: &PluginContext) {
@@ -146,7 +146,7 @@ fn main() {
         println!("  [host] #{} {} {}", e.seq, e.name, e.data)
     })
     .unwrap()
-    .detach();
+    .keep();
 
     let wins = Arc::new(Mutex::new(HashMap::new()));
     // The "deployed" version: the factory builds whatever is deployed.

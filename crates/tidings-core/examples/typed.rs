@@ -98,7 +98,7 @@ fn main() {
     .unwrap();
     println!(
         "{} events, {} handler errors",
-        bus.sequence(),
+        bus.last_seq(),
         bus.stats().handler_errors
     );
 }

@@ -102,9 +102,10 @@ impl fmt::Display for Event {
 /// The default `source` when the emitter names none.
 pub const DEFAULT_SOURCE: &str = "app";
 
-/// A source read back from storage or the wire: the default is shared, not
+/// The `source` of an event read back from storage or the wire: the default
+/// is borrowed from [`DEFAULT_SOURCE`], not
 /// allocated again for every event. Logs decoding events use it.
-pub fn intern_source(source: String) -> Cow<'static, str> {
+pub fn source_from_storage(source: String) -> Cow<'static, str> {
     if source == DEFAULT_SOURCE {
         Cow::Borrowed(DEFAULT_SOURCE)
     } else {
@@ -113,7 +114,7 @@ pub fn intern_source(source: String) -> Cow<'static, str> {
 }
 
 fn de_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
-    String::deserialize(d).map(intern_source)
+    String::deserialize(d).map(source_from_storage)
 }
 
 /// A fresh UUID v7 and the time it carries, from one read of the clock.

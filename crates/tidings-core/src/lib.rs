@@ -33,7 +33,7 @@
 //! let log = bus.handler("player.*").priority(Priority::Low)
 //!     .sync(|e| println!("log: {e}")).unwrap();
 //! let ev = bus.emit("player:move", json!({"to": "street"})).unwrap();
-//! assert_eq!((ev.seq, bus.sequence()), (1, 1));
+//! assert_eq!((ev.seq, bus.last_seq()), (1, 1));
 //! assert_eq!(bus.history(10, Some("player.>")).unwrap().len(), 1);
 //! drop(log); // unsubscribes
 //! ```
@@ -47,7 +47,7 @@ pub mod filter;
 pub mod log;
 pub mod name;
 pub mod plugin;
-pub mod trie;
+pub(crate) mod trie;
 pub mod typed;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -59,13 +59,20 @@ pub use bus::{
     Stats, SubscribeError, Subscription, SubscriptionInfo, SubscriptionKind, WaitError,
 };
 pub use contract::{DataContract, Refusal, SharedContract, Violation};
-pub use event::{intern_source, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
+pub use event::{source_from_storage, Event, NewEvent, Priority, SharedEvent, DEFAULT_SOURCE};
 pub use filter::{EventFilter, SharedFilter};
 pub use log::{
-    follow, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
+    stream_from, AppendError, Bounds, CloseError, Committed, ConsumerRecord, CursorError, Delivery,
     EventLog, LogFailure, LogHealth, LogOptions, LogStream, MemoryLog, OptionsError, Page,
     Position, PruneError, ReadError, Retention,
 };
 pub use name::{IntoPattern, NameError, Pattern, PatternError};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginHost, PluginInfo, Reloaded};
 pub use typed::TypedEvent;
+
+/// Internals exposed only for the fuzz targets, the property tests and the
+/// benchmarks; not part of the API and free to change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::trie::Trie;
+}

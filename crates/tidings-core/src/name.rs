@@ -28,7 +28,7 @@ pub const MAX_LEN: usize = 255;
 pub const MAX_TOKENS: usize = 32;
 
 /// Splits a name or pattern into tokens (`.` and `:` both separate).
-pub fn tokens(s: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn tokens(s: &str) -> impl Iterator<Item = &str> {
     s.split(['.', ':'])
 }
 

@@ -155,7 +155,7 @@ impl PluginContext {
     ///     fn name(&self) -> &str { "logger" }
     ///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
     ///         ctx.handler("trivia.*").priority(Priority::Low)
-    ///             .sync(|e| println!("{e}"))?.detach();
+    ///             .sync(|e| println!("{e}"))?.keep();
     ///         Ok(())
     ///     }
     /// }

@@ -31,7 +31,7 @@ fn emit_returns_the_committed_envelope() {
     assert_eq!(a.data["username"], "Gribnak");
     assert!(a.time >= before);
     assert_ne!(a.id, b.id);
-    assert_eq!(bus.sequence(), 2);
+    assert_eq!(bus.last_seq(), 2);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn invalid_names_are_refused_and_commit_nothing() {
         let err = bus.emit(bad, json!(null)).unwrap_err();
         assert!(matches!(err, EmitError::Name(_)), "{bad:?}: {err}");
     }
-    assert_eq!(bus.sequence(), 0);
+    assert_eq!(bus.last_seq(), 0);
     assert_eq!(bus.stats().published, 0);
 }
 
@@ -179,7 +179,7 @@ fn panicking_handlers_do_not_poison_the_bus() {
     std::thread::spawn(move || b2.emit("y", json!(null)).unwrap())
         .join()
         .unwrap();
-    assert_eq!(bus.sequence(), 4);
+    assert_eq!(bus.last_seq(), 4);
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn drop_unsubscribes_and_detach_keeps() {
             n2.fetch_add(100, Ordering::SeqCst);
         })
         .unwrap()
-        .detach();
+        .keep();
     bus.emit("e", json!(null)).unwrap();
     drop(sub);
     bus.emit("e", json!(null)).unwrap();
@@ -265,7 +265,7 @@ fn once_fires_once_under_concurrent_emits() {
         t.join().unwrap();
     }
     assert_eq!(n.load(Ordering::SeqCst), 1);
-    assert_eq!(bus.sequence(), 200);
+    assert_eq!(bus.last_seq(), 200);
 }
 
 #[test]
@@ -355,7 +355,7 @@ fn history_can_be_off() {
     let bus = Bus::builder().without_history().build().unwrap();
     bus.emit("x", json!(null)).unwrap();
     assert!(bus.history(10, None).unwrap().is_empty());
-    assert_eq!(bus.sequence(), 1);
+    assert_eq!(bus.last_seq(), 1);
 }
 
 #[test]
@@ -398,17 +398,22 @@ fn invalid_patterns_are_refused() {
 }
 
 #[test]
-fn handler_count_for_names_and_patterns() {
+fn handlers_for_a_name_and_on_a_pattern() {
     let bus = Bus::new();
     let _a = bus.on("player:move", |_| ()).unwrap();
     let _b = bus.on("player.*", |_| ()).unwrap();
     let _c = bus.on("*", |_| ()).unwrap();
     let _d = bus.on("player.*", |_| ()).unwrap();
-    assert_eq!(bus.handler_count("player.move").unwrap(), 4);
-    assert_eq!(bus.handler_count("room.enter").unwrap(), 1);
-    assert_eq!(bus.handler_count("player.*").unwrap(), 2);
-    assert_eq!(bus.handler_count("*").unwrap(), 1);
-    assert!(bus.handler_count("a..b").is_err());
+    // Who would receive an event of this name.
+    assert_eq!(bus.handlers_for("player.move").unwrap(), 4);
+    assert_eq!(bus.handlers_for("room.enter").unwrap(), 1);
+    assert!(bus.handlers_for("a..b").is_err());
+    // Who subscribed with exactly this pattern, literal ones included.
+    assert_eq!(bus.handlers_on("player.*").unwrap(), 2);
+    assert_eq!(bus.handlers_on("*").unwrap(), 1);
+    assert_eq!(bus.handlers_on("player.move").unwrap(), 1);
+    assert_eq!(bus.handlers_on("room.>").unwrap(), 0);
+    assert!(bus.handlers_on("a..b").is_err());
 }
 
 #[test]
@@ -428,25 +433,20 @@ fn stats_count_published_and_dispatched() {
 #[test]
 fn owners_list_and_remove_their_subscriptions() {
     let bus = Bus::new();
-    let _a = bus
-        .handler("a")
-        .owner("stats")
-        .sync(|_| ())
-        .unwrap()
-        .detach();
+    let _a = bus.handler("a").owner("stats").sync(|_| ()).unwrap().keep();
     let _b = bus
         .handler("b.*")
         .owner("stats")
         .priority(Priority::High)
         .sync(|_| ())
         .unwrap()
-        .detach();
+        .keep();
     let _c = bus
         .handler("c")
         .owner("trivia")
         .sync(|_| ())
         .unwrap()
-        .detach();
+        .keep();
     let mine = bus.subscriptions(Some("stats"));
     assert_eq!(mine.len(), 2);
     assert_eq!(mine[1].pattern, "b.*");
@@ -478,7 +478,7 @@ fn emit_loops_stop_at_the_depth_guard() {
         .unwrap();
     bus.emit("ping", json!(null)).unwrap();
     // Depth 0 is the first ping; depths 1..=10 are allowed; 11 is refused.
-    assert_eq!(bus.sequence(), 11);
+    assert_eq!(bus.last_seq(), 11);
     let errors = errors.lock().unwrap();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("depth 11"), "{}", errors[0]);
@@ -497,7 +497,7 @@ fn deep_default_loop_does_not_overflow_the_stack() {
         })
         .unwrap();
     bus.emit("again", json!(null)).unwrap();
-    assert_eq!(bus.sequence(), 33, "1 + the default depth of 32");
+    assert_eq!(bus.last_seq(), 33, "1 + the default depth of 32");
 }
 
 #[test]
@@ -519,9 +519,9 @@ fn emit_depth_is_per_bus() {
         })
         .unwrap();
     a.emit("step", json!(0)).unwrap();
-    assert_eq!(a.sequence(), 2, "depth 0 and 1 on A");
+    assert_eq!(a.last_seq(), 2, "depth 0 and 1 on A");
     assert_eq!(refused.load(Ordering::Relaxed), 0, "B's depth starts at 0");
-    assert_eq!(b.sequence(), 1);
+    assert_eq!(b.last_seq(), 1);
     assert_eq!(b.stats().depth_exceeded, 0);
 }
 
@@ -542,8 +542,8 @@ fn a_loop_through_two_buses_still_ends() {
         .unwrap();
     a.emit("ping", json!(null)).unwrap();
     // Each bus's own depth grows by one per turn: 0..=5 allowed on each.
-    assert_eq!(a.sequence(), 6);
-    assert_eq!(b.sequence(), 6);
+    assert_eq!(a.last_seq(), 6);
+    assert_eq!(b.last_seq(), 6);
     assert_eq!(a.stats().depth_exceeded, 1);
 }
 

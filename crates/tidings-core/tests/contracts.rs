@@ -58,7 +58,7 @@ fn a_violating_emit_is_refused_before_the_append() {
     assert_eq!(r.violation.path, "/qty");
     let msg = r.to_string();
     assert!(msg.contains("/qty") && msg.contains("orders.>"), "{msg}");
-    assert_eq!(bus.sequence(), 0);
+    assert_eq!(bus.last_seq(), 0);
     assert_eq!(stored(&bus), 0);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(bus.stats().contract_refused, 1);
@@ -90,7 +90,7 @@ fn a_batch_with_one_bad_event_commits_nothing_and_names_it() {
     let r = refusal(bus.emit_batch(batch, None).unwrap_err());
     assert_eq!((r.index, r.name.as_str()), (2, "orders:shipped"));
     assert!(r.to_string().starts_with("event 2 "), "{r}");
-    assert_eq!(bus.sequence(), 1);
+    assert_eq!(bus.last_seq(), 1);
     assert_eq!(stored(&bus), 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let next = bus.emit("orders.placed", json!({"qty": 3})).unwrap();
@@ -111,7 +111,7 @@ async fn async_emits_are_checked_too() {
     ];
     let e = bus.emit_batch_async(batch, None).await.unwrap_err();
     assert_eq!(refusal(e).index, 1);
-    assert_eq!(bus.sequence(), 0);
+    assert_eq!(bus.last_seq(), 0);
     assert_eq!(stored(&bus), 0);
 }
 

@@ -42,11 +42,11 @@ impl Plugin for Counter {
                         seen.lock().unwrap().push((i, e.seq));
                     }
                 })?
-                .detach();
+                .keep();
         } else {
             ctx.handler("count.*")
                 .sync(move |e| seen.lock().unwrap().push((i, e.seq)))?
-                .detach();
+                .keep();
         }
         Ok(())
     }
@@ -204,7 +204,7 @@ fn a_reload_from_inside_a_handler_loses_and_doubles_nothing() {
         Ok(())
     })
     .unwrap()
-    .detach();
+    .keep();
     let emitters = emit_concurrently(&bus, 3, 300);
     let admin = {
         let bus = bus.clone();
@@ -244,8 +244,8 @@ impl Plugin for Moody {
                 "mood.panic" => panic!("very bad mood"),
                 _ => Ok(()),
             })?
-            .detach();
-        ctx.handler("mood.>").sync(|_| ())?.detach();
+            .keep();
+        ctx.handler("mood.>").sync(|_| ())?.keep();
         Ok(())
     }
 }

@@ -21,11 +21,11 @@ impl Plugin for Stats {
             .sync(move |_| {
                 started.fetch_add(1, Ordering::SeqCst);
             })?
-            .detach();
+            .keep();
         ctx.handler("trivia.*")
             .priority(Priority::Low)
             .sync(|_| ())?
-            .detach();
+            .keep();
         Ok(())
     }
     fn teardown(&mut self, _ctx: &PluginContext) {
@@ -82,8 +82,8 @@ impl Plugin for Broken {
         "broken"
     }
     fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
-        ctx.handler("fine.pattern").sync(|_| ())?.detach();
-        ctx.handler("bad..pattern").sync(|_| ())?.detach();
+        ctx.handler("fine.pattern").sync(|_| ())?.keep();
+        ctx.handler("bad..pattern").sync(|_| ())?.keep();
         Ok(())
     }
 }
@@ -112,7 +112,7 @@ impl Plugin for Echo {
                 out.lock().unwrap().push(e.source.to_string());
                 me.event("pong").emit().map(|_| ())
             })?
-            .detach();
+            .keep();
         Ok(())
     }
 }
@@ -154,7 +154,7 @@ impl Plugin for Greeter {
                 let line = format!("{} {}", e.name, e.data["name"].as_str().unwrap_or("?"));
                 seen.lock().unwrap().push(line);
             })?
-            .detach();
+            .keep();
         // An emit from setup is queued and dispatched after the change.
         ctx.event("greeter.ready").emit()?;
         Ok(())

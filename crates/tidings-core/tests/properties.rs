@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use serde_json::json;
-use tidings_core::trie::Trie;
+use tidings_core::fuzzing::Trie;
 use tidings_core::{Bus, Delivery, Pattern, PatternError};
 
 /// Splits on `.` and `:`, the two separators of the design rules (written
@@ -383,7 +383,7 @@ proptest! {
         rt.block_on(async { for t in tasks { t.await.unwrap(); } });
 
         let total = (2 * threads * per_thread) as u64;
-        prop_assert_eq!(bus.sequence(), total);
+        prop_assert_eq!(bus.last_seq(), total);
         let committed = bus.history(usize::MAX, None).unwrap();
         prop_assert_eq!(committed.len() as u64, total);
 

@@ -146,7 +146,7 @@ async fn dropping_a_stream_unsubscribes_and_unsubscribe_all_ends_it() {
     drop(s);
     assert_eq!(bus.stats().subscriptions, 0);
 
-    let id = bus.handler("y").owner("p").sync(|_| ()).unwrap().detach();
+    let id = bus.handler("y").owner("p").sync(|_| ()).unwrap().keep();
     assert!(id > 0);
     assert_eq!(bus.unsubscribe_all("p"), 1);
 }
@@ -265,7 +265,7 @@ async fn async_handler_ping_pong_stops_at_the_depth_guard() {
     // The refused emit fails the handler that made it, which ends the
     // chain: once that error is counted, nothing else is in flight.
     eventually(|| bus.stats().handler_errors == 1).await;
-    assert_eq!(bus.sequence(), 7, "depths 0..=6 committed, 7 refused");
+    assert_eq!(bus.last_seq(), 7, "depths 0..=6 committed, 7 refused");
     assert_eq!(
         bus.stats().handler_errors,
         1,

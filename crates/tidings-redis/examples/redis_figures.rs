@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tidings_core::{follow, Delivery, EventLog, NewEvent, Position};
+use tidings_core::{stream_from, Delivery, EventLog, NewEvent, Position};
 use tidings_redis::{RedisLog, RedisOptions};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -188,7 +188,7 @@ async fn run(
     // Delivery through follow on a second instance (its own connections).
     let reader: Arc<dyn EventLog> =
         Arc::new(RedisLog::open(url, key, RedisOptions::default()).await?);
-    let live = follow(reader.clone(), Position::End);
+    let live = stream_from(reader.clone(), Position::End);
     // Let the stream resolve `End` before the writer starts.
     let mut live = live.peekable();
     let _ = tokio::time::timeout(
@@ -218,7 +218,7 @@ async fn run(
         d_write.as_secs_f64()
     );
     let total = reader.bounds().await?.last;
-    let d = drain(follow(reader.clone(), Position::Beginning), total).await?;
+    let d = drain(stream_from(reader.clone(), Position::Beginning), total).await?;
     println!(
         "  catch-up from the beginning              {}",
         rate(total, d)

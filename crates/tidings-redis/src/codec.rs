@@ -165,7 +165,7 @@ where
         seq,
         id: id.ok_or_else(|| missing("id"))?,
         name: name.ok_or_else(|| missing("name"))?,
-        source: tidings_core::intern_source(source.ok_or_else(|| missing("source"))?),
+        source: tidings_core::source_from_storage(source.ok_or_else(|| missing("source"))?),
         time: time.ok_or_else(|| missing("time"))?,
         data: data.ok_or_else(|| missing("data"))?,
         key,

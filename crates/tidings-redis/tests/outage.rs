@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::json;
 use tidings_core::log::AppendError;
-use tidings_core::{follow, Delivery, EventLog, NewEvent, Position};
+use tidings_core::{stream_from, Delivery, EventLog, NewEvent, Position};
 use tidings_redis::{RedisLog, RedisOptions};
 use uuid::Uuid;
 
@@ -132,7 +132,7 @@ async fn appends_fail_fast_during_an_outage_and_nothing_acked_is_lost() {
     let follower = {
         let (log, seen, read_errors) = (shared.clone(), seen.clone(), read_errors.clone());
         tokio::spawn(async move {
-            let mut s = follow(log, Position::Beginning);
+            let mut s = stream_from(log, Position::Beginning);
             while let Some(item) = s.next().await {
                 match item {
                     Ok(Delivery::Event(e)) => seen.lock().push((e.seq, e.id)),

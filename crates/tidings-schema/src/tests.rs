@@ -220,5 +220,5 @@ fn typed_schema_holds_typed_and_untyped_emits_to_one_contract() {
     assert!(bus
         .emit("entity.updated", json!({"kind": "moved"}))
         .is_err());
-    assert_eq!(bus.sequence(), 2);
+    assert_eq!(bus.last_seq(), 2);
 }

@@ -4,9 +4,11 @@
 //! `TIDINGS_MAX_PAYLOAD`, `auth.jwt_secret` is `TIDINGS_AUTH_JWT_SECRET`.
 //! Values are read as TOML (`TIDINGS_MAX_PAYLOAD=65536`), lists also as
 //! comma-separated text (`TIDINGS_CORS_ORIGINS=http://a,http://b`).
+//! The settings struct and its defaults live here; layering is in
+//! `config/load.rs`, range checks and the store URL in `config/validate.rs`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -217,116 +219,12 @@ pub enum ConfigError {
     },
 }
 
-/// Settings with a scalar or list value (the ones an environment variable
-/// can set), as `section.key` paths.
-const KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "store",
-    "durability",
-    "batch_interval_ms",
-    "retention_max_count",
-    "retention_max_age_secs",
-    "archive_dir",
-    "max_payload",
-    "max_connections",
-    "max_subscribers_per_channel",
-    "stream_queue",
-    "keepalive_secs",
-    "history_max_limit",
-    "cors_origins",
-    "allowed_hosts",
-    "max_patterns_per_connection",
-    "commands_per_sec",
-    "send_timeout_secs",
-    "header_read_timeout_secs",
-    "body_read_timeout_secs",
-    "history_max_bytes",
-    "max_future_secs",
-    "auth.tokens",
-    "auth.jwt_secret",
-    "auth.jwt_require_exp",
-    "auth.jwt_leeway_secs",
-    "auth.jwt_issuer",
-    "auth.jwt_audience",
-];
+mod load;
+mod validate;
 
-/// The environment variable of a setting.
-pub fn env_name(key: &str) -> String {
-    format!("TIDINGS_{}", key.replace('.', "_").to_uppercase())
-}
-
-fn env_value(key: &str, raw: &str) -> toml::Value {
-    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        if let Some(v) = t.get("v") {
-            return v.clone();
-        }
-    }
-    if key == "cors_origins" || key == "allowed_hosts" {
-        return toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_owned()))
-                .collect(),
-        );
-    }
-    toml::Value::String(raw.to_owned())
-}
-
-fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
-    match key.split_once('.') {
-        Some((section, rest)) => {
-            let entry = table
-                .entry(section.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = entry {
-                set_path(t, rest, value);
-            }
-        }
-        None => {
-            table.insert(key.to_owned(), value);
-        }
-    }
-}
+pub use load::env_name;
 
 impl Config {
-    /// Reads `file` (if any), overlays `TIDINGS_*` variables from `env`,
-    /// then `flags` (`key`, value), and validates the result.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-        flags: Vec<(&'static str, toml::Value)>,
-    ) -> Result<Config, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
-            }
-            None => toml::Table::new(),
-        };
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        for key in KEYS {
-            let name = env_name(key);
-            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) {
-                set_path(&mut table, key, env_value(key, raw));
-            }
-        }
-        for (key, value) in flags {
-            set_path(&mut table, key, value);
-        }
-        let mut config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        config.config_dir = file.map(|f| f.parent().unwrap_or(Path::new(".")).to_owned());
-        config.validate()?;
-        Ok(config)
-    }
-
     /// The log options these settings ask for (every backend reads the
     /// same ones; the memory store keeps 10,000 events unless told).
     pub fn log_options(&self) -> tidings_core::log::LogOptions {
@@ -340,110 +238,6 @@ impl Config {
         })
     }
 
-    /// Checks ranges and formats.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
-        if let Err(e) = self.listen.parse::<SocketAddr>() {
-            return invalid(
-                "listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:7700 ({e})",
-                    self.listen
-                ),
-            );
-        }
-        for (key, v) in [
-            ("max_payload", self.max_payload),
-            ("max_connections", self.max_connections),
-            (
-                "max_subscribers_per_channel",
-                self.max_subscribers_per_channel,
-            ),
-            ("stream_queue", self.stream_queue),
-            ("history_max_limit", self.history_max_limit),
-            (
-                "max_patterns_per_connection",
-                self.max_patterns_per_connection,
-            ),
-            ("commands_per_sec", self.commands_per_sec as usize),
-            ("send_timeout_secs", self.send_timeout_secs as usize),
-            (
-                "header_read_timeout_secs",
-                self.header_read_timeout_secs as usize,
-            ),
-            (
-                "body_read_timeout_secs",
-                self.body_read_timeout_secs as usize,
-            ),
-            ("history_max_bytes", self.history_max_bytes),
-        ] {
-            if v == 0 {
-                return invalid(key, "must be at least 1".into());
-            }
-        }
-        if self.keepalive_secs == 0 {
-            return invalid("keepalive_secs", "must be at least 1".into());
-        }
-        if !["sync", "batch", "none"].contains(&self.durability.as_str()) {
-            return invalid(
-                "durability",
-                format!("{:?} is not one of sync, batch, none", self.durability),
-            );
-        }
-        let store = self.store_url()?;
-        if let Some(dir) = &self.archive_dir {
-            let engine = match store {
-                _ if dir.as_os_str().is_empty() => "set, but empty (leave it unset for none)",
-                StoreUrl::Sqlite(_) => "",
-                StoreUrl::Memory => "SQLite-only; the store is memory:",
-                StoreUrl::Nats(_) => "SQLite-only; NATS retention is its own and deletes",
-                StoreUrl::Redis(_) => "SQLite-only; Redis retention (XTRIM) deletes",
-            };
-            if !engine.is_empty() {
-                return invalid("archive_dir", format!("the archive is {engine}"));
-            }
-        }
-        if let Err(e) = self.log_options().validate() {
-            let key = match e {
-                tidings_core::log::OptionsError::ZeroAge => "retention_max_age_secs",
-                _ => "retention_max_count",
-            };
-            return invalid(key, e.to_string());
-        }
-        for o in &self.cors_origins {
-            if o.parse::<http::HeaderValue>().is_err()
-                || !(o.starts_with("http://") || o.starts_with("https://"))
-            {
-                return invalid(
-                    "cors_origins",
-                    format!("{o:?} is not an origin like https://app.example"),
-                );
-            }
-        }
-        for t in &self.auth.tokens {
-            if t.token.is_empty() {
-                return invalid("auth.tokens", "a token is empty".into());
-            }
-            for p in t.publish.iter().chain(&t.subscribe) {
-                if let Err(e) = tidings_core::Pattern::parse(p) {
-                    return invalid("auth.tokens", e.to_string());
-                }
-            }
-        }
-        for h in self.allowed_hosts.iter().flatten() {
-            if h.is_empty() || h.contains(['/', ' ', ',']) {
-                return invalid(
-                    "allowed_hosts",
-                    format!("{h:?} is not a host name like app.example or \"*\""),
-                );
-            }
-        }
-        if self.auth.jwt_secret.as_deref() == Some("") {
-            return invalid("auth.jwt_secret", "is empty".into());
-        }
-        Ok(())
-    }
-
     /// Where a `[[schemas]]` file is: as written if absolute, else under
     /// the config file's directory.
     pub fn schema_path(&self, schema: &SchemaConfig) -> PathBuf {
@@ -451,40 +245,6 @@ impl Config {
             Some(dir) if schema.schema.is_relative() => dir.join(&schema.schema),
             _ => schema.schema.clone(),
         }
-    }
-
-    /// The store to open.
-    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
-        let raw = match &self.store {
-            Some(s) => s.clone(),
-            None => return Ok(StoreUrl::Sqlite(self.data_dir.join("events.db"))),
-        };
-        if raw == "memory:" || raw == "memory" {
-            return Ok(StoreUrl::Memory);
-        }
-        if let Some(path) = raw.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "store",
-                    reason: "sqlite: needs a file path, as in sqlite:./tidings-data/events.db"
-                        .into(),
-                });
-            }
-            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
-        }
-        if raw.starts_with("nats://") {
-            return Ok(StoreUrl::Nats(raw));
-        }
-        if raw.starts_with("redis://") {
-            return Ok(StoreUrl::Redis(raw));
-        }
-        Err(ConfigError::Invalid {
-            key: "store",
-            reason: format!(
-                "{raw:?} is not a supported store URL (use sqlite:PATH, memory:, nats://HOST:PORT?stream=NAME or redis://HOST:PORT?key=NAME)"
-            ),
-        })
     }
 
     /// The keepalive interval.
@@ -524,6 +284,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

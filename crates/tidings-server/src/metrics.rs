@@ -119,7 +119,7 @@ impl Collector for BusCollector {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let g = ConstGauge::new(self.0.sequence() as i64);
+        let g = ConstGauge::new(self.0.last_seq() as i64);
         g.encode(encoder.encode_descriptor(
             "tidings_last_seq",
             "The log's last sequence number.",

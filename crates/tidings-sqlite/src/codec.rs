@@ -151,7 +151,7 @@ pub(crate) fn decode_at(row: &Row<'_>, c: Columns) -> Result<Event, StorageError
         }
     };
     let name = text(col(c.name)?, "name")?;
-    let source = tidings_core::intern_source(text(col(c.source)?, "source")?);
+    let source = tidings_core::source_from_storage(text(col(c.source)?, "source")?);
     let time = match col(c.time)? {
         ValueRef::Integer(us) => DateTime::from_timestamp_micros(us)
             .ok_or_else(|| bad(format!("time {us} is out of range")))?,
@@ -345,7 +345,7 @@ impl RawRow {
             seq: self.seq,
             id: self.id,
             name: text(self.name, "name")?,
-            source: tidings_core::intern_source(text(self.source, "source")?),
+            source: tidings_core::source_from_storage(text(self.source, "source")?),
             time: DateTime::from_timestamp_micros(self.time_us)
                 .ok_or_else(|| bad(format!("time {} is out of range", self.time_us)))?,
             data,

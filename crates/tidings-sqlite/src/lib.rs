@@ -137,7 +137,7 @@
 //! future returned by `read` decodes them (UTF-8, JSON) on the thread that
 //! awaits it. When a read returns a full page of 64 to 16,384 events, the
 //! reader reads the next page ahead, so a catching-up consumer (core's
-//! `follow`, a replay) decodes page k while page k+1 is fetched; a page read
+//! `stream_from`, a replay) decodes page k while page k+1 is fetched; a page read
 //! ahead is served only if retention has not touched it since (see
 //! `reader.rs`), so it is always exactly what a fresh read would return.
 //! A read whose requester dropped it before a reader thread took it is

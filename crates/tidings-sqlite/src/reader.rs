@@ -17,7 +17,7 @@
 //!
 //! # Read-ahead
 //!
-//! A reader catching up (core's `follow`, a replay) asks for page after
+//! A reader catching up (core's `stream_from`, a replay) asks for page after
 //! page. When a read returns a *full* page, the reader thread, right after
 //! answering, decodes the next page (`after` = the last seq it returned,
 //! same `limit`) into [`ReadAhead`], so decoding page k+1 overlaps with the

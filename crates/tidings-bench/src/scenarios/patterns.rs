@@ -19,7 +19,7 @@
 //!   (`room.1.*`) over the same names, divided by its rate with 10,000
 //!   (`cost_10k_vs_1`).
 //!
-//! * Matching alone (`match_only_*`): `tidings_core::trie::Trie::matches`
+//! * Matching alone (`match_only_*`): `tidings_core::fuzzing::Trie::matches`
 //!   (no cache) against the linear token scan, per name, no envelope, no
 //!   handler: what the trie itself buys.
 //!
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tidings_core::trie::Trie;
+use tidings_core::fuzzing::Trie;
 use tidings_core::{Bus, Pattern, Subscription};
 use uuid::Uuid;
 
@@ -192,7 +192,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     // The two sides must agree on what matches.
     let mut total_matches = 0usize;
     for name in names.iter().take(5_000) {
-        let t = bus_many.handler_count(name)?;
+        let t = bus_many.handlers_for(name)?;
         let p = token.for_each_match(name, |_| {});
         anyhow::ensure!(
             t == p,

@@ -8,7 +8,7 @@
 //!
 //! * `read` (headline): `EventLog::read(after, --page)` page after page,
 //!   one read at a time (the next `after` is the last seq of the page);
-//! * `follow` (side figure): `tidings_core::follow(log, Beginning)`, the
+//! * `follow` (side figure): `tidings_core::stream_from(log, Beginning)`, the
 //!   catch-up-then-live stream every subscriber uses, until the last seq;
 //! * peer: plain rusqlite built the same way as the log's reader: **one
 //!   reader thread** on its own connection with the **same pragmas**
@@ -115,7 +115,7 @@ async fn read_pages(log: &SqliteLog, total: u64, page: usize) -> Result<f64> {
 async fn follow(log: &SqliteLog, total: u64) -> Result<f64> {
     let shared: Arc<dyn EventLog> = Arc::new(log.clone());
     let t = Instant::now();
-    let mut stream = tidings_core::follow(shared, Position::Beginning);
+    let mut stream = tidings_core::stream_from(shared, Position::Beginning);
     let mut seen = 0u64;
     while let Some(item) = stream.next().await {
         match item? {
@@ -216,7 +216,7 @@ fn plain(path: &Path, total: u64, page: usize) -> Result<f64> {
                 seq: r.seq as u64,
                 id: Uuid::from_slice(&r.id)?,
                 name: r.name,
-                source: tidings_core::intern_source(r.source),
+                source: tidings_core::source_from_storage(r.source),
                 time: DateTime::from_timestamp_micros(r.time).context("time")?,
                 key: r.key,
                 data: serde_json::from_slice(&r.data)?,

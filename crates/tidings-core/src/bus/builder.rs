@@ -22,7 +22,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::dispatcher::Dispatcher;
-use super::follow::follow_log;
+use super::external::dispatch_external;
 use super::registry::Registry;
 use super::stats::Counters;
 use super::{Bus, ConfigError, Inner};
@@ -81,8 +81,9 @@ impl BusBuilder {
         self
     }
 
-    /// The log to commit to, already shared.
-    pub fn shared_log(mut self, log: Arc<dyn EventLog>) -> Self {
+    /// The log to commit to, already behind an `Arc` (the caller keeps a
+    /// handle to it; this says nothing about other processes appending).
+    pub fn log_arc(mut self, log: Arc<dyn EventLog>) -> Self {
         self.log = Some(log);
         self
     }
@@ -115,7 +116,7 @@ impl BusBuilder {
     /// Whether the bus follows its log to dispatch events appended by other
     /// processes (default: when [`EventLog::shared`] says the log is shared).
     /// Following needs a tokio runtime (given, or current at `build`).
-    pub fn follow_log(mut self, follow: bool) -> Self {
+    pub fn dispatch_external_appends(mut self, follow: bool) -> Self {
         self.follow = Some(follow);
         self
     }
@@ -152,7 +153,7 @@ impl BusBuilder {
     ///     .unwrap();
     /// let err = bus.emit("orders.placed", json!({"qty": 0})).unwrap_err();
     /// assert!(matches!(err, EmitError::Contract(r) if r.violation.path == "/qty"));
-    /// assert_eq!(bus.sequence(), 0);
+    /// assert_eq!(bus.last_seq(), 0);
     /// ```
     pub fn schema(self, pattern: impl IntoPattern, contract: impl DataContract) -> Self {
         self.shared_schema(pattern, std::sync::Arc::new(contract))
@@ -217,7 +218,7 @@ impl BusBuilder {
             }),
         };
         if let Some(rt) = follower_runtime {
-            rt.spawn(follow_log(
+            rt.spawn(dispatch_external(
                 Arc::downgrade(&bus.inner),
                 bus.inner.log.watch(),
             ));

@@ -37,9 +37,9 @@ impl<E: Display> HandlerResult for Result<(), E> {
 }
 
 /// A live subscription. Dropping it unsubscribes (so does
-/// [`Subscription::unsubscribe`]); [`Subscription::detach`] keeps it for the
+/// [`Subscription::unsubscribe`]); [`Subscription::keep`] keeps it for the
 /// bus's lifetime, until [`Bus::unsubscribe`] or [`Bus::unsubscribe_all`].
-#[must_use = "dropping a Subscription unsubscribes it; call .detach() to keep it"]
+#[must_use = "dropping a Subscription unsubscribes it; call .keep() to keep it"]
 pub struct Subscription {
     bus: Weak<Inner>,
     id: u64,
@@ -65,8 +65,9 @@ impl Subscription {
         // Drop does it.
     }
 
-    /// Keeps the subscription after this handle is dropped; returns its id.
-    pub fn detach(mut self) -> u64 {
+    /// Keeps the subscription for the bus's life after this handle is
+    /// dropped (until removed by id or owner); returns its id.
+    pub fn keep(mut self) -> u64 {
         self.detached = true;
         self.id
     }

@@ -49,7 +49,7 @@ mod dispatch;
 mod dispatcher;
 mod emit;
 mod error;
-mod follow;
+mod external;
 mod handler;
 mod registry;
 mod sink;
@@ -67,7 +67,7 @@ use parking_lot::Mutex;
 use crate::event::{NewEvent, Priority, SharedEvent};
 use crate::filter::SharedFilter;
 use crate::log::{resolve_position, Committed, Delivery, EventLog, Position};
-use crate::name::{IntoPattern, Pattern, PatternError};
+use crate::name::{validate_name, IntoPattern, NameError, Pattern, PatternError};
 use crate::typed::TypedEvent;
 
 pub use builder::{
@@ -140,7 +140,7 @@ impl Default for Bus {
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
-            .field("sequence", &self.sequence())
+            .field("sequence", &self.last_seq())
             .field("subscriptions", &self.inner.registry.len())
             .finish()
     }
@@ -404,17 +404,18 @@ impl Bus {
         self.inner.registry.infos(owner)
     }
 
-    /// For a plain name: how many subscriptions an event of that name would
-    /// reach (wildcards included). For a pattern with wildcards: how many
-    /// subscriptions were made with exactly that pattern.
-    pub fn handler_count(&self, name_or_pattern: &str) -> Result<usize, PatternError> {
-        let pattern = Pattern::parse(name_or_pattern)?;
-        let reg = &self.inner.registry;
-        Ok(if pattern.is_literal() {
-            reg.count_matching(name_or_pattern)
-        } else {
-            reg.count_with_pattern(&pattern)
-        })
+    /// How many subscriptions an event named `name` would reach, wildcard
+    /// subscriptions included. `name` must be a valid event name.
+    pub fn handlers_for(&self, name: &str) -> Result<usize, NameError> {
+        validate_name(name)?;
+        Ok(self.inner.registry.count_matching(name))
+    }
+
+    /// How many subscriptions were made with exactly `pattern` (not how
+    /// many would match it: `handlers_on("a.*")` does not count `a.>`).
+    pub fn handlers_on(&self, pattern: &str) -> Result<usize, PatternError> {
+        let pattern = Pattern::parse(pattern)?;
+        Ok(self.inner.registry.count_with_pattern(&pattern))
     }
 
     // ----- introspection --------------------------------------------------
@@ -443,7 +444,7 @@ impl Bus {
     }
 
     /// The log's last committed seq (0 before the first event).
-    pub fn sequence(&self) -> u64 {
+    pub fn last_seq(&self) -> u64 {
         *self.inner.log.watch().borrow()
     }
 

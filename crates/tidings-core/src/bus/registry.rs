@@ -3,7 +3,7 @@
 //! # Contract
 //!
 //! * [`Registry`] is the only way to the subscriptions; its lock is its
-//!   own, so every change (subscribe, unsubscribe, detach) and every lookup
+//!   own, so every change (subscribe, unsubscribe, unlink) and every lookup
 //!   is atomic with respect to the others.
 //! * A lookup gives the subscriptions matching an event in dispatch order:
 //!   higher priority first, then registration (id) order.
@@ -11,7 +11,7 @@
 //!   subscription registered now receives every event with a seq greater
 //!   than the one `register_all` returns, and none with a smaller one.
 //! * A removed subscription is inactive from the moment `remove` or
-//!   `detach` returns; `remove` also closes its sink, `detach` leaves it
+//!   `unlink` returns; `remove` also closes its sink, `unlink` leaves it
 //!   open (a stream dropping one of its several patterns).
 //! * [`Registry::hand_over`] removes an owner's subscriptions *at a seq*:
 //!   they still get every event up to the seq it returns (the last one
@@ -189,8 +189,8 @@ impl Registry {
     }
 
     /// Removes a subscription but leaves its sink open.
-    pub fn detach(&self, id: u64) {
-        self.table.lock().detach(id);
+    pub fn unlink(&self, id: u64) {
+        self.table.lock().unlink(id);
     }
 
     /// Removes every subscription of `owner`; returns how many.
@@ -371,7 +371,7 @@ impl Table {
 
     /// Removes a subscription; closes its sink so its stream ends.
     fn remove(&mut self, id: u64) -> Option<Arc<Sub>> {
-        let sub = self.detach(id)?;
+        let sub = self.unlink(id)?;
         if let SubKind::Sink(s) = &sub.kind {
             s.close();
         }
@@ -380,7 +380,7 @@ impl Table {
 
     /// Removes a subscription but leaves its sink open (a stream dropping
     /// one of its several patterns).
-    fn detach(&mut self, id: u64) -> Option<Arc<Sub>> {
+    fn unlink(&mut self, id: u64) -> Option<Arc<Sub>> {
         let sub = self.take(id)?;
         sub.active.store(false, Ordering::Release);
         Some(sub)

@@ -130,7 +130,7 @@ impl EventStream {
             return Ok(false);
         };
         let sub = self.subs.remove(i);
-        self.bus.inner.registry.detach(sub.id);
+        self.bus.inner.registry.unlink(sub.id);
         Ok(true)
     }
 

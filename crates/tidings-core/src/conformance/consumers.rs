@@ -32,7 +32,7 @@ where
     // Resume from the cursor: at-least-once from the next event.
     let from = log.cursor("indexer").await.unwrap().unwrap_or(0);
     append_n(&*log, 1).await;
-    let mut s = follow(log.clone(), Position::After(from));
+    let mut s = stream_from(log.clone(), Position::After(from));
     assert_eq!(next_seq(&mut s).await, 6);
 }
 

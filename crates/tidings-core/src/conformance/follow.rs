@@ -1,4 +1,4 @@
-//! Wake-ups and streams: `watch`, `follow` from every position, commit
+//! Wake-ups and streams: `watch`, `stream_from` every position, commit
 //! before notify, overflow during catch-up.
 
 use super::*;
@@ -28,7 +28,7 @@ where
 {
     let log = fresh(&make, LogOptions::default()).await;
     append_n(&*log, 10).await;
-    let mut s = follow(log.clone(), Position::Beginning);
+    let mut s = stream_from(log.clone(), Position::Beginning);
     for want in 1..=10 {
         assert_eq!(next_seq(&mut s).await, want);
     }
@@ -64,11 +64,11 @@ where
         log.append(vec![e], None).await.expect("append");
     }
 
-    let mut after = follow(log.clone(), Position::After(7));
+    let mut after = stream_from(log.clone(), Position::After(7));
     assert_eq!(next_seq(&mut after).await, 8);
-    let mut at = follow(log.clone(), Position::At(cut));
+    let mut at = stream_from(log.clone(), Position::At(cut));
     assert_eq!(next_seq(&mut at).await, 6);
-    let mut end = follow(log.clone(), Position::End);
+    let mut end = stream_from(log.clone(), Position::End);
     // Drive `end` until it has resolved `End` (its position becomes the
     // last seq) and waits for more, before the next append.
     tokio::time::timeout(
@@ -98,7 +98,7 @@ where
 {
     let log = fresh(&make, LogOptions::default()).await;
     let bus = Bus::builder()
-        .shared_log(log.clone())
+        .log_arc(log.clone())
         .build()
         .expect("a bus over the log");
     /// `Ok` if the log holds `e` at its seq.
@@ -207,7 +207,7 @@ where
             .expect("append");
     }
     let bus = Bus::builder()
-        .shared_log(log.clone())
+        .log_arc(log.clone())
         .stream_capacity(2)
         .build()
         .expect("a bus over the log");

@@ -37,7 +37,7 @@ use serde_json::json;
 use crate::bus::{Bus, EventStream};
 use crate::event::{NewEvent, SharedEvent};
 use crate::log::{
-    follow, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, Delivery, EventLog,
+    stream_from, AppendError, AppendFuture, Bounds, BoxFuture, CursorError, Delivery, EventLog,
     LogOptions, LogStream, Page, Position, PruneError, ReadError, Retention,
 };
 

@@ -29,7 +29,7 @@ where
     assert_eq!(p.events.first().map(|e| e.seq), Some(8));
     assert_eq!(p.events.len(), 5);
 
-    let mut s = follow(log.clone(), Position::After(2));
+    let mut s = stream_from(log.clone(), Position::After(2));
     assert_eq!(
         next_delivery(&mut s).await,
         Delivery::Lagged {
@@ -38,7 +38,7 @@ where
         }
     );
     assert_eq!(next_seq(&mut s).await, 8);
-    let mut b = follow(log.clone(), Position::Beginning);
+    let mut b = stream_from(log.clone(), Position::Beginning);
     assert_eq!(next_seq(&mut b).await, 8);
 }
 
@@ -66,7 +66,7 @@ where
     log.prune().await.unwrap();
     let from = log.cursor("slow").await.unwrap().unwrap();
     assert_eq!(from, 2, "the cursor itself survives pruning");
-    let mut s = follow(log.clone(), Position::After(from));
+    let mut s = stream_from(log.clone(), Position::After(from));
     assert_eq!(
         next_delivery(&mut s).await,
         Delivery::Lagged {

@@ -81,7 +81,7 @@ where
 }
 
 /// Two handles opened on one shared store (two servers on one stream)
-/// append concurrently and both see one dense order: by reads, by `follow`
+/// append concurrently and both see one dense order: by reads, by `stream_from`
 /// and by `watch`. Stores that are not shared ([`EventLog::shared`] is
 /// false: one process appends) pass without running.
 pub async fn instances_share_one_order<F, Fut>(open: F)
@@ -96,8 +96,8 @@ where
     let b = open().await;
     const EACH: u64 = 40;
     let mut streams = [
-        follow(a.clone(), Position::Beginning),
-        follow(b.clone(), Position::Beginning),
+        stream_from(a.clone(), Position::Beginning),
+        stream_from(b.clone(), Position::Beginning),
     ];
     // Each instance: EACH appends, every fifth a batch of three.
     let appends = [a.clone(), b.clone()].map(|log| {

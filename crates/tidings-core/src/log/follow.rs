@@ -149,7 +149,7 @@ pub struct LogStream {
 }
 
 /// Opens a [`LogStream`] on `log` from `from`.
-pub fn follow(log: Arc<dyn EventLog>, from: Position) -> LogStream {
+pub fn stream_from(log: Arc<dyn EventLog>, from: Position) -> LogStream {
     let resolver = log.clone();
     let start: BoxFuture<Result<u64, ReadError>> =
         Box::pin(async move { resolve_position(&*resolver, from).await });

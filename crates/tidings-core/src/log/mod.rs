@@ -47,7 +47,8 @@ use chrono::{DateTime, Utc};
 
 use crate::event::{NewEvent, SharedEvent};
 
-pub use follow::{follow, LogStream, Reader};
+pub(crate) use follow::Reader;
+pub use follow::{stream_from, LogStream};
 pub use keys::KeyWindow;
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
 pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};
@@ -405,7 +406,7 @@ pub trait EventLog: Send + Sync + 'static {
 }
 
 /// Resolves a [`Position`] to the sequence to read after.
-pub async fn resolve_position(log: &dyn EventLog, from: Position) -> Result<u64, ReadError> {
+pub(crate) async fn resolve_position(log: &dyn EventLog, from: Position) -> Result<u64, ReadError> {
     Ok(match from {
         Position::Beginning => log.bounds().await?.first.saturating_sub(1),
         Position::After(n) => n,

@@ -360,7 +360,7 @@ mod tests {
                 .sync(move |_| {
                     seen.fetch_add(1, Ordering::SeqCst);
                 })?
-                .detach();
+                .keep();
             if self.fail {
                 return Err(PluginError::Setup {
                     plugin: self.name.into(),
@@ -437,7 +437,7 @@ mod tests {
         );
         assert_eq!(
             r.after,
-            bus.sequence() - 1,
+            bus.last_seq() - 1,
             "after = the last seq before the event"
         );
         bus.emit("tick", json!(null)).unwrap();
@@ -492,7 +492,7 @@ mod tests {
             "fragile"
         }
         fn setup(&mut self, ctx: &PluginContext) -> Result<(), PluginError> {
-            ctx.handler("x").sync(|_| ())?.detach();
+            ctx.handler("x").sync(|_| ())?.keep();
             assert!(self.0 < 2, "setup exploded");
             Ok(())
         }

@@ -169,8 +169,8 @@ impl Service {
     ) -> Arc<Service> {
         let bus = schemas
             .apply(Bus::builder())
-            .shared_log(log)
-            .follow_log(shared)
+            .log_arc(log)
+            .dispatch_external_appends(shared)
             .stream_capacity(config.stream_queue)
             .build()
             .expect("stream_queue is validated non-zero, schema patterns are parsed, and a runtime is running");
@@ -467,7 +467,7 @@ impl Service {
 
     /// The log's last seq.
     pub fn last_seq(&self) -> u64 {
-        self.bus.sequence()
+        self.bus.last_seq()
     }
 
     /// Whether publishes can succeed now.

@@ -23,7 +23,10 @@ use super::Inner;
 /// log is ahead of the dispatcher, reads the missing seqs and hands them in
 /// (the dispatcher drops the ones a local emitter handed in already). Ends
 /// when the bus is dropped or the log closes.
-pub(super) async fn follow_log(bus: Weak<Inner>, mut watch: tokio::sync::watch::Receiver<u64>) {
+pub(super) async fn dispatch_external(
+    bus: Weak<Inner>,
+    mut watch: tokio::sync::watch::Receiver<u64>,
+) {
     loop {
         let Some(inner) = bus.upgrade() else { return };
         let next = inner.dispatcher.done();

@@ -1,0 +1,119 @@
+//! Layering of settings: the TOML file first, then `TIDINGS_*` environment
+//! variables, then command-line flags; the last one to name a key wins.
+//! The merged table is deserialised once and then validated, so a
+//! setting is never half-applied.
+
+use std::path::Path;
+
+use super::{Config, ConfigError};
+
+/// Settings with a scalar or list value (the ones an environment variable
+/// can set), as `section.key` paths.
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "store",
+    "durability",
+    "batch_interval_ms",
+    "retention_max_count",
+    "retention_max_age_secs",
+    "archive_dir",
+    "max_payload",
+    "max_connections",
+    "max_subscribers_per_channel",
+    "stream_queue",
+    "keepalive_secs",
+    "history_max_limit",
+    "cors_origins",
+    "allowed_hosts",
+    "max_patterns_per_connection",
+    "commands_per_sec",
+    "send_timeout_secs",
+    "header_read_timeout_secs",
+    "body_read_timeout_secs",
+    "history_max_bytes",
+    "max_future_secs",
+    "auth.tokens",
+    "auth.jwt_secret",
+    "auth.jwt_require_exp",
+    "auth.jwt_leeway_secs",
+    "auth.jwt_issuer",
+    "auth.jwt_audience",
+];
+
+/// The environment variable of a setting.
+pub fn env_name(key: &str) -> String {
+    format!("TIDINGS_{}", key.replace('.', "_").to_uppercase())
+}
+
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        if let Some(v) = t.get("v") {
+            return v.clone();
+        }
+    }
+    if key == "cors_origins" || key == "allowed_hosts" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        );
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+        None => {
+            table.insert(key.to_owned(), value);
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if any), overlays `TIDINGS_*` variables from `env`,
+    /// then `flags` (`key`, value), and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Vec<(&'static str, toml::Value)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for key in KEYS {
+            let name = env_name(key);
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) {
+                set_path(&mut table, key, env_value(key, raw));
+            }
+        }
+        for (key, value) in flags {
+            set_path(&mut table, key, value);
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.config_dir = file.map(|f| f.parent().unwrap_or(Path::new(".")).to_owned());
+        config.validate()?;
+        Ok(config)
+    }
+}
