@@ -218,21 +218,13 @@ fn tidings(base: &str) -> Command {
     c
 }
 
-/// `tidings export` from an archiving server, `tidings import` twice into
-/// another: the second server holds every event once, in order, with the
-/// original names, data, sources and times.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_exports_and_imports_once() {
-    let a = archiving_server(|_| {}).await;
-    let published = publish(&a, 25, None).await;
-    assert_eq!(prune(&a).await, 20);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.jsonl");
-    let (base_a, f) = (a.base.clone(), file.clone());
+/// `tidings export --output FILE` against `base`, which must succeed.
+async fn export_to(base: &str, file: &std::path::Path) -> std::process::Output {
+    let (base, file) = (base.to_owned(), file.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        tidings(&base_a)
+        tidings(&base)
             .args(["export", "--output"])
-            .arg(&f)
+            .arg(&file)
             .output()
             .unwrap()
     })
@@ -243,6 +235,20 @@ async fn the_cli_exports_and_imports_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// `tidings export` from an archiving server, `tidings import` twice into
+/// another: the second server holds every event once, in order, with the
+/// original names, data, sources and times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exports_and_imports_once() {
+    let a = archiving_server(|_| {}).await;
+    let published = publish(&a, 25, None).await;
+    assert_eq!(prune(&a).await, 20);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    let out = export_to(&a.base, &file).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("exported 25 events"));
     let lines: Vec<Value> = std::fs::read_to_string(&file)
         .unwrap()
@@ -332,21 +338,7 @@ async fn a_second_import_under_another_key_namespace_imports_nothing() {
     publish(&a, 6, None).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("export.jsonl");
-    let (base_a, f) = (a.base.clone(), file.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        tidings(&base_a)
-            .args(["export", "--output"])
-            .arg(&f)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export_to(&a.base, &file).await;
 
     let token = |t: &str| TokenConfig {
         token: t.into(),
