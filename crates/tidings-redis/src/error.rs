@@ -38,7 +38,7 @@ pub enum ConnectError {
 }
 
 /// A failure of the backing store that is not a temporary outage.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// Redis refused a command (wrong key type, script error...).
     #[error("Redis error: {0}")]
@@ -67,7 +67,7 @@ impl StorageError {
 }
 
 /// A failed operation, before it is mapped to the caller's error type.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum OpError {
     Unavailable(String),
     Storage(StorageError),

@@ -6,7 +6,8 @@
 //! lives in:
 //!
 //! * [`open`]: connecting, checking the keys, starting the tasks; `destroy`;
-//! * [`append`]: the append script's call and reply;
+//! * [`append`]: the writer task, which group-commits appends through the
+//!   append script;
 //! * [`follower`]: the task keeping `watch` current with every process's
 //!   appends;
 //! * [`read`]: `read`, `bounds`, `seq_before`;
@@ -84,6 +85,9 @@ struct Shared {
     stop: watch::Sender<()>,
     /// Set once by [`EventLog::close`]; every operation checks it first.
     closed: std::sync::atomic::AtomicBool,
+    /// The queue of the writer task (see [`append`]), which holds only a
+    /// weak reference: dropping `Shared` closes the queue and ends it.
+    writer: tokio::sync::mpsc::UnboundedSender<append::Request>,
 }
 
 /// An [`EventLog`] on a Redis stream, shareable by several processes. See

@@ -10,99 +10,110 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Append a batch.
+/// Append a group: one or more appends (each an all-or-nothing batch) of
+/// this process, committed in one atomic step (group commit, see
+/// `log/append.rs`).
 ///
-/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3..]` idempotency keys.
-/// `ARGV[1]` expected last seq (`""` = none), `ARGV[2]` idempotency window in
-/// ms, `ARGV[3]` max count (`""` = none), `ARGV[4]` number of events,
-/// `ARGV[5]` the floor (the highest seq the caller already saw committed),
-/// then per event: the index in `KEYS` of its idempotency key (0 = none), the
-/// number of field/value items that follow, and those items.
+/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3..]` the idempotency keys of
+/// the whole group (each once). `ARGV[1]` idempotency window in ms,
+/// `ARGV[2]` max count (`""` = none), `ARGV[3]` the floor (the highest seq
+/// the caller already saw committed), `ARGV[4]` the number of appends; then
+/// per append: its expected last seq (`""` = none) and its number of
+/// events; then per event: the index in `KEYS` of its idempotency key (0 =
+/// none), the number of field/value items that follow, and those items.
 ///
-/// Phase 1 only reads: the counter, the expectation, and every idempotency
-/// key, deciding the fate of each event. Phase 2 writes: one `XADD <seq>-0`
-/// per fresh event, `INCRBY` of the counter, the idempotency keys (`SET ..
-/// PX window`, value = the committed entry as JSON so a duplicate can be
-/// answered even after retention removed the original), then the count
-/// trim. Every entry also gets an `at` field: the commit time, in µs, from
-/// Redis' own clock (`TIME`, one reading per script), which age retention
-/// measures (Redis ≥ 5 replicates scripts by effects, so a script may read
-/// the clock before writing). The first write is the first `XADD`; it is refused (before
-/// anything was written) if the stream key holds another type.
+/// Phase 1 only reads: the counter and every idempotency key, deciding the
+/// fate of each append in order. An append whose expectation differs from
+/// the running last seq (the counter plus what the appends before it in the
+/// group take) is refused whole and takes nothing. Phase 2 writes: one
+/// `XADD <seq>-0` per fresh event, one `INCRBY` of the counter, the
+/// idempotency keys (`SET .. PX window`, value = the committed entry as
+/// JSON so a duplicate can be answered even after retention removed the
+/// original), then the count trim. Every entry also gets an `at` field: the
+/// commit time, in µs, from Redis' own clock (`TIME`, one reading per
+/// script), which age retention measures (Redis ≥ 5 replicates scripts by
+/// effects, so a script may read the clock before writing). The first
+/// write is the first `XADD`; it is refused (before anything was written)
+/// if the stream key holds another type.
 ///
 /// Reply: `{2, last}` when the counter is below the floor (Redis lost
 /// acknowledged writes: appending would hand out their seqs again, so
-/// nothing is written); `{0, last}` on a conflict; otherwise `{1, new_last, r1, .., rn}`
-/// where `ri` is the seq of a fresh event, `-seq` for a repeat of a key
-/// first used earlier in this batch, or the stored JSON of the original
+/// nothing is written); otherwise `{1, new_last, a1, .., am}` where `ai` is
+/// `{0, running}` for an append refused by its expectation, else `{1, r1,
+/// .., rn}`, `rj` being the seq of a fresh event, `-seq` for a repeat of a
+/// key first used earlier in the group, or the stored JSON of the original
 /// for a key seen within the window.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local stream, counter = KEYS[1], KEYS[2]
 local last = tonumber(redis.call('GET', counter) or '0')
-if tonumber(ARGV[5]) > last then
+if tonumber(ARGV[3]) > last then
   return {2, last}
 end
-if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= last then
-  return {0, last}
-end
-local window = ARGV[2]
-local n = tonumber(ARGV[4])
-local pos = 6
-local bases, kidxs, counts, fate = {}, {}, {}, {}
-local seen = {}
-local fresh = 0
-for i = 1, n do
-  local kidx = tonumber(ARGV[pos])
-  local cnt = tonumber(ARGV[pos + 1])
-  bases[i], kidxs[i], counts[i] = pos + 2, kidx, cnt
-  pos = pos + 2 + cnt
-  local dup = nil
-  if kidx > 0 then
-    local k = KEYS[kidx]
-    if seen[k] then
-      dup = -seen[k]
-    else
-      dup = redis.call('GET', k)
-    end
-  end
-  if dup then
-    fate[i] = dup
+local window = ARGV[1]
+local running = last
+local pos = 5
+local seen, results, writes = {}, {}, {}
+for a = 1, tonumber(ARGV[4]) do
+  local expected = ARGV[pos]
+  local n = tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  if expected ~= '' and tonumber(expected) ~= running then
+    for i = 1, n do pos = pos + 2 + tonumber(ARGV[pos + 1]) end
+    results[a] = {0, running}
   else
-    fresh = fresh + 1
-    fate[i] = last + fresh
-    if kidx > 0 then seen[KEYS[kidx]] = last + fresh end
+    local fates = {1}
+    for i = 1, n do
+      local kidx = tonumber(ARGV[pos])
+      local cnt = tonumber(ARGV[pos + 1])
+      local base = pos + 2
+      pos = base + cnt
+      local dup = nil
+      if kidx > 0 then
+        local k = KEYS[kidx]
+        if seen[k] then
+          dup = -seen[k]
+        else
+          dup = redis.call('GET', k)
+        end
+      end
+      if dup then
+        fates[#fates + 1] = dup
+      else
+        running = running + 1
+        fates[#fates + 1] = running
+        if kidx > 0 then seen[KEYS[kidx]] = running end
+        writes[#writes + 1] = {running, base, cnt, kidx}
+      end
+    end
+    results[a] = fates
   end
 end
-if fresh > 0 then
+if #writes > 0 then
   local clock = redis.call('TIME')
   local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-  for i = 1, n do
-    local f = fate[i]
-    if type(f) == 'number' and f > 0 then
-      local args = {stream, string.format('%d-0', f)}
-      for j = 0, counts[i] - 1 do args[#args + 1] = ARGV[bases[i] + j] end
-      args[#args + 1] = 'at'
-      args[#args + 1] = at
-      redis.call('XADD', unpack(args))
+  for _, w in ipairs(writes) do
+    local args = {stream, string.format('%d-0', w[1])}
+    for j = 0, w[3] - 1 do args[#args + 1] = ARGV[w[2] + j] end
+    args[#args + 1] = 'at'
+    args[#args + 1] = at
+    redis.call('XADD', unpack(args))
+  end
+  redis.call('INCRBY', counter, #writes)
+  for _, w in ipairs(writes) do
+    if w[4] > 0 then
+      local entry = {string.format('%d', w[1])}
+      for j = 0, w[3] - 1 do entry[#entry + 1] = ARGV[w[2] + j] end
+      redis.call('SET', KEYS[w[4]], cjson.encode(entry), 'PX', window)
     end
   end
-  redis.call('INCRBY', counter, fresh)
-  for i = 1, n do
-    local f = fate[i]
-    if type(f) == 'number' and f > 0 and kidxs[i] > 0 then
-      local entry = {string.format('%d', f)}
-      for j = 0, counts[i] - 1 do entry[#entry + 1] = ARGV[bases[i] + j] end
-      redis.call('SET', KEYS[kidxs[i]], cjson.encode(entry), 'PX', window)
-    end
-  end
-  if ARGV[3] ~= '' then
-    redis.call('XTRIM', stream, 'MAXLEN', '=', ARGV[3])
+  if ARGV[2] ~= '' then
+    redis.call('XTRIM', stream, 'MAXLEN', '=', ARGV[2])
   end
 end
-local reply = {1, last + fresh}
-for i = 1, n do reply[#reply + 1] = fate[i] end
+local reply = {1, running}
+for a = 1, #results do reply[#reply + 1] = results[a] end
 return reply
 "#,
     )

@@ -236,3 +236,110 @@ where
     let ids: HashSet<_> = p.events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len() as u64, n);
 }
+
+/// Concurrent appends that a backend may commit together (group commit)
+/// still behave as separate calls: of many appends of one idempotency key
+/// exactly one is fresh and every other gets that same original; of many
+/// appends expecting the same last seq exactly one commits and every other
+/// is refused as a conflict and takes no seq; a refused batch does not
+/// stop the fresh events beside it.
+pub async fn concurrent_keys_and_expectations<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(&make, LogOptions::default()).await;
+    const N: u64 = 16;
+    // Each round first queues FILL appends that keep a group-committing
+    // writer busy, so the contending appends arrive together.
+    const FILL: u64 = 8;
+    let spawn_fill = |key: Option<&'static str>| {
+        (0..FILL)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let e = ev("g.fill", i);
+                    let e = match key {
+                        Some(k) => e.key(k),
+                        None => e,
+                    };
+                    log.append(vec![e], None).await.unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let fill = spawn_fill(None);
+    let keyed: Vec<_> = (0..N)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let batch = vec![ev("g.free", i), ev("g.keyed", i).key("shared")];
+                log.append(batch, None).await.unwrap()
+            })
+        })
+        .collect();
+    for t in fill {
+        t.await.unwrap();
+    }
+    let mut fresh_keyed = Vec::new();
+    let mut all_keyed = HashSet::new();
+    for t in keyed {
+        let c = t.await.unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(!c[0].duplicate, "an unkeyed event beside a repeat is fresh");
+        if !c[1].duplicate {
+            fresh_keyed.push(c[1].event.seq);
+        }
+        all_keyed.insert((c[1].event.seq, c[1].event.id));
+    }
+    assert_eq!(
+        fresh_keyed.len(),
+        1,
+        "exactly one append of the key is fresh"
+    );
+    assert_eq!(all_keyed.len(), 1, "every repeat gets the one original");
+    let last = log.bounds().await.unwrap().last;
+    assert_eq!(
+        last,
+        FILL + N + 1,
+        "the fillers, N unkeyed events and one keyed"
+    );
+
+    // Repeats of the key take no seq, so these fillers leave `last` as is.
+    let fill = spawn_fill(Some("shared"));
+    let expecting: Vec<_> = (0..N)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let batch = vec![ev("g.exp", i), ev("g.exp", i)];
+                log.append(batch, Some(last)).await
+            })
+        })
+        .collect();
+    for t in fill {
+        assert!(t.await.unwrap()[0].duplicate);
+    }
+    let mut won = 0;
+    for t in expecting {
+        match t.await.unwrap() {
+            Ok(c) => {
+                won += 1;
+                let s: Vec<u64> = c.iter().map(|c| c.event.seq).collect();
+                assert_eq!(s, vec![last + 1, last + 2]);
+            }
+            Err(AppendError::Conflict { expected, actual }) => {
+                assert_eq!(expected, last);
+                assert_eq!(actual, last + 2, "refused against the winner's tail");
+            }
+            Err(e) => panic!("expected a commit or a conflict, got {e:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one append expecting {last} commits");
+    let p = log.read(0, 1_000).await.unwrap();
+    let seqs: Vec<u64> = p.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=last + 2).collect::<Vec<_>>(),
+        "dense, nothing else"
+    );
+}

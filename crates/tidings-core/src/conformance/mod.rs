@@ -185,6 +185,7 @@ macro_rules! conformance_checks {
             retention_by_age,
             retention_by_age_uses_commit_time,
             concurrent_appends_are_dense,
+            concurrent_keys_and_expectations,
             commit_before_notify,
             stream_overflow_catch_up_to_live,
             closed_log_refuses_everything,

@@ -1,57 +1,87 @@
-//! Appends: one call of the append script per batch (see "The append
-//! script" in the crate docs).
+//! Appends, group-committed: every append of this process goes through one
+//! writer task, which sends what is queued as one call of the append
+//! script (see "The append script" in the crate docs).
 //!
 //! # Contract
 //!
-//! * A batch is all or nothing: the script checks the expectation and the
-//!   idempotency keys before its first write, and Redis runs it atomically,
-//!   so seqs are dense and never shared between processes.
-//! * A duplicate (a key held in Redis, or used earlier in the batch) is
+//! * Each append is all or nothing, and so is each group: the script checks
+//!   the floor, every expectation and every idempotency key before its
+//!   first write, and Redis runs it atomically, so seqs are dense and never
+//!   shared between processes.
+//! * Within a group, appends keep their queue order: an append's
+//!   `expected_last` is checked against the counter plus what the appends
+//!   before it in the group take, exactly as if each had been its own call.
+//!   One refused append takes no seq and does not affect the others. Up to
+//!   [`MAX_IN_FLIGHT`] groups are sent before the first is answered; Redis
+//!   runs each atomically, in whichever order, as it would concurrent
+//!   calls.
+//! * A duplicate (a key held in Redis, or used earlier in the group) is
 //!   answered with the original event, never appended again.
 //! * The script is sent the last seq this instance saw committed (the
 //!   floor); a counter below it means Redis lost acknowledged writes, and
-//!   the append is refused with [`StorageError::LostWrites`] instead of
-//!   handing those seqs out again.
-//! * The call is bounded by the timeout; an append that timed out after the
-//!   script was sent may have been committed (retry it with a key).
-//! * After a commit, `watch` rises to the new last seq.
+//!   every append of the group is refused with [`StorageError::LostWrites`]
+//!   instead of handing those seqs out again.
+//! * The caller's wait is bounded by the timeout. An append that timed out
+//!   after its group was sent may have been committed (retry it with a
+//!   key); one whose caller stopped waiting before its group was formed is
+//!   left out and never written.
+//! * After a commit, `watch` rises to the new last seq before any of the
+//!   group's callers is answered.
+//!
+//! Why a writer: concurrent single appends would otherwise be one script
+//! call each, and Redis (one thread) spends most of a call on the script's
+//! fixed costs (reading the counter and the clock, the call itself). One
+//! call per group pays them once; under no contention a group is one
+//! append and the cost is one hand-off to the task.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use tidings_core::log::LogFailure;
+use std::sync::{Arc, Weak};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
-use tidings_core::log::{AppendError, Committed};
+use tidings_core::log::{AppendError, Committed, LogFailure};
 use tidings_core::{NewEvent, SharedEvent};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{bounded, Shared};
-use crate::codec::{self, decode_stored, int, seq_of, text};
+use crate::codec::{self, decode_stored, int, seq_of, text, Encoded};
 use crate::error::{OpError, StorageError};
 use crate::scripts;
 
-/// What the append script answered.
-enum AppendOutcome {
-    /// The counter is below the floor the caller sent.
-    Regressed {
-        counter: u64,
-    },
-    Conflict {
-        expected: u64,
-        actual: u64,
-    },
-    Done {
-        last: u64,
-        committed: Vec<Committed>,
-    },
+/// Most groups sent and not yet answered. Groups in flight together are
+/// still each atomic and checked against the counter when Redis runs them,
+/// so they may commit in either order, like concurrent appends.
+pub(super) const MAX_IN_FLIGHT: usize = 4;
+
+/// Most events one group carries (a larger append goes alone): bounds the
+/// script's argument list and how long Redis is busy with one call.
+pub(super) const MAX_GROUP_EVENTS: usize = 512;
+
+/// One `append` call waiting for the writer.
+pub(super) struct Request {
+    events: Vec<Encoded>,
+    expected: Option<u64>,
+    reply: oneshot::Sender<Result<Vec<Committed>, AppendError>>,
 }
 
-/// Decodes the append script's reply (see [`scripts::APPEND`]).
-fn decode_append(
+/// What the script answered for one append of the group.
+enum Fate {
+    Conflict { expected: u64, actual: u64 },
+    Done(Vec<Committed>),
+}
+
+fn storage(e: StorageError) -> AppendError {
+    AppendError::Failed(LogFailure::Storage(Box::new(e)))
+}
+
+/// Decodes the script's reply for `group` (see [`scripts::APPEND`]): the
+/// new last seq and each append's fate, in order. `Err(LostWrites)` when
+/// the counter was below `floor`.
+fn decode_group(
     reply: Value,
-    encoded: Vec<codec::Encoded>,
-    expected_last: Option<u64>,
-) -> Result<AppendOutcome, StorageError> {
-    let n = encoded.len();
+    group: &mut [Request],
+    floor: u64,
+) -> Result<(u64, Vec<Fate>), StorageError> {
     let Value::Array(items) = reply else {
         return Err(StorageError::decode(format!(
             "append reply: expected an array, got {reply:?}"
@@ -61,78 +91,126 @@ fn decode_append(
         return Err(StorageError::decode("short append reply"));
     };
     let last = seq_of(last)?;
-    let status = int(status)?;
-    if status == 2 {
-        return Ok(AppendOutcome::Regressed { counter: last });
-    }
-    if status == 0 {
-        return Ok(AppendOutcome::Conflict {
-            expected: expected_last.unwrap_or_default(),
-            actual: last,
+    if int(status)? == 2 {
+        return Err(StorageError::LostWrites {
+            counter: last,
+            seen: floor,
         });
     }
-    if items.len() != n + 2 {
+    if items.len() != group.len() + 2 {
         return Err(StorageError::decode(format!(
-            "append reply has {} results for {n} events",
-            items.len().saturating_sub(2)
+            "append reply has {} results for {} appends",
+            items.len().saturating_sub(2),
+            group.len()
         )));
     }
-    let mut out: Vec<Committed> = Vec::with_capacity(n);
-    for (e, fate) in encoded.into_iter().zip(&items[2..]) {
-        let committed = match fate {
-            Value::Int(s) if *s > 0 => Committed {
-                event: Arc::new(e.event.commit(*s as u64)),
-                duplicate: false,
-            },
-            Value::Int(s) => {
-                let want = s.unsigned_abs();
-                let orig: SharedEvent = out
-                    .iter()
-                    .find(|c| !c.duplicate && c.event.seq == want)
-                    .map(|c| c.event.clone())
-                    .ok_or_else(|| {
+    // The group's fresh events by seq, for repeats of a key used earlier.
+    let mut fresh: HashMap<u64, SharedEvent> = HashMap::new();
+    let mut fates = Vec::with_capacity(group.len());
+    for (req, item) in group.iter_mut().zip(&items[2..]) {
+        let Value::Array(parts) = item else {
+            return Err(StorageError::decode(format!(
+                "append result: expected an array, got {item:?}"
+            )));
+        };
+        let Some(first) = parts.first() else {
+            return Err(StorageError::decode("empty append result"));
+        };
+        if int(first)? == 0 {
+            let actual = parts
+                .get(1)
+                .map(seq_of)
+                .transpose()?
+                .ok_or_else(|| StorageError::decode("conflict without the last seq"))?;
+            fates.push(Fate::Conflict {
+                expected: req.expected.unwrap_or_default(),
+                actual,
+            });
+            continue;
+        }
+        let events = std::mem::take(&mut req.events);
+        if parts.len() != events.len() + 1 {
+            return Err(StorageError::decode(format!(
+                "append result has {} fates for {} events",
+                parts.len() - 1,
+                events.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (e, fate) in events.into_iter().zip(&parts[1..]) {
+            let committed = match fate {
+                Value::Int(s) if *s > 0 => {
+                    let event: SharedEvent = Arc::new(e.event.commit(*s as u64));
+                    fresh.insert(event.seq, event.clone());
+                    Committed {
+                        event,
+                        duplicate: false,
+                    }
+                }
+                Value::Int(s) => {
+                    let want = s.unsigned_abs();
+                    let orig = fresh.get(&want).cloned().ok_or_else(|| {
                         StorageError::decode(format!(
-                            "duplicate of seq {want}, which is not in the batch"
+                            "duplicate of seq {want}, which is not in the group"
                         ))
                     })?;
-                Committed {
-                    event: orig,
-                    duplicate: true,
+                    Committed {
+                        event: orig,
+                        duplicate: true,
+                    }
                 }
-            }
-            other => Committed {
-                event: Arc::new(decode_stored(text(other)?)?),
-                duplicate: true,
-            },
-        };
-        out.push(committed);
+                other => Committed {
+                    event: Arc::new(decode_stored(text(other)?)?),
+                    duplicate: true,
+                },
+            };
+            out.push(committed);
+        }
+        fates.push(Fate::Done(out));
     }
-    Ok(AppendOutcome::Done {
-        last,
-        committed: out,
-    })
+    Ok((last, fates))
 }
 
 impl Shared {
-    /// Appends `batch` (not empty) with one call of the append script.
+    /// Queues `batch` (not empty) for the writer and waits for its answer,
+    /// at most the timeout.
     pub(super) async fn append(
         self: Arc<Self>,
         batch: Vec<NewEvent>,
-        expected_last: Option<u64>,
+        expected: Option<u64>,
     ) -> Result<Vec<Committed>, AppendError> {
-        let n = batch.len();
-        let encoded = batch
+        let events = batch
             .into_iter()
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AppendError::Failed(LogFailure::Storage(Box::new(e))))?;
+            .map_err(storage)?;
+        let (reply, answer) = oneshot::channel();
+        let req = Request {
+            events,
+            expected,
+            reply,
+        };
+        if self.writer.send(req).is_err() {
+            return Err(AppendError::Failed(LogFailure::Closed));
+        }
+        let limit = self.options.timeout;
+        match tokio::time::timeout(limit, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(AppendError::Failed(LogFailure::Closed)),
+            Err(_) => Err(OpError::timed_out(limit).into()),
+        }
+    }
+
+    /// Sends `group` as one call of the append script and answers each
+    /// request.
+    async fn write_group(&self, mut group: Vec<Request>) {
         let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::APPEND.prepare_invoke();
         inv.key(&self.keys.stream).key(&self.keys.counter);
         // Idempotency key -> its index in KEYS (1-based; 1 and 2 are taken).
         let mut key_index: HashMap<&str, usize> = HashMap::new();
-        let mut kidx = Vec::with_capacity(n);
-        for e in &encoded {
+        let mut kidx: Vec<usize> = Vec::new();
+        for e in group.iter().flat_map(|r| &r.events) {
             let idx = match &e.event.key {
                 Some(k) => {
                     let next = key_index.len() + 3;
@@ -141,12 +219,14 @@ impl Shared {
                         next
                     })
                 }
-                _ => 0,
+                None => 0,
             };
             kidx.push(idx);
         }
-        inv.arg(expected_last.map(|e| e.to_string()).unwrap_or_default())
-            .arg(window_ms.max(1).to_string())
+        // Every seq up to the floor was seen committed by this instance; a
+        // counter below it means Redis lost them (see `LostWrites`).
+        let floor = *self.tx.borrow();
+        inv.arg(window_ms.max(1).to_string())
             .arg(
                 self.options
                     .log
@@ -155,13 +235,15 @@ impl Shared {
                     .map(|m| m.to_string())
                     .unwrap_or_default(),
             )
-            .arg(n);
-        // Every seq up to the floor was seen committed by this instance; a
-        // counter below it means Redis lost them (see `LostWrites`).
-        let floor = *self.tx.borrow();
-        inv.arg(floor);
-        for (e, idx) in encoded.iter().zip(&kidx) {
-            inv.arg(*idx).arg(e.fields.len()).arg(&e.fields);
+            .arg(floor)
+            .arg(group.len());
+        let mut kidx = kidx.into_iter();
+        for r in &group {
+            inv.arg(r.expected.map(|e| e.to_string()).unwrap_or_default())
+                .arg(r.events.len());
+            for (e, idx) in r.events.iter().zip(kidx.by_ref()) {
+                inv.arg(idx).arg(e.fields.len()).arg(&e.fields);
+            }
         }
         let mut conn = self.conn.clone();
         let reply = bounded(self.options.timeout, async {
@@ -176,32 +258,89 @@ impl Shared {
                 if let OpError::Unavailable(m) = &e {
                     tracing::warn!(key = self.keys.stream, error = %m, "append failed: Redis unavailable");
                 }
-                return Err(e.into());
+                for r in group {
+                    let _ = r.reply.send(Err(e.clone().into()));
+                }
+                return;
             }
         };
-        let (last, out) = match decode_append(reply, encoded, expected_last) {
-            Ok(AppendOutcome::Done { last, committed }) => (last, committed),
-            Ok(AppendOutcome::Conflict { expected, actual }) => {
-                return Err(AppendError::Conflict { expected, actual })
+        match decode_group(reply, &mut group, floor) {
+            Ok((last, fates)) => {
+                self.publish(last);
+                tracing::trace!(key = self.keys.stream, last, n = group.len(), "appended");
+                for (r, fate) in group.into_iter().zip(fates) {
+                    let _ = r.reply.send(match fate {
+                        Fate::Done(out) => Ok(out),
+                        Fate::Conflict { expected, actual } => {
+                            Err(AppendError::Conflict { expected, actual })
+                        }
+                    });
+                }
             }
-            Ok(AppendOutcome::Regressed { counter }) => {
-                tracing::error!(
-                    key = self.keys.stream,
-                    counter,
-                    floor,
-                    "Redis lost acknowledged events; appends refused"
-                );
-                return Err(AppendError::Failed(LogFailure::Storage(Box::new(
-                    StorageError::LostWrites {
+            Err(e) => {
+                if let StorageError::LostWrites { counter, seen } = &e {
+                    tracing::error!(
+                        key = self.keys.stream,
                         counter,
-                        seen: floor,
-                    },
-                ))));
+                        floor = seen,
+                        "Redis lost acknowledged events; appends refused"
+                    );
+                }
+                for r in group {
+                    let _ = r.reply.send(Err(storage(e.clone())));
+                }
             }
-            Err(e) => return Err(AppendError::Failed(LogFailure::Storage(Box::new(e)))),
-        };
-        self.publish(last);
-        tracing::trace!(key = self.keys.stream, last, n, "appended");
-        Ok(out)
+        }
     }
+}
+
+/// The writer task: takes what is queued (up to [`MAX_GROUP_EVENTS`]
+/// events, an append larger than that alone) and sends it as one group,
+/// with up to [`MAX_IN_FLIGHT`] groups awaiting Redis' reply at once. Ends
+/// when every handle is gone (the queue's sender lives in [`Shared`]) and
+/// the groups in flight are answered.
+pub(super) async fn writer_loop(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut next: Option<Request> = None;
+    loop {
+        if in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.next().await;
+            continue;
+        }
+        let first = match next.take() {
+            Some(r) => r,
+            None => tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+            },
+        };
+        let mut n = first.events.len();
+        let mut group = vec![first];
+        while n < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(r) if n + r.events.len() > MAX_GROUP_EVENTS => {
+                    next = Some(r);
+                    break;
+                }
+                Ok(r) => {
+                    n += r.events.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        // A caller that stopped waiting is left out: never written.
+        group.retain(|r| !r.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        in_flight.push(async move { shared.write_group(group).await });
+    }
+    while in_flight.next().await.is_some() {}
 }

@@ -20,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::watch;
 
+use super::append;
 use super::follower::{self, FollowerSetup};
 use super::prune::prune_periodically;
 use super::{KeyLayout, RedisLog, Shared};
@@ -236,6 +237,7 @@ impl RedisLog {
         let (tx, _) = watch::channel(last);
         let tx = Arc::new(tx);
         let (stop, stop_rx) = watch::channel(());
+        let (writer, queue) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys,
             conn,
@@ -243,7 +245,9 @@ impl RedisLog {
             tx: tx.clone(),
             stop,
             closed: std::sync::atomic::AtomicBool::new(false),
+            writer,
         });
+        tokio::spawn(append::writer_loop(Arc::downgrade(&shared), queue));
         spawn_tasks(&shared, client, tx, last, stop_rx);
         tracing::debug!(key, last, "opened Redis event log");
         Ok(RedisLog { shared })
