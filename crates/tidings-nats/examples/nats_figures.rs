@@ -2,8 +2,11 @@
 //! async-nats JetStream publishes, in the same run, on the same server.
 //!
 //! ```text
-//! cargo run --release -p tidings-nats --example nats_figures
+//! cargo run --release -p tidings-nats --example nats_figures [RUNS]
 //! ```
+//!
+//! Each scenario runs RUNS times (default 5), alternating which side goes
+//! first; the median, min and max of each side are printed.
 //!
 //! The server is `TIDINGS_TEST_NATS` (default `nats://127.0.0.1:4222`); each
 //! scenario uses a fresh file-backed stream, deleted afterwards. The payload
@@ -13,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use futures_util::StreamExt;
 use serde_json::json;
 use tidings_core::{EventLog, NewEvent};
 use tidings_nats::{NatsLog, NatsOptions};
 
-const SEQUENTIAL: u64 = 3_000;
+const SEQUENTIAL: u64 = 5_000;
 const CONCURRENT: u64 = 20_000;
 const IN_FLIGHT: u64 = 64;
 
@@ -77,16 +81,41 @@ async fn natslog_concurrent(server: &str) -> Result<f64, Box<dyn std::error::Err
     Ok(r)
 }
 
-async fn raw(server: &str, in_flight: u64, n: u64) -> Result<f64, Box<dyn std::error::Error>> {
+async fn raw(
+    server: &str,
+    in_flight: u64,
+    n: u64,
+    reader: bool,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let client = async_nats::connect(server).await?;
     let js = jetstream::new(client);
     let name = stream_name("raw");
-    js.create_stream(jetstream::stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{name}.events")],
-        ..Default::default()
-    })
-    .await?;
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.events")],
+            ..Default::default()
+        })
+        .await?;
+    // Optionally an ordered consumer reading every message as it is
+    // stored, as NatsLog's follower does.
+    let reading = if reader {
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await?;
+        let mut messages = consumer.messages().await?;
+        Some(tokio::spawn(async move {
+            let mut got = 0;
+            while got < n {
+                match messages.next().await {
+                    Some(Ok(_)) => got += 1,
+                    _ => break,
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let subject = format!("{name}.events");
     let t = Instant::now();
     let mut pending = std::collections::VecDeque::new();
@@ -103,29 +132,83 @@ async fn raw(server: &str, in_flight: u64, n: u64) -> Result<f64, Box<dyn std::e
         ack.await?;
     }
     let r = rate(n, t.elapsed());
+    if let Some(reading) = reading {
+        reading.abort();
+    }
     js.delete_stream(&name).await?;
     Ok(r)
+}
+
+/// Median, min and max of `v`.
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// The figures of one scenario: NatsLog, raw publishes, raw publishes with
+/// a reader.
+#[derive(Default)]
+struct Sides {
+    log: Vec<f64>,
+    raw: Vec<f64>,
+    raw_read: Vec<f64>,
+}
+
+impl Sides {
+    fn print(&mut self, label: &str) {
+        let (lm, ll, lh) = spread(&mut self.log);
+        let (rm, rl, rh) = spread(&mut self.raw);
+        let (qm, ql, qh) = spread(&mut self.raw_read);
+        println!("{label}:");
+        println!("  NatsLog                        {lm:>7.0}/s ({ll:.0}-{lh:.0})");
+        println!(
+            "  raw publish                    {rm:>7.0}/s ({rl:.0}-{rh:.0})  NatsLog/raw {:.2}",
+            lm / rm
+        );
+        println!(
+            "  raw publish + ordered reader   {qm:>7.0}/s ({ql:.0}-{qh:.0})  NatsLog/this {:.2}",
+            lm / qm
+        );
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server =
         std::env::var("TIDINGS_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    println!("server {server}, file storage, one event per append");
-    let raw_seq = raw(&server, 1, SEQUENTIAL).await?;
-    let log_seq = natslog_sequential(&server).await?;
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("the argument is the number of runs"))
+        .unwrap_or(5);
     println!(
-        "one at a time      : NatsLog {log_seq:>9.0} appends/s | raw JetStream publish {raw_seq:>9.0} msgs/s | ratio {:.2}",
-        log_seq / raw_seq
+        "server {server}, file storage, one event per append, {runs} runs rotating which side goes first; median (min-max)"
     );
-    let raw_conc = raw(&server, IN_FLIGHT, CONCURRENT).await?;
-    let log_conc = natslog_concurrent(&server).await?;
+    let mut seq = Sides::default();
+    let mut conc = Sides::default();
+    for run in 0..runs {
+        for k in 0..3 {
+            match (run + k) % 3 {
+                0 => {
+                    seq.log.push(natslog_sequential(&server).await?);
+                    conc.log.push(natslog_concurrent(&server).await?);
+                }
+                1 => {
+                    seq.raw.push(raw(&server, 1, SEQUENTIAL, false).await?);
+                    conc.raw
+                        .push(raw(&server, IN_FLIGHT, CONCURRENT, false).await?);
+                }
+                _ => {
+                    seq.raw_read.push(raw(&server, 1, SEQUENTIAL, true).await?);
+                    conc.raw_read
+                        .push(raw(&server, IN_FLIGHT, CONCURRENT, true).await?);
+                }
+            }
+        }
+    }
+    seq.print("one append at a time");
+    conc.print(&format!("{IN_FLIGHT} appends in flight"));
     println!(
-        "{IN_FLIGHT} in flight       : NatsLog {log_conc:>9.0} appends/s | raw JetStream publish {raw_conc:>9.0} msgs/s | ratio {:.2}",
-        log_conc / raw_conc
-    );
-    println!(
-        "(NatsLog: {IN_FLIGHT} tasks appending concurrently, group-committed into records; raw: {IN_FLIGHT} publish acks outstanding, no ordering guard)"
+        "(NatsLog: {IN_FLIGHT} tasks appending concurrently, group-committed into records, and its follower reading every record; raw: {IN_FLIGHT} publish acks outstanding, no ordering guard; the reader is an ordered consumer reading every message as it is stored)"
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 //!
 //! * [`open`]: connecting, creating or updating the streams, catching up
 //!   and starting the background tasks; `destroy`;
-//! * [`writer`]: the single writer task (group commit, idempotency keys,
+//! * [`writer`]: writing records (group commit, idempotency keys,
 //!   the expected-last-seq guard, retries after a lost race);
 //! * [`follower`]: the task applying every record of the stream, in order,
 //!   to the in-memory [`state`] and the `watch` channel;
@@ -22,11 +22,11 @@ use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tidings_core::log::{
-    AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, EventLog, Page,
-    PruneError, ReadError,
+    AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, EventLog,
+    GroupCommit, Page, PruneError, ReadError,
 };
 use tidings_core::NewEvent;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -73,14 +73,14 @@ struct Inner {
     seen_tx: watch::Sender<u64>,
     /// Asks the follower to recreate its consumer (it looked stuck).
     restart_follower: tokio::sync::Notify,
+    /// Who writes which appends, when: one record at a time (each is
+    /// guarded by the one before), see [`writer`].
+    group: GroupCommit<Inner>,
 }
 
 /// Stops the background tasks when the last handle is dropped.
 struct Guard {
-    /// The writer task's queue; `append` sends here, and sending fails only
-    /// once the writer task is gone.
-    writer: mpsc::UnboundedSender<Request>,
-    /// The writer, the follower and (with retention by age) the pruner.
+    /// The follower and (with retention by age) the pruner.
     tasks: Vec<AbortHandle>,
     /// Set once by [`EventLog::close`] (which then aborts `tasks`); every
     /// operation checks it first.
@@ -188,10 +188,9 @@ impl EventLog for NatsLog {
             deadline: Instant::now() + self.inner.opts.append_timeout,
             reply,
         };
-        if self.guard.writer.send(req).is_err() {
-            return AppendFuture::ready(Err(AppendError::Failed(LogFailure::Closed)));
-        }
+        let inner = self.inner.clone();
         AppendFuture::Pending(Box::pin(async move {
+            GroupCommit::submit(&inner, req).await;
             rx.await
                 .unwrap_or(Err(AppendError::Failed(LogFailure::Closed)))
         }))
@@ -276,8 +275,8 @@ impl EventLog for NatsLog {
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.prune().await?) })
     }
-    /// Refuses every later call on any clone and stops the writer, the
-    /// follower and the pruner. Every append acknowledged before was acked
+    /// Refuses every later call on any clone and stops the follower and
+    /// the pruner (appends already queued are still written). Every append acknowledged before was acked
     /// by JetStream, so there is nothing to flush.
     fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
         self.guard

@@ -6,8 +6,7 @@
 //! lives in:
 //!
 //! * [`open`]: connecting, checking the keys, starting the tasks; `destroy`;
-//! * [`append`]: the writer task, which group-commits appends through the
-//!   append script;
+//! * [`append`]: appends, group-committed through the append script;
 //! * [`follower`]: the task keeping `watch` current with every process's
 //!   appends;
 //! * [`read`]: `read`, `bounds`, `seq_before`;
@@ -85,9 +84,8 @@ struct Shared {
     stop: watch::Sender<()>,
     /// Set once by [`EventLog::close`]; every operation checks it first.
     closed: std::sync::atomic::AtomicBool,
-    /// The queue of the writer task (see [`append`]), which holds only a
-    /// weak reference: dropping `Shared` closes the queue and ends it.
-    writer: tokio::sync::mpsc::UnboundedSender<append::Request>,
+    /// Who writes which appends, when (see [`append`]).
+    group: tidings_core::log::GroupCommit<Shared>,
 }
 
 /// An [`EventLog`] on a Redis stream, shareable by several processes. See

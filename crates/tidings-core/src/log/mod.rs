@@ -33,6 +33,7 @@
 //! can hold them; implementations clone their shared state into them.
 
 mod follow;
+mod group;
 mod keys;
 mod memory;
 mod options;
@@ -49,6 +50,7 @@ use crate::event::{NewEvent, SharedEvent};
 
 pub(crate) use follow::Reader;
 pub use follow::{stream_from, LogStream};
+pub use group::{GroupCommit, GroupWriter};
 pub use keys::KeyWindow;
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
 pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};

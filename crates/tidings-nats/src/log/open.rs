@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use parking_lot::Mutex;
+use tidings_core::log::GroupCommit;
 use tidings_core::log::KeyWindow;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::info;
 
 use super::follower::follower_loop;
 use super::prune::pruner_loop;
 use super::state::{State, Tail};
-use super::writer::writer_loop;
 use super::{micros, now_micros, Guard, Inner, NatsLog};
 use crate::error::ConnectError;
 use crate::options::{validate_stream_name, NatsOptions, NatsUrl, Storage};
@@ -179,6 +179,7 @@ impl NatsLog {
         let (watch_tx, _) = watch::channel(0);
         let (seen_tx, _) = watch::channel(0);
         let window = options.log.idempotency_window;
+        let max_record_events = options.max_record_events;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -198,6 +199,7 @@ impl NatsLog {
             watch_tx,
             seen_tx,
             restart_follower: tokio::sync::Notify::new(),
+            group: GroupCommit::new(1, max_record_events),
         });
         let start = inner.catch_up().await?;
         Ok(NatsLog {
@@ -266,19 +268,14 @@ impl Inner {
     }
 }
 
-/// Starts the writer, the follower (from stream seq `start`) and, when
-/// retention asks for it, the pruner.
+/// Starts the follower (from stream seq `start`) and, when retention asks
+/// for it, the pruner.
 fn spawn_tasks(inner: &Arc<Inner>, start: u64) -> Guard {
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-    let mut tasks = vec![
-        tokio::spawn(writer_loop(inner.clone(), writer_rx)).abort_handle(),
-        tokio::spawn(follower_loop(inner.clone(), start)).abort_handle(),
-    ];
+    let mut tasks = vec![tokio::spawn(follower_loop(inner.clone(), start)).abort_handle()];
     if let Some(every) = inner.opts.effective_prune_interval() {
         tasks.push(tokio::spawn(pruner_loop(inner.clone(), every)).abort_handle());
     }
     Guard {
-        writer: writer_tx,
         tasks,
         closed: std::sync::atomic::AtomicBool::new(false),
     }

@@ -1,9 +1,11 @@
-//! The writer: the one task of this process that appends to the stream.
+//! The writer: how this process appends records to the stream.
 //!
 //! # Contract
 //!
-//! * Appends are queued ([`Request`]) and written by one task, several
-//!   requests per record (group commit, up to `max_record_events`), so this
+//! * Appends are written through core's [`GroupCommit`] with one write at a
+//!   time: an append that finds no write running is written by its caller;
+//!   those that arrive meanwhile are queued and written together, several
+//!   requests per record (up to `max_record_events` events), so this
 //!   process never races itself.
 //! * Every record is published with `Nats-Expected-Last-Sequence` set to the
 //!   tail it was planned against (unless the stream is still empty), and with `Nats-Msg-Id: tidings-<first
@@ -25,9 +27,9 @@ use tidings_core::log::LogFailure;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use tidings_core::log::{AppendError, Committed};
+use tidings_core::log::{AppendError, BoxFuture, Committed, GroupCommit, GroupWriter};
 use tidings_core::{NewEvent, SharedEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -287,19 +289,18 @@ fn answer(reqs: Vec<Request>, results: Vec<Result<Vec<Committed>, AppendError>>)
     }
 }
 
-pub(super) async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    while let Some(first) = rx.recv().await {
-        let mut n = first.batch.len();
-        let mut reqs = vec![first];
-        while n < inner.opts.max_record_events {
-            match rx.try_recv() {
-                Ok(r) => {
-                    n += r.batch.len();
-                    reqs.push(r);
-                }
-                Err(_) => break,
-            }
-        }
-        inner.write(reqs).await;
+impl GroupWriter for Inner {
+    type Request = Request;
+
+    fn group_commit(&self) -> &GroupCommit<Inner> {
+        &self.group
+    }
+
+    fn units(r: &Request) -> usize {
+        r.batch.len()
+    }
+
+    fn write_group(self: Arc<Self>, group: Vec<Request>) -> BoxFuture<()> {
+        Box::pin(async move { self.write(group).await })
     }
 }

@@ -1,6 +1,7 @@
-//! Appends, group-committed: every append of this process goes through one
-//! writer task, which sends what is queued as one call of the append
-//! script (see "The append script" in the crate docs).
+//! Appends, group-committed (core's [`GroupCommit`]): an append that finds
+//! no write running sends itself as one call of the append script; appends
+//! that arrive meanwhile are queued and sent together, as one call per
+//! group (see "The append script" in the crate docs).
 //!
 //! # Contract
 //!
@@ -12,7 +13,7 @@
 //!   `expected_last` is checked against the counter plus what the appends
 //!   before it in the group take, exactly as if each had been its own call.
 //!   One refused append takes no seq and does not affect the others. Up to
-//!   [`MAX_IN_FLIGHT`] groups are sent before the first is answered; Redis
+//!   [`MAX_IN_FLIGHT`] calls are sent before the first is answered; Redis
 //!   runs each atomically, in whichever order, as it would concurrent
 //!   calls.
 //! * A duplicate (a key held in Redis, or used earlier in the group) is
@@ -28,27 +29,26 @@
 //! * After a commit, `watch` rises to the new last seq before any of the
 //!   group's callers is answered.
 //!
-//! Why a writer: concurrent single appends would otherwise be one script
-//! call each, and Redis (one thread) spends most of a call on the script's
+//! Why groups: concurrent single appends would otherwise be one script
+//! call each, and Redis (one thread) spends much of a call on the script's
 //! fixed costs (reading the counter and the clock, the call itself). One
 //! call per group pays them once; under no contention a group is one
-//! append and the cost is one hand-off to the task.
+//! append, sent by its own caller.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
-use tidings_core::log::{AppendError, Committed, LogFailure};
+use tidings_core::log::{AppendError, BoxFuture, Committed, GroupCommit, GroupWriter, LogFailure};
 use tidings_core::{NewEvent, SharedEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{bounded, Shared};
 use crate::codec::{self, decode_stored, int, seq_of, text, Encoded};
 use crate::error::{OpError, StorageError};
 use crate::scripts;
 
-/// Most groups sent and not yet answered. Groups in flight together are
+/// Most script calls sent and not yet answered. Groups in flight together are
 /// still each atomic and checked against the counter when Redis runs them,
 /// so they may commit in either order, like concurrent appends.
 pub(super) const MAX_IN_FLIGHT: usize = 4;
@@ -172,8 +172,8 @@ fn decode_group(
 }
 
 impl Shared {
-    /// Queues `batch` (not empty) for the writer and waits for its answer,
-    /// at most the timeout.
+    /// Writes `batch` (not empty), alone or in a group, and waits for its
+    /// answer, at most the timeout.
     pub(super) async fn append(
         self: Arc<Self>,
         batch: Vec<NewEvent>,
@@ -190,11 +190,12 @@ impl Shared {
             expected,
             reply,
         };
-        if self.writer.send(req).is_err() {
-            return Err(AppendError::Failed(LogFailure::Closed));
-        }
         let limit = self.options.timeout;
-        match tokio::time::timeout(limit, answer).await {
+        let written = async {
+            GroupCommit::submit(&self, req).await;
+            answer.await
+        };
+        match tokio::time::timeout(limit, written).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(AppendError::Failed(LogFailure::Closed)),
             Err(_) => Err(OpError::timed_out(limit).into()),
@@ -203,7 +204,7 @@ impl Shared {
 
     /// Sends `group` as one call of the append script and answers each
     /// request.
-    async fn write_group(&self, mut group: Vec<Request>) {
+    async fn send_group(&self, mut group: Vec<Request>) {
         let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::APPEND.prepare_invoke();
         inv.key(&self.keys.stream).key(&self.keys.counter);
@@ -294,53 +295,24 @@ impl Shared {
     }
 }
 
-/// The writer task: takes what is queued (up to [`MAX_GROUP_EVENTS`]
-/// events, an append larger than that alone) and sends it as one group,
-/// with up to [`MAX_IN_FLIGHT`] groups awaiting Redis' reply at once. Ends
-/// when every handle is gone (the queue's sender lives in [`Shared`]) and
-/// the groups in flight are answered.
-pub(super) async fn writer_loop(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut in_flight = FuturesUnordered::new();
-    let mut next: Option<Request> = None;
-    loop {
-        if in_flight.len() >= MAX_IN_FLIGHT {
-            in_flight.next().await;
-            continue;
-        }
-        let first = match next.take() {
-            Some(r) => r,
-            None => tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
-                r = rx.recv() => match r {
-                    Some(r) => r,
-                    None => break,
-                },
-            },
-        };
-        let mut n = first.events.len();
-        let mut group = vec![first];
-        while n < MAX_GROUP_EVENTS {
-            match rx.try_recv() {
-                Ok(r) if n + r.events.len() > MAX_GROUP_EVENTS => {
-                    next = Some(r);
-                    break;
-                }
-                Ok(r) => {
-                    n += r.events.len();
-                    group.push(r);
-                }
-                Err(_) => break,
-            }
-        }
-        // A caller that stopped waiting is left out: never written.
-        group.retain(|r| !r.reply.is_closed());
-        if group.is_empty() {
-            continue;
-        }
-        let Some(shared) = shared.upgrade() else {
-            break;
-        };
-        in_flight.push(async move { shared.write_group(group).await });
+impl GroupWriter for Shared {
+    type Request = Request;
+
+    fn group_commit(&self) -> &GroupCommit<Shared> {
+        &self.group
     }
-    while in_flight.next().await.is_some() {}
+
+    fn units(r: &Request) -> usize {
+        r.events.len()
+    }
+
+    fn write_group(self: Arc<Self>, mut group: Vec<Request>) -> BoxFuture<()> {
+        Box::pin(async move {
+            // A caller that stopped waiting is left out: never written.
+            group.retain(|r| !r.reply.is_closed());
+            if !group.is_empty() {
+                self.send_group(group).await;
+            }
+        })
+    }
 }

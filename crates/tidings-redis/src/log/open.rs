@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
+use tidings_core::log::GroupCommit;
 use tokio::sync::watch;
 
 use super::append;
@@ -237,7 +238,6 @@ impl RedisLog {
         let (tx, _) = watch::channel(last);
         let tx = Arc::new(tx);
         let (stop, stop_rx) = watch::channel(());
-        let (writer, queue) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys,
             conn,
@@ -245,9 +245,8 @@ impl RedisLog {
             tx: tx.clone(),
             stop,
             closed: std::sync::atomic::AtomicBool::new(false),
-            writer,
+            group: GroupCommit::new(append::MAX_IN_FLIGHT, append::MAX_GROUP_EVENTS),
         });
-        tokio::spawn(append::writer_loop(Arc::downgrade(&shared), queue));
         spawn_tasks(&shared, client, tx, last, stop_rx);
         tracing::debug!(key, last, "opened Redis event log");
         Ok(RedisLog { shared })
