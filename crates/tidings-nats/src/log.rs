@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tidings_core::log::{
-    AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, EventLog,
+    delegate, AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, EventLog,
     GroupCommit, Page, PruneError, ReadError,
 };
 use tidings_core::NewEvent;
@@ -162,11 +162,6 @@ impl Inner {
     }
 }
 
-/// An operation refused before it starts (the log is closed).
-fn refuse<T: Send + 'static, E: Send + 'static>(e: E) -> BoxFuture<Result<T, E>> {
-    Box::pin(std::future::ready(Err(e)))
-}
-
 impl NatsLog {
     fn is_closed(&self) -> bool {
         self.guard.closed.load(std::sync::atomic::Ordering::Acquire)
@@ -197,27 +192,21 @@ impl EventLog for NatsLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.read(after, limit).await?) })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            Ok(inner.read(after, limit).await?)
+        })
     }
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.bounds().await?) })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            Ok(inner.bounds().await?)
+        })
     }
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.seq_before(time).await?) })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            Ok(inner.seq_before(time).await?)
+        })
     }
 
     fn watch(&self) -> watch::Receiver<u64> {
@@ -225,55 +214,43 @@ impl EventLog for NatsLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
         let consumer = consumer.to_owned();
-        Box::pin(async move { inner.cursor(&consumer).await })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            inner.cursor(&consumer).await
+        })
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
         let consumer = consumer.to_owned();
-        Box::pin(async move { inner.commit_cursor(&consumer, seq).await })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            inner.commit_cursor(&consumer, seq).await
+        })
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
         let (name, spec) = (name.to_owned(), spec.to_owned());
-        Box::pin(async move { inner.define_consumer(&name, &spec).await })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            inner.define_consumer(&name, &spec).await
+        })
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.consumers().await })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            inner.consumers().await
+        })
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
         let name = name.to_owned();
-        Box::pin(async move { inner.delete_consumer(&name).await })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            inner.delete_consumer(&name).await
+        })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
-        if self.is_closed() {
-            return refuse(PruneError::Failed(LogFailure::Closed));
-        }
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.prune().await?) })
+        delegate(self.is_closed(), &self.inner, move |inner| async move {
+            Ok(inner.prune().await?)
+        })
     }
     /// Refuses every later call on any clone and stops the follower and
     /// the pruner (appends already queued are still written). Every append acknowledged before was acked

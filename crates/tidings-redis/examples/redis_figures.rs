@@ -9,8 +9,11 @@
 //!   live (while a writer appends) and catching up from the beginning.
 //!
 //! ```text
-//! cargo run --release -p tidings-redis --example redis_figures
+//! cargo run --release -p tidings-redis --example redis_figures [RUNS]
 //! ```
+//!
+//! The append figures run RUNS times (default 5), alternating which side
+//! goes first; the median, min and max of each side are printed.
 //!
 //! All keys are created under a fresh name and deleted at the end.
 
@@ -151,6 +154,17 @@ async fn main() -> Result<(), Error> {
     result
 }
 
+/// Median, min and max of `v`.
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// `n` items in `d`, per second.
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
 async fn run(
     url: &str,
     key: &str,
@@ -166,23 +180,38 @@ async fn run(
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .unwrap_or("?");
-    println!("Redis {version} at {url}; 2-core machine; event payload ~90 B of JSON");
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("the argument is the number of runs"))
+        .unwrap_or(5);
+    println!("Redis {version} at {url}; event payload ~90 B of JSON; {runs} runs alternating which side goes first; median (min-max)");
     println!();
-    println!("acknowledged appends through RedisLog (one Lua script per append):");
-    let d = appends(log, 1, 5_000, 1).await?;
-    println!("  1 task,   1 event/append    {}", rate(5_000, d));
-    let d = appends(log, 32, 20_000, 1).await?;
-    println!("  32 tasks, 1 event/append    {}", rate(20_000, d));
-    let d = appends(log, 4, 100_000, 100).await?;
-    println!("  4 tasks,  100 events/append {}", rate(100_000, d));
-    println!();
-    println!("raw XADD of the same fields (auto ids; no seq check, no idempotency):");
-    let d = raw_xadds(raw, raw_key, 1, 5_000, 1).await?;
-    println!("  1 task,   1 XADD/round trip   {}", rate(5_000, d));
-    let d = raw_xadds(raw, raw_key, 32, 20_000, 1).await?;
-    println!("  32 tasks, 1 XADD/round trip   {}", rate(20_000, d));
-    let d = raw_xadds(raw, raw_key, 4, 100_000, 100).await?;
-    println!("  4 tasks,  100 XADD/pipeline   {}", rate(100_000, d));
+    // (tasks, events in total, events per append or XADDs per round trip)
+    let shapes = [(1u64, 5_000u64, 1u64), (32, 20_000, 1), (4, 100_000, 100)];
+    let mut log_rates = vec![Vec::new(); shapes.len()];
+    let mut raw_rates = vec![Vec::new(); shapes.len()];
+    for r in 0..runs {
+        for (i, &(tasks, total, per)) in shapes.iter().enumerate() {
+            for side in 0..2 {
+                if (side + r) % 2 == 0 {
+                    let d = appends(log, tasks, total, per).await?;
+                    log_rates[i].push(per_sec(total, d));
+                } else {
+                    let d = raw_xadds(raw, raw_key, tasks, total, per).await?;
+                    raw_rates[i].push(per_sec(total, d));
+                }
+            }
+        }
+    }
+    println!("RedisLog appends (append script, group commit) vs raw XADD of the same fields (auto ids; no seq check, no idempotency):");
+    for (i, &(tasks, _, per)) in shapes.iter().enumerate() {
+        let (lm, ll, lh) = spread(&mut log_rates[i]);
+        let (rm, rl, rh) = spread(&mut raw_rates[i]);
+        println!(
+            "  {tasks:>2} tasks, {per:>3} events/append: RedisLog {lm:>8.0}/s ({ll:.0}-{lh:.0}) | raw {rm:>8.0}/s ({rl:.0}-{rh:.0}) | ratio {:.2}",
+            lm / rm
+        );
+    }
     println!();
 
     // Delivery through follow on a second instance (its own connections).

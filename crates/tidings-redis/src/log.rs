@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tidings_core::log::{
-    AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, Page, PruneError,
-    ReadError,
+    delegate, AppendError, AppendFuture, Bounds, BoxFuture, ConsumerRecord, CursorError, Page,
+    PruneError, ReadError,
 };
 use tidings_core::{EventLog, NewEvent};
 use tokio::sync::watch;
@@ -155,11 +155,6 @@ impl Shared {
     }
 }
 
-/// An operation refused before it starts (the log is closed).
-fn refuse<T: Send + 'static, E: Send + 'static>(e: E) -> BoxFuture<Result<T, E>> {
-    Box::pin(std::future::ready(Err(e)))
-}
-
 impl RedisLog {
     fn is_closed(&self) -> bool {
         self.shared
@@ -181,27 +176,21 @@ impl EventLog for RedisLog {
     }
 
     fn read(&self, after: u64, limit: usize) -> BoxFuture<Result<Page, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.read(after, limit).await?) })
+        delegate(self.is_closed(), &self.shared, move |shared| async move {
+            Ok(shared.read(after, limit).await?)
+        })
     }
 
     fn bounds(&self) -> BoxFuture<Result<Bounds, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.bounds().await?) })
+        delegate(self.is_closed(), &self.shared, move |shared| async move {
+            Ok(shared.bounds().await?)
+        })
     }
 
     fn seq_before(&self, time: DateTime<Utc>) -> BoxFuture<Result<u64, ReadError>> {
-        if self.is_closed() {
-            return refuse(ReadError::Failed(LogFailure::Closed));
-        }
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.seq_before(time).await?) })
+        delegate(self.is_closed(), &self.shared, move |shared| async move {
+            Ok(shared.seq_before(time).await?)
+        })
     }
 
     fn watch(&self) -> watch::Receiver<u64> {
@@ -209,42 +198,33 @@ impl EventLog for RedisLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        Box::pin(self.shared.clone().cursor(consumer.to_owned()))
+        delegate(self.is_closed(), &self.shared, move |shared| {
+            shared.cursor(consumer.to_owned())
+        })
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        Box::pin(self.shared.clone().commit_cursor(consumer.to_owned(), seq))
+        delegate(self.is_closed(), &self.shared, move |shared| {
+            shared.commit_cursor(consumer.to_owned(), seq)
+        })
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        Box::pin(
-            self.shared
-                .clone()
-                .define_consumer(name.to_owned(), spec.to_owned()),
-        )
+        delegate(self.is_closed(), &self.shared, move |shared| {
+            shared.define_consumer(name.to_owned(), spec.to_owned())
+        })
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        Box::pin(self.shared.clone().consumers())
+        delegate(self.is_closed(), &self.shared, move |shared| {
+            shared.consumers()
+        })
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
-        if self.is_closed() {
-            return refuse(CursorError::Failed(LogFailure::Closed));
-        }
-        Box::pin(self.shared.clone().delete_consumer(name.to_owned()))
+        delegate(self.is_closed(), &self.shared, move |shared| {
+            shared.delete_consumer(name.to_owned())
+        })
     }
 
     /// Refuses every later call on any clone and stops the follower and
@@ -259,11 +239,9 @@ impl EventLog for RedisLog {
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
-        if self.is_closed() {
-            return refuse(PruneError::Failed(LogFailure::Closed));
-        }
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.prune().await?) })
+        delegate(self.is_closed(), &self.shared, move |shared| async move {
+            Ok(shared.prune().await?)
+        })
     }
     /// Several servers append to the same stream: a bus over this log
     /// follows it to deliver their events too.

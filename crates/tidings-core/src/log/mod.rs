@@ -58,6 +58,27 @@ pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_
 /// A boxed, sendable, `'static` future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// The delegation a backend's [`EventLog`] methods share: refused with
+/// [`LogFailure::Closed`] when `closed`, else `op` run on a clone of the
+/// backend's shared `state`, boxed.
+pub fn delegate<S, T, E, F, Fut>(
+    closed: bool,
+    state: &std::sync::Arc<S>,
+    op: F,
+) -> BoxFuture<Result<T, E>>
+where
+    S: ?Sized,
+    F: FnOnce(std::sync::Arc<S>) -> Fut,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: From<LogFailure> + Send + 'static,
+{
+    if closed {
+        return Box::pin(std::future::ready(Err(E::from(LogFailure::Closed))));
+    }
+    Box::pin(op(state.clone()))
+}
+
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
