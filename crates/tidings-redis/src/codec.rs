@@ -13,7 +13,8 @@
 //! | `at`       | commit time, µs by Redis' clock (added by the append     |
 //! |            | script; read only by age retention)                      |
 //!
-//! The entry id is `<seq>-0`. Times are truncated to microseconds when
+//! The entry id is `<seq>-0`; `at` comes first in the entry, the rest in
+//! the order above. Fields are read by name. Times are truncated to microseconds when
 //! encoded, and the committed events an append returns carry the truncated
 //! time too, so they equal what a later read returns.
 

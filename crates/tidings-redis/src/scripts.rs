@@ -26,7 +26,8 @@ use redis::Script;
 /// fate of each append in order. An append whose expectation differs from
 /// the running last seq (the counter plus what the appends before it in the
 /// group take) is refused whole and takes nothing. Phase 2 writes: one
-/// `XADD <seq>-0` per fresh event, one `INCRBY` of the counter, the
+/// `XADD <seq>-0` per fresh event (its `at` field first, then its items straight from
+/// `ARGV`), one `INCRBY` of the counter, the
 /// idempotency keys (`SET .. PX window`, value = the committed entry as
 /// JSON so a duplicate can be answered even after retention removed the
 /// original), then the count trim. Every entry also gets an `at` field: the
@@ -94,11 +95,8 @@ if #writes > 0 then
   local clock = redis.call('TIME')
   local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
   for _, w in ipairs(writes) do
-    local args = {stream, string.format('%d-0', w[1])}
-    for j = 0, w[3] - 1 do args[#args + 1] = ARGV[w[2] + j] end
-    args[#args + 1] = 'at'
-    args[#args + 1] = at
-    redis.call('XADD', unpack(args))
+    redis.call('XADD', stream, string.format('%d-0', w[1]), 'at', at,
+      unpack(ARGV, w[2], w[2] + w[3] - 1))
   end
   redis.call('INCRBY', counter, #writes)
   for _, w in ipairs(writes) do
