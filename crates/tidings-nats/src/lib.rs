@@ -54,10 +54,12 @@
 //! An `expected_last` append is refused with `Conflict` only against a tail
 //! just read from the server, and accepted under the same guard.
 //!
-//! Concurrent appends of one process are *group committed*: the writer task
-//! merges what is queued (up to [`NatsOptions::max_record_events`] events)
-//! into one record; each append keeps consecutive seqs and stays
-//! all-or-nothing (an append refused by its `expected_last` is left out).
+//! Concurrent appends of one process are *group committed* (core's
+//! `GroupCommit`, one record at a time): an append that finds no record
+//! being written publishes its own; those that arrive meanwhile are merged
+//! (up to [`NatsOptions::max_record_events`] events) into the next record;
+//! each append keeps consecutive seqs and stays all-or-nothing (an append
+//! refused by its `expected_last` is left out).
 //!
 //! # Reads, watch and followers
 //!

@@ -50,12 +50,17 @@
 //!
 //! ## The append script
 //!
-//! One `EVALSHA` per batch (loaded again by the client after a server
-//! restart empties the script cache). Redis runs a script atomically, so no
-//! other client's command runs in between. The script:
+//! One `EVALSHA` per group of appends (loaded again by the client after a
+//! server restart empties the script cache): an append that finds fewer
+//! than 4 calls in flight is sent alone by its caller; appends that arrive
+//! meanwhile are queued and sent together, as one call (core's
+//! `GroupCommit`). Redis runs a script atomically, so no other client's
+//! command runs in between. The script, for each append of the group in
+//! order:
 //!
-//! 1. reads the counter `K:seq`; if `expected_last` is given and differs,
-//!    it returns the conflict and writes nothing;
+//! 1. reads the counter `K:seq` (once per call; later appends of the group
+//!    see it plus what the earlier ones took); if `expected_last` is given
+//!    and differs, that append is refused as a conflict and takes nothing;
 //! 2. reads every idempotency key of the batch and decides each event's fate:
 //!    a key held in Redis is a duplicate of the stored original, a key used
 //!    earlier in the same batch is a duplicate of that event, anything else
@@ -144,7 +149,7 @@
 //!   the [`EventLog`] impl, which delegates to:
 //!   * `log/open.rs`: connecting, checking the keys, starting the tasks,
 //!     `destroy`;
-//!   * `log/append.rs`: the append script's call and reply;
+//!   * `log/append.rs`: group commit, the append script's call and reply;
 //!   * `log/follower.rs`: the follower task behind `watch`;
 //!   * `log/read.rs`: `read`, `bounds`, `seq_before`;
 //!   * `log/prune.rs`: retention and the periodic pruner;

@@ -12,10 +12,11 @@
 //! subscribers have everything (or 5 s without progress).
 //!
 //! A phase **with churn** also runs `--churners` WebSocket connections
-//! (a list: each value is measured separately, default `1,4`) that send
+//! (a list: each value is measured separately, default `1,50`) that send
 //! `{"op":"subscribe","pattern":P}` and `{"op":"unsubscribe","pattern":P}`
-//! alternately as fast as the server answers, keeping `--in-flight` (32)
-//! commands outstanding each. `P` is `--churn-pattern` (default
+//! alternately, each paced at `--commands-per-sec` (18, under the server's
+//! default limit of 20 per connection; 0 = as fast as the server answers)
+//! with at most `--in-flight` (32) commands outstanding. `P` is `--churn-pattern` (default
 //! `churn.*.tick`, which matches the published name, so every subscribe
 //! and unsubscribe changes the match list of the hot name). Replies that
 //! are errors (for example a rate limit) are counted by code.
@@ -69,11 +70,17 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Churning connections, comma-separated; each value is measured.
-    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,50")]
     pub churners: Vec<usize>,
     /// Commands each churner keeps outstanding.
     #[arg(long, default_value_t = 32)]
     pub in_flight: usize,
+    /// Commands each churner sends per second, paced (0 = as fast as
+    /// replies allow). The default stays under the server's default limit
+    /// of 20 commands/s per connection, so the phase measures churn, not
+    /// the limit's refusals.
+    #[arg(long, default_value_t = 18.0)]
+    pub commands_per_sec: f64,
     /// The pattern churned.
     #[arg(long, default_value = "churn.*.tick")]
     pub churn_pattern: String,
@@ -134,11 +141,20 @@ async fn start_churner(
     let codes = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let pattern = args.churn_pattern.clone();
     let (p2, s2) = (permits.clone(), stop.clone());
+    let pace = (args.commands_per_sec > 0.0).then(|| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / args.commands_per_sec));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let writer = tokio::spawn(async move {
         let sub = json!({"op": "subscribe", "pattern": pattern}).to_string();
         let unsub = json!({"op": "unsubscribe", "pattern": pattern}).to_string();
         let mut k = 0u64;
+        let mut pace = pace;
         while !s2.load(Relaxed) {
+            if let Some(t) = pace.as_mut() {
+                t.tick().await;
+            }
             let Ok(permit) = tokio::time::timeout(Duration::from_millis(200), p2.acquire()).await
             else {
                 continue;
