@@ -12,13 +12,13 @@
 //! * [`Event`]: the envelope (`seq`, `id`, `name`, `source`, `time`, `data`).
 //! * [`Pattern`]: `.` and `:` separate tokens, `*` is one token, `>` (or
 //!   `**`) at the end is one or more; see [`name`] for the rules. Matching
-//!   uses a token [`trie`] with a bounded cache, never a scan.
+//!   uses a token trie (`trie.rs`) with a bounded cache, never a scan.
 //! * [`EventStream`]: a `Stream` of [`Delivery`] items that never loses an
 //!   event silently: it catches up from the log, or says exactly what it
 //!   missed.
 //! * [`EventLog`]: where events are committed. [`MemoryLog`] here; SQLite,
 //!   NATS JetStream and Redis Streams in their own crates, all held to
-//!   [`conformance`] (with the `conformance` feature).
+//!   `conformance` (with the `conformance` feature).
 //! * [`Plugin`] / [`PluginHost`]: components that own their subscriptions,
 //!   listed and reloaded without losing or doubling an event.
 //! * [`TypedEvent`]: serde types tied to their event names.

@@ -101,7 +101,7 @@
 //! ## Retention
 //!
 //! A hard limit, not waiting for cursors (a consumer behind it is told by
-//! [`tidings_core::follow`] with a `Lagged`). `max_count` is applied with
+//! [`tidings_core::stream_from`] with a `Lagged`). `max_count` is applied with
 //! `XTRIM MAXLEN =` (exact) on every append and on prune. Stream ids are
 //! seqs, not times, so `max_age` is applied by a script that reads the
 //! `at` field (the commit time by Redis' clock, never the client-set event
@@ -118,7 +118,7 @@
 //! reconnects with exponential backoff (capped at
 //! [`RedisOptions::max_reconnect_delay`]). Every operation is bounded by
 //! [`RedisOptions::timeout`] (default 3 s): while Redis is unreachable,
-//! appends fail with [`AppendError::Unavailable`] within that time, never
+//! appends fail with `Unavailable` ([`LogFailure::Unavailable`]) within that time, never
 //! hang and never succeed silently. An append that timed out *after* the
 //! script was sent may have been committed (the answer was lost): retry it
 //! with an idempotency key to make that safe. The follower reconnects on its
@@ -161,7 +161,7 @@
 //! [`EventLog`]: tidings_core::EventLog
 //! [`EventLog::watch`]: tidings_core::EventLog::watch
 //! [`EventLog::prune`]: tidings_core::EventLog::prune
-//! [`AppendError::Unavailable`]: tidings_core::log::AppendError::Unavailable
+//! [`LogFailure::Unavailable`]: tidings_core::log::LogFailure::Unavailable
 
 mod codec;
 mod error;

@@ -3,7 +3,7 @@
 //! # Contract
 //!
 //! Every backend (memory here; SQLite, NATS JetStream and Redis Streams in
-//! their own crates) promises, and [`crate::conformance`] checks:
+//! their own crates) promises, and the `conformance` module (feature `conformance`) checks:
 //!
 //! * **Dense order.** `append` assigns sequence numbers gap-free from 1, in
 //!   the order batches are accepted; a batch is atomic (all of it or none of
