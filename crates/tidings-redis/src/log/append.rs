@@ -106,7 +106,8 @@ fn decode_group(
             group.len()
         )));
     }
-    // The group's fresh events by seq, for repeats of a key used earlier.
+    // The group's fresh keyed events by seq, for repeats of a key used
+    // earlier.
     let mut fresh: HashMap<u64, SharedEvent> = HashMap::new();
     let mut fates = Vec::with_capacity(group.len());
     for (req, item) in group.iter_mut().zip(&items[2..]) {
@@ -142,8 +143,12 @@ fn decode_group(
         for (e, fate) in events.into_iter().zip(&parts[1..]) {
             let committed = match fate {
                 Value::Int(s) if *s > 0 => {
+                    let keyed = e.event.key.is_some();
                     let event: SharedEvent = Arc::new(e.event.commit(*s as u64));
-                    fresh.insert(event.seq, event.clone());
+                    if keyed {
+                        // Only a keyed event can be repeated later in the group.
+                        fresh.insert(event.seq, event.clone());
+                    }
                     Committed {
                         event,
                         duplicate: false,
