@@ -8,7 +8,8 @@
 //!   `wait_seen(s)` returns once every record up to `s` is reflected in the
 //!   tail, the cache and the idempotency keys.
 //! * A message that is not a Tidings record is skipped (and counted as
-//!   seen).
+//!   seen). A record this process published is applied from the writer's
+//!   copy (`State::own`), not decoded again.
 //! * `watch` only rises, to the last seq of each record applied.
 //! * The consumer is recreated, from the next stream seq, when it ends,
 //!   after a reconnect, and when a `wait_seen` timed out (it looked stuck);
@@ -69,6 +70,8 @@ impl Inner {
                 last,
             });
             st.applied_last = st.applied_last.max(last);
+            st.applied_stream_seq = st.applied_stream_seq.max(seq);
+            st.own = st.own.split_off(&(seq + 1));
             if st.cache.back().is_some_and(|b| b.stream_seq + 1 != seq) {
                 // A hole (records pruned before we read them): restart the
                 // cache so it stays contiguous.
@@ -150,6 +153,12 @@ pub(super) async fn follower_loop(inner: Arc<Inner>, mut next: u64) {
                 }
             };
             if seq < next {
+                continue;
+            }
+            let own = inner.state.lock().own.remove(&seq);
+            if let Some(rec) = own {
+                inner.apply(rec);
+                next = seq + 1;
                 continue;
             }
             match Record::decode(seq, &msg.payload) {

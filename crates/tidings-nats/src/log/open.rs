@@ -16,7 +16,7 @@
 //! * The writer and the follower (and, with retention, the pruner) run
 //!   until the last handle is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,6 +195,8 @@ impl NatsLog {
                 cache: VecDeque::new(),
                 cache_events: 0,
                 keys: KeyWindow::new(window),
+                applied_stream_seq: 0,
+                own: BTreeMap::new(),
             }),
             watch_tx,
             seen_tx,

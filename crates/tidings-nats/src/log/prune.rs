@@ -62,7 +62,7 @@ impl Inner {
                 // Every event goes: first append a tail marker so the seq
                 // tail survives, then purge below it.
                 match self.publish(tail.last + 1, &[], ss.last).await {
-                    Ok(ack) => {
+                    Ok((ack, _)) => {
                         cut = ack.sequence;
                         new_first = Some(tail.last + 1);
                     }

@@ -12,7 +12,7 @@
 //! * `keys` holds each idempotency key once, with the event first appended
 //!   with it and its record's time, for the window (core's [`KeyWindow`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use tidings_core::log::KeyWindow;
@@ -50,6 +50,13 @@ pub(super) struct State {
     pub(super) cache_events: usize,
     /// Idempotency keys of the window, timed in µs (record times).
     pub(super) keys: KeyWindow,
+    /// Stream seq of the last record the follower applied.
+    pub(super) applied_stream_seq: u64,
+    /// Records this process published and the follower has not applied
+    /// yet, by stream seq: the follower applies them as they are instead
+    /// of decoding the message. Invariant: every key is above
+    /// `applied_stream_seq` (applying removes what it passed).
+    pub(super) own: BTreeMap<u64, Arc<Record>>,
 }
 
 impl State {

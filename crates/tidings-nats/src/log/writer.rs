@@ -8,7 +8,8 @@
 //!   requests per record (up to `max_record_events` events), so this
 //!   process never races itself.
 //! * Every record is published with `Nats-Expected-Last-Sequence` set to the
-//!   tail it was planned against (unless the stream is still empty), and with `Nats-Msg-Id: tidings-<first
+//!   tail it was planned against, or, into a stream still empty (where the
+//!   server checks no expected sequence), with `Nats-Msg-Id: tidings-<first
 //!   seq>`: a record planned against a stale tail is refused, never written
 //!   with reused or skipped seqs. After losing such a race the writer
 //!   re-reads the tail and plans again.
@@ -36,7 +37,7 @@ use tracing::{debug, warn};
 use super::state::Tail;
 use super::{now_micros, Inner};
 use crate::error::EngineError;
-use crate::record::{encode, HEADER_COUNT, HEADER_FIRST_SEQ};
+use crate::record::{encode, Record, HEADER_COUNT, HEADER_FIRST_SEQ};
 
 /// One `append` call waiting for the writer.
 pub(super) struct Request {
@@ -48,25 +49,30 @@ pub(super) struct Request {
 
 impl Inner {
     /// Publishes one record guarded by the expected last stream seq.
+    /// Publishes one record guarded by the expected last stream seq;
+    /// returns the ack and the record's time.
     pub(super) async fn publish(
         &self,
         first: u64,
         events: &[SharedEvent],
         expected_stream_seq: u64,
-    ) -> Result<jetstream::publish::PublishAck, PublishFail> {
-        let payload = encode(first, now_micros(), events)
-            .map_err(|e| PublishFail::Other(EngineError::Storage(e)))?;
+    ) -> Result<(jetstream::publish::PublishAck, i64), PublishFail> {
+        let at = now_micros();
+        let payload =
+            encode(first, at, events).map_err(|e| PublishFail::Other(EngineError::Storage(e)))?;
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_FIRST_SEQ, first.to_string().as_str());
         headers.insert(HEADER_COUNT, events.len().to_string().as_str());
-        if !events.is_empty() {
-            headers.insert("Nats-Msg-Id", format!("tidings-{first}").as_str());
-        }
         if expected_stream_seq > 0 {
             headers.insert(
                 "Nats-Expected-Last-Sequence",
                 expected_stream_seq.to_string().as_str(),
             );
+        } else if !events.is_empty() {
+            // The server does not check an expected last sequence of 0:
+            // the first record of a stream is guarded by its message id
+            // instead (a second record claiming seq `first` is a duplicate).
+            headers.insert("Nats-Msg-Id", format!("tidings-{first}").as_str());
         }
         let timeout = self.opts.request_timeout;
         let classify = |e: jetstream::context::PublishError| {
@@ -95,7 +101,7 @@ impl Inner {
             Err(_) => Err(PublishFail::timed_out(timeout)),
             Ok(Err(e)) => Err(classify(e)),
             Ok(Ok(ack)) if ack.duplicate => Err(PublishFail::Lost),
-            Ok(Ok(ack)) => Ok(ack),
+            Ok(Ok(ack)) => Ok((ack, at)),
         }
     }
 
@@ -213,7 +219,7 @@ impl Inner {
                 .publish(tail.last + 1, &new_events, tail.stream_seq)
                 .await
             {
-                Ok(ack) => {
+                Ok((ack, at)) => {
                     let new_tail = Tail {
                         stream_seq: ack.sequence,
                         last: tail.last + new_events.len() as u64,
@@ -223,6 +229,19 @@ impl Inner {
                         st.raise_tail(new_tail);
                         let now = now_micros();
                         st.keys.remember_all(&new_events, now, now);
+                        // The follower applies this record without decoding
+                        // it again, unless it got there first.
+                        if ack.sequence > st.applied_stream_seq {
+                            st.own.insert(
+                                ack.sequence,
+                                Arc::new(Record {
+                                    stream_seq: ack.sequence,
+                                    first: tail.last + 1,
+                                    at,
+                                    events: new_events,
+                                }),
+                            );
+                        }
                     }
                     self.raise_watch(new_tail.last);
                     return answer(reqs, results);
