@@ -226,6 +226,17 @@ mod tests {
         })
     }
 
+    /// Keeps opening the gate for every write to come, until aborted.
+    fn open_gate(w: &Arc<Recorder>) -> tokio::task::JoinHandle<()> {
+        let w = w.clone();
+        tokio::spawn(async move {
+            loop {
+                w.gate.notify_waiters();
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
     async fn submit(w: &Arc<Recorder>, id: u32) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         GroupCommit::submit(w, (id, tx)).await;
@@ -259,16 +270,7 @@ mod tests {
             replies.push(submit(&w, id).await);
         }
         assert_eq!(w.gc.queued(), 7);
-        // Open the gate for every write to come.
-        let opener = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                loop {
-                    w.gate.notify_waiters();
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
+        let opener = open_gate(&w);
         first.await.unwrap();
         for r in replies {
             r.await.unwrap();
@@ -317,15 +319,7 @@ mod tests {
         inline.abort();
         let _ = inline.await;
         // The aborted write never finished; the queued one is drained.
-        let opener = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                loop {
-                    w.gate.notify_waiters();
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
+        let opener = open_gate(&w);
         queued.await.unwrap();
         opener.abort();
         assert_eq!(*w.groups.lock(), vec![vec![1]]);
