@@ -175,6 +175,7 @@ async fn drain<W: GroupWriter>(writer: Arc<W>, mut group: Vec<W::Request>) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
     use tokio::sync::{oneshot, Notify};
 
     /// Records each group written; each request is (id, reply).
@@ -323,5 +324,130 @@ mod tests {
         queued.await.unwrap();
         opener.abort();
         assert_eq!(*w.groups.lock(), vec![vec![1]]);
+    }
+
+    /// A writer whose writes take a varying number of scheduler turns, for
+    /// the property test; `running` is decremented even when a write is
+    /// cancelled.
+    struct Chaos {
+        gc: GroupCommit<Chaos>,
+        groups: Mutex<Vec<Vec<u32>>>,
+        running: Arc<AtomicUsize>,
+        max_seen: AtomicUsize,
+    }
+
+    struct Running(Arc<AtomicUsize>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl GroupWriter for Chaos {
+        type Request = (u32, oneshot::Sender<()>);
+        fn group_commit(&self) -> &GroupCommit<Self> {
+            &self.gc
+        }
+        fn units(_: &Self::Request) -> usize {
+            1
+        }
+        fn write_group(self: Arc<Self>, group: Vec<Self::Request>) -> BoxFuture<()> {
+            Box::pin(async move {
+                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                let _running = Running(self.running.clone());
+                self.max_seen.fetch_max(now, Ordering::SeqCst);
+                for _ in 0..(group[0].0 % 4) {
+                    tokio::task::yield_now().await;
+                }
+                self.groups
+                    .lock()
+                    .push(group.iter().map(|(id, _)| *id).collect());
+                for (_, reply) in group {
+                    let _ = reply.send(());
+                }
+            })
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Many callers, some cancelled at random points: every request
+        /// whose caller waited is written exactly once, none twice, never
+        /// more writes at once than allowed nor larger groups, and the
+        /// queue ends empty with no write counted as running.
+        #[test]
+        fn every_waiting_request_is_written_once(
+            in_flight in 1usize..4,
+            max_group in 1usize..6,
+            cancel in proptest::collection::vec(proptest::option::of(0u8..6), 1..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let w = Arc::new(Chaos {
+                    gc: GroupCommit::new(in_flight, max_group),
+                    groups: Mutex::new(Vec::new()),
+                    running: Arc::new(AtomicUsize::new(0)),
+                    max_seen: AtomicUsize::new(0),
+                });
+                let tasks: Vec<_> = cancel
+                    .iter()
+                    .enumerate()
+                    .map(|(id, c)| {
+                        let w2 = w.clone();
+                        let task = tokio::spawn(async move {
+                            let (tx, rx) = oneshot::channel();
+                            GroupCommit::submit(&w2, (id as u32, tx)).await;
+                            rx.await.is_ok()
+                        });
+                        (id as u32, *c, task)
+                    })
+                    .collect();
+                let mut waited = Vec::new();
+                for (id, c, task) in tasks {
+                    match c {
+                        Some(turns) => {
+                            for _ in 0..turns {
+                                tokio::task::yield_now().await;
+                            }
+                            task.abort();
+                            if let Ok(true) = task.await {
+                                waited.push(id);
+                            }
+                        }
+                        None => {
+                            let got = tokio::time::timeout(Duration::from_secs(10), task)
+                                .await
+                                .expect("a waiting caller is answered")
+                                .unwrap();
+                            assert!(got, "request {id} answered as written");
+                            waited.push(id);
+                        }
+                    }
+                }
+                // Drainers may still be writing cancelled callers' requests.
+                let settle = tokio::time::Instant::now() + Duration::from_secs(10);
+                while w.gc.state.lock().running != 0 || w.gc.queued() != 0 {
+                    assert!(tokio::time::Instant::now() < settle, "the queue drains");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let groups = w.groups.lock().clone();
+                let mut written: Vec<u32> = groups.iter().flatten().copied().collect();
+                written.sort_unstable();
+                let before = written.len();
+                written.dedup();
+                assert_eq!(written.len(), before, "no request written twice");
+                for id in &waited {
+                    assert!(written.binary_search(id).is_ok(), "{id} was written");
+                }
+                assert!(groups.iter().all(|g| g.len() <= max_group));
+                assert!(w.max_seen.load(Ordering::SeqCst) <= in_flight);
+            });
+        }
     }
 }
