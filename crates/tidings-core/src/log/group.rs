@@ -178,14 +178,34 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::{oneshot, Notify};
 
-    /// Records each group written; each request is (id, reply).
+    /// How long a [`Recorder`]'s write takes.
+    #[derive(Clone, Copy)]
+    enum Pace {
+        /// One scheduler turn.
+        Yield,
+        /// Until the gate is opened (`open_gate`).
+        Gate,
+        /// `first id % 4` scheduler turns.
+        ById,
+    }
+
+    /// Records each group written; each request is (id, reply). `running`
+    /// counts writes in progress, a cancelled one included until dropped.
     struct Recorder {
         gc: GroupCommit<Recorder>,
         groups: Mutex<Vec<Vec<u32>>>,
-        running: AtomicUsize,
+        running: Arc<AtomicUsize>,
         max_seen: AtomicUsize,
         gate: Notify,
-        gated: bool,
+        pace: Pace,
+    }
+
+    struct Running(Arc<AtomicUsize>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     impl GroupWriter for Recorder {
@@ -199,16 +219,21 @@ mod tests {
         fn write_group(self: Arc<Self>, group: Vec<Self::Request>) -> BoxFuture<()> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                let running = Running(self.running.clone());
                 self.max_seen.fetch_max(now, Ordering::SeqCst);
-                if self.gated {
-                    self.gate.notified().await;
-                } else {
-                    tokio::task::yield_now().await;
+                match self.pace {
+                    Pace::Yield => tokio::task::yield_now().await,
+                    Pace::Gate => self.gate.notified().await,
+                    Pace::ById => {
+                        for _ in 0..(group[0].0 % 4) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                 }
                 self.groups
                     .lock()
                     .push(group.iter().map(|(id, _)| *id).collect());
-                self.running.fetch_sub(1, Ordering::SeqCst);
+                drop(running);
                 for (_, reply) in group {
                     let _ = reply.send(());
                 }
@@ -216,14 +241,14 @@ mod tests {
         }
     }
 
-    fn recorder(in_flight: usize, max_group: usize, gated: bool) -> Arc<Recorder> {
+    fn recorder(in_flight: usize, max_group: usize, pace: Pace) -> Arc<Recorder> {
         Arc::new(Recorder {
             gc: GroupCommit::new(in_flight, max_group),
             groups: Mutex::new(Vec::new()),
-            running: AtomicUsize::new(0),
+            running: Arc::new(AtomicUsize::new(0)),
             max_seen: AtomicUsize::new(0),
             gate: Notify::new(),
-            gated,
+            pace,
         })
     }
 
@@ -246,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_uncontended_append_is_written_inline() {
-        let w = recorder(1, 10, false);
+        let w = recorder(1, 10, Pace::Yield);
         for id in 0..3 {
             let rx = submit(&w, id).await;
             rx.await.unwrap();
@@ -257,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_appends_are_drained_in_order_in_groups() {
-        let w = recorder(1, 3, true);
+        let w = recorder(1, 3, Pace::Gate);
         // The first write holds the only slot until the gate opens.
         let first = {
             let w = w.clone();
@@ -287,7 +312,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_callers_every_request_once_within_the_limit() {
-        let w = recorder(3, 5, false);
+        let w = recorder(3, 5, Pace::Yield);
         let tasks: Vec<_> = (0..200u32)
             .map(|id| {
                 let w = w.clone();
@@ -307,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_inline_caller_hands_the_queue_on() {
-        let w = recorder(1, 10, true);
+        let w = recorder(1, 10, Pace::Gate);
         let (tx, _rx) = oneshot::channel();
         let inline = {
             let w = w.clone();
@@ -324,50 +349,6 @@ mod tests {
         queued.await.unwrap();
         opener.abort();
         assert_eq!(*w.groups.lock(), vec![vec![1]]);
-    }
-
-    /// A writer whose writes take a varying number of scheduler turns, for
-    /// the property test; `running` is decremented even when a write is
-    /// cancelled.
-    struct Chaos {
-        gc: GroupCommit<Chaos>,
-        groups: Mutex<Vec<Vec<u32>>>,
-        running: Arc<AtomicUsize>,
-        max_seen: AtomicUsize,
-    }
-
-    struct Running(Arc<AtomicUsize>);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    impl GroupWriter for Chaos {
-        type Request = (u32, oneshot::Sender<()>);
-        fn group_commit(&self) -> &GroupCommit<Self> {
-            &self.gc
-        }
-        fn units(_: &Self::Request) -> usize {
-            1
-        }
-        fn write_group(self: Arc<Self>, group: Vec<Self::Request>) -> BoxFuture<()> {
-            Box::pin(async move {
-                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-                let _running = Running(self.running.clone());
-                self.max_seen.fetch_max(now, Ordering::SeqCst);
-                for _ in 0..(group[0].0 % 4) {
-                    tokio::task::yield_now().await;
-                }
-                self.groups
-                    .lock()
-                    .push(group.iter().map(|(id, _)| *id).collect());
-                for (_, reply) in group {
-                    let _ = reply.send(());
-                }
-            })
-        }
     }
 
     proptest::proptest! {
@@ -389,12 +370,7 @@ mod tests {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let w = Arc::new(Chaos {
-                    gc: GroupCommit::new(in_flight, max_group),
-                    groups: Mutex::new(Vec::new()),
-                    running: Arc::new(AtomicUsize::new(0)),
-                    max_seen: AtomicUsize::new(0),
-                });
+                let w = recorder(in_flight, max_group, Pace::ById);
                 let tasks: Vec<_> = cancel
                     .iter()
                     .enumerate()
