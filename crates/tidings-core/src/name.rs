@@ -107,31 +107,52 @@ fn first_bad_char(s: &str) -> Option<usize> {
 /// assert!(matches!(validate_name("a..b"), Err(NameError::EmptyToken { .. })));
 /// ```
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_ascii() && name.len() <= MAX_LEN && ascii_name_ok(name.as_bytes()) {
+    if fast_name_ok(name.as_bytes()) {
         return Ok(());
     }
     validate_name_slow(name)
 }
 
-/// One pass over an ASCII name: true if it is valid (the slow path then
-/// only runs to explain a refusal, or for non-ASCII names).
-fn ascii_name_ok(b: &[u8]) -> bool {
-    let mut token_len = 0usize;
-    let mut count = 1usize;
-    for &c in b {
-        match c {
-            b'.' | b':' => {
-                if token_len == 0 {
-                    return false;
-                }
-                token_len = 0;
-                count += 1;
-            }
-            0..=0x20 | 0x7f | b'*' | b'>' => return false,
-            _ => token_len += 1,
-        }
+/// Byte classes of the fast path: [`TOKEN`] a byte of a token,
+/// [`SEPARATOR`] `.` or `:`, [`OTHER`] a byte it does not accept (refused
+/// in every name, or non-ASCII, which the slow path judges).
+const NAME_BYTES: [u8; 256] = {
+    let mut t = [TOKEN; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'.' | b':' => SEPARATOR,
+            0..=0x20 | 0x7f..=0xff | b'*' | b'>' => OTHER,
+            _ => TOKEN,
+        };
+        i += 1;
     }
-    token_len > 0 && count <= MAX_TOKENS
+    t
+};
+const TOKEN: u8 = 0;
+const SEPARATOR: u8 = 1;
+const OTHER: u8 = 2;
+
+/// One branch-free pass over a name: true if it is ASCII and valid (the
+/// slow path then only runs to explain a refusal, or for non-ASCII
+/// names). Emit runs it for every event.
+fn fast_name_ok(b: &[u8]) -> bool {
+    if b.is_empty() || b.len() > MAX_LEN {
+        return false;
+    }
+    let (mut other, mut empty, mut separators) = (0u8, 0u8, 0usize);
+    // 1 if the byte before was a separator; the start counts as one, so a
+    // leading separator makes an empty token.
+    let mut after_separator = SEPARATOR;
+    for &c in b {
+        let class = NAME_BYTES[c as usize];
+        let separator = class & SEPARATOR;
+        other |= class & OTHER;
+        empty |= separator & after_separator;
+        after_separator = separator;
+        separators += separator as usize;
+    }
+    other == 0 && empty == 0 && after_separator == 0 && separators < MAX_TOKENS
 }
 
 fn validate_name_slow(name: &str) -> Result<(), NameError> {
@@ -385,6 +406,27 @@ impl IntoPattern for &String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names near every limit: random bytes, long runs of separators and
+    /// wildcards, and 28 to 39 tokens (the limit is 32) of up to 6 bytes.
+    fn names() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[ -~\\t]{0,12}",
+            "[a-c.:*>]{0,300}",
+            proptest::collection::vec("[a-z]{1,6}", 28..40).prop_map(|t| t.join(".")),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The fast path accepts exactly the ASCII names the full check
+        /// accepts (it may send any other name to the full check).
+        #[test]
+        fn fast_path_agrees_with_the_full_check(name in names()) {
+            let full = validate_name_slow(&name).is_ok();
+            proptest::prop_assert_eq!(fast_name_ok(name.as_bytes()), full, "{:?}", name);
+        }
+    }
 
     #[test]
     fn valid_names() {

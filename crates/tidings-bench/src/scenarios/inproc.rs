@@ -5,25 +5,35 @@
 //!
 //! * Tidings: `Bus::emit("player:move", payload)` on a memory log, one sync
 //!   handler counting calls, history ring on. The bus builds an
-//!   `Arc<Event>` with a UUID v7 and a time from **one** clock read.
+//!   `Arc<Event>` with a UUID v7 and a time from **one** clock read, and
+//!   keeps the newest `window` events (history ring and memory log), so
+//!   each emit frees the event that leaves the window.
 //! * Headline peer: broadcast of `Arc<Envelope>` whose UUID v7 and time
-//!   come from **one** clock read (as the bus does), `send` + `try_recv`:
-//!   the same work per event, no more.
+//!   come from **one** clock read (as the bus does), `send` + `try_recv`.
+//!   Note what it does *not* do: tokio's broadcast drops a value as soon as
+//!   every receiver has read it (`RecvGuard`'s drop), so with one receiver
+//!   that keeps up it holds no window of past events, and each envelope is
+//!   freed while still in cache, one event after it was made.
+//! * Side figure (`arc_history_*`): the same `Arc` broadcast plus a ring
+//!   keeping the newest `window` envelopes, as a hand-rolled bus with
+//!   history keeps them: the like-for-like peer for a bus that can answer
+//!   "what happened recently".
 //! * Side figure (`by_value_*`): broadcast of the envelope by value with two
 //!   clock reads (`Uuid::now_v7` and `Utc::now`), as seed 003 sends it
 //!   (`recv` clones it).
 //!
-//! Both sides run on the calling thread, no runtime, one subscriber (the
-//! handler; the receiver), and keep a window of recent events — Tidings its
-//! history ring and memory log, broadcast its ring — of 1,024 and of 10,000
-//! (the bus's default, the headline). Every event must reach the
-//! subscriber: a handler call missing (or a failed `try_recv`) is loss and
-//! blocks the goal.
+//! All sides run on the calling thread, no runtime, one subscriber (the
+//! handler; the receiver), at windows of 1,024 and of 10,000 (the bus's
+//! default, the headline). Every event must reach the subscriber: a
+//! handler call missing (or a failed `try_recv`) is loss and blocks the
+//! goal.
 //!
 //! Each run measures `--events` events per side after a warm-up that
 //! filled the window; the sides take turns going first (see
-//! [`crate::repeat`]). Goal: ratio of medians >= 1.0 at both windows.
+//! [`crate::repeat`]). Goal: ratio of medians against the headline peer
+//! >= 1.0 at both windows.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,12 +111,29 @@ struct Channel<T> {
     rx: tokio::sync::broadcast::Receiver<T>,
     /// The seq of the last value sent.
     seq: u64,
+    /// With history: the newest values sent, at most `capacity` of them.
+    history: Option<VecDeque<T>>,
+    capacity: usize,
 }
 
 impl<T: Clone> Channel<T> {
     fn new(capacity: usize) -> Self {
         let (tx, rx) = tokio::sync::broadcast::channel(capacity);
-        Channel { tx, rx, seq: 0 }
+        Channel {
+            tx,
+            rx,
+            seq: 0,
+            history: None,
+            capacity,
+        }
+    }
+
+    /// A channel that also keeps its newest `capacity` values.
+    fn with_history(capacity: usize) -> Self {
+        Channel {
+            history: Some(VecDeque::with_capacity(capacity)),
+            ..Channel::new(capacity)
+        }
     }
 
     /// Round trips per second for `n` values made by `make(seq)`.
@@ -115,7 +142,14 @@ impl<T: Clone> Channel<T> {
         let r = rate(n, || {
             for _ in 0..n {
                 self.seq += 1;
-                if self.tx.send(make(self.seq)).is_err() {
+                let value = make(self.seq);
+                if let Some(ring) = &mut self.history {
+                    if ring.len() == self.capacity {
+                        ring.pop_front();
+                    }
+                    ring.push_back(value.clone());
+                }
+                if self.tx.send(value).is_err() {
                     err = Some("broadcast send failed");
                     break;
                 }
@@ -183,10 +217,15 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
     };
     let mut plain = Channel::<Envelope>::new(window);
     let mut shared = Channel::<Arc<Envelope>>::new(window);
+    let mut kept = Channel::<Arc<Envelope>>::with_history(window);
     let mut by_value = |n: u64| plain.rate(n, |seq| envelope(seq, &data)).map(Run::of);
     let mut arc = |n: u64| {
         shared
             .rate(n, |seq| Arc::new(envelope_one_read(seq, &data)))
+            .map(Run::of)
+    };
+    let mut arc_history = |n: u64| {
+        kept.rate(n, |seq| Arc::new(envelope_one_read(seq, &data)))
             .map(Run::of)
     };
 
@@ -195,14 +234,16 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
     tidings(warm)?;
     by_value(warm)?;
     arc(warm)?;
+    arc_history(warm)?;
 
-    let pb = progress::bar(runs.max(1) as u64 * 3, &format!("inproc window {window}"));
+    let pb = progress::bar(runs.max(1) as u64 * 4, &format!("inproc window {window}"));
     let sides = alternate(
         runs,
         &mut [
             ("tidings", &mut |_| tidings(events)),
             ("arc", &mut |_| arc(events)),
             ("by_value", &mut |_| by_value(events)),
+            ("arc_history", &mut |_| arc_history(events)),
         ],
         || pb.inc(1),
     );
@@ -211,6 +252,8 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
 }
 
 const PEER: &str = "tokio::sync::broadcast send+recv of Arc<Envelope>, one clock read";
+const ARC_HISTORY: &str =
+    "tokio::sync::broadcast send+recv of Arc<Envelope>, one clock read, plus a ring of the newest `window` envelopes";
 const BY_VALUE: &str = "tokio::sync::broadcast send+recv of the envelope by value, two clock reads";
 
 /// Runs the scenario, `runs` times per side and window.
@@ -224,12 +267,14 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     let med = |w: &Window, i: usize| w.sides.series[i].median();
     for w in [&small, &big] {
         eprintln!(
-            "window {:>6}: tidings {:>12.0}/s  broadcast(Arc, 1 clock) {:>12.0}/s  broadcast(by value, 2 clocks) {:>12.0}/s  ratio {:.3}",
+            "window {:>6}: tidings {:>12.0}/s  broadcast(Arc, 1 clock) {:>12.0}/s  + history ring {:>12.0}/s  broadcast(by value, 2 clocks) {:>12.0}/s  ratio {:.3} (vs + history ring {:.3})",
             w.window,
             med(w, 0).unwrap_or(f64::NAN),
             med(w, 1).unwrap_or(f64::NAN),
+            med(w, 3).unwrap_or(f64::NAN),
             med(w, 2).unwrap_or(f64::NAN),
             ratio(med(w, 0), med(w, 1)).unwrap_or(f64::NAN),
+            ratio(med(w, 0), med(w, 3)).unwrap_or(f64::NAN),
         );
     }
     let at_least_1 = |w: &Window| ratio(med(w, 0), med(w, 1)).is_some_and(|r| r >= 1.0);
@@ -252,6 +297,9 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     .with("by_value_peer", BY_VALUE)
     .with("by_value_runs", big.sides.series[2].to_json())
     .with("ratio_vs_by_value", ratio(med(&big, 0), med(&big, 2)))
+    .with("arc_history_peer", ARC_HISTORY)
+    .with("arc_history_runs", big.sides.series[3].to_json())
+    .with("ratio_vs_arc_history", ratio(med(&big, 0), med(&big, 3)))
     .with(
         "window_1024",
         json!({
@@ -260,6 +308,8 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             "ratio": ratio(med(&small, 0), med(&small, 1)),
             "by_value_runs": small.sides.series[2].to_json(),
             "ratio_vs_by_value": ratio(med(&small, 0), med(&small, 2)),
+            "arc_history_runs": small.sides.series[3].to_json(),
+            "ratio_vs_arc_history": ratio(med(&small, 0), med(&small, 3)),
             "goal_blocked_by": small_why,
         }),
     );
