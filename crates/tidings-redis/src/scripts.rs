@@ -39,11 +39,15 @@ use redis::Script;
 ///
 /// Reply: `{2, last}` when the counter is below the floor (Redis lost
 /// acknowledged writes: appending would hand out their seqs again, so
-/// nothing is written); otherwise `{1, new_last, a1, .., am}` where `ai` is
-/// `{0, running}` for an append refused by its expectation, else `{1, r1,
-/// .., rn}`, `rj` being the seq of a fresh event, `-seq` for a repeat of a
-/// key first used earlier in the group, or the stored JSON of the original
-/// for a key seen within the window.
+/// nothing is written); otherwise `{1, new_last, a1.., .., am..}`, flat,
+/// where `ai..` is `0, running` for an append refused by its expectation,
+/// else `1, r1, .., rn` (the caller knows each append's `n`), `rj` being
+/// the seq of a fresh event, `-seq` for a repeat of a key first used
+/// earlier in the group, or the stored JSON of the original for a key seen
+/// within the window. Flat because Redis converts every nested Lua table
+/// of a reply on its own: with one table per append, the reply alone cost
+/// about a tenth of a call of 16 single appends. For the same reason the
+/// writes are kept in four flat arrays, not a table per event.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -52,19 +56,23 @@ local last = tonumber(redis.call('GET', counter) or '0')
 if tonumber(ARGV[3]) > last then
   return {2, last}
 end
-local window = ARGV[1]
 local running = last
 local pos = 5
-local seen, results, writes = {}, {}, {}
+local seen = {}
+local wseq, wbase, wcnt, wkey, nw = {}, {}, {}, {}, 0
+local reply, r = {1, 0}, 2
 for a = 1, tonumber(ARGV[4]) do
   local expected = ARGV[pos]
   local n = tonumber(ARGV[pos + 1])
   pos = pos + 2
   if expected ~= '' and tonumber(expected) ~= running then
     for i = 1, n do pos = pos + 2 + tonumber(ARGV[pos + 1]) end
-    results[a] = {0, running}
+    reply[r + 1] = 0
+    reply[r + 2] = running
+    r = r + 2
   else
-    local fates = {1}
+    r = r + 1
+    reply[r] = 1
     for i = 1, n do
       local kidx = tonumber(ARGV[pos])
       local cnt = tonumber(ARGV[pos + 1])
@@ -79,39 +87,43 @@ for a = 1, tonumber(ARGV[4]) do
           dup = redis.call('GET', k)
         end
       end
+      r = r + 1
       if dup then
-        fates[#fates + 1] = dup
+        reply[r] = dup
       else
         running = running + 1
-        fates[#fates + 1] = running
+        reply[r] = running
+        nw = nw + 1
+        wseq[nw], wbase[nw], wcnt[nw], wkey[nw] = running, base, cnt, kidx
         if kidx > 0 then seen[KEYS[kidx]] = running end
-        writes[#writes + 1] = {running, base, cnt, kidx}
       end
     end
-    results[a] = fates
   end
 end
-if #writes > 0 then
+if nw > 0 then
   local clock = redis.call('TIME')
   local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-  for _, w in ipairs(writes) do
-    redis.call('XADD', stream, string.format('%d-0', w[1]), 'at', at,
-      unpack(ARGV, w[2], w[2] + w[3] - 1))
+  for w = 1, nw do
+    local base = wbase[w]
+    redis.call('XADD', stream, string.format('%d-0', wseq[w]), 'at', at,
+      unpack(ARGV, base, base + wcnt[w] - 1))
   end
-  redis.call('INCRBY', counter, #writes)
-  for _, w in ipairs(writes) do
-    if w[4] > 0 then
-      local entry = {string.format('%d', w[1])}
-      for j = 0, w[3] - 1 do entry[#entry + 1] = ARGV[w[2] + j] end
-      redis.call('SET', KEYS[w[4]], cjson.encode(entry), 'PX', window)
+  redis.call('INCRBY', counter, nw)
+  local window = ARGV[1]
+  for w = 1, nw do
+    local kidx = wkey[w]
+    if kidx > 0 then
+      local base = wbase[w]
+      local entry = {string.format('%d', wseq[w])}
+      for j = 0, wcnt[w] - 1 do entry[j + 2] = ARGV[base + j] end
+      redis.call('SET', KEYS[kidx], cjson.encode(entry), 'PX', window)
     end
   end
   if ARGV[2] ~= '' then
     redis.call('XTRIM', stream, 'MAXLEN', '=', ARGV[2])
   end
 end
-local reply = {1, running}
-for a = 1, #results do reply[#reply + 1] = results[a] end
+reply[2] = running
 return reply
 "#,
     )

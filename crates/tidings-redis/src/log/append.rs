@@ -99,32 +99,19 @@ fn decode_group(
             seen: floor,
         });
     }
-    if items.len() != group.len() + 2 {
-        return Err(StorageError::decode(format!(
-            "append reply has {} results for {} appends",
-            items.len().saturating_sub(2),
-            group.len()
-        )));
-    }
+    let mut results = items[2..].iter();
+    let mut next = |what: &str| {
+        results
+            .next()
+            .ok_or_else(|| StorageError::decode(format!("append reply ends before {what}")))
+    };
     // The group's fresh keyed events by seq, for repeats of a key used
     // earlier.
     let mut fresh: HashMap<u64, SharedEvent> = HashMap::new();
     let mut fates = Vec::with_capacity(group.len());
-    for (req, item) in group.iter_mut().zip(&items[2..]) {
-        let Value::Array(parts) = item else {
-            return Err(StorageError::decode(format!(
-                "append result: expected an array, got {item:?}"
-            )));
-        };
-        let Some(first) = parts.first() else {
-            return Err(StorageError::decode("empty append result"));
-        };
-        if int(first)? == 0 {
-            let actual = parts
-                .get(1)
-                .map(seq_of)
-                .transpose()?
-                .ok_or_else(|| StorageError::decode("conflict without the last seq"))?;
+    for req in group.iter_mut() {
+        if int(next("an append's status")?)? == 0 {
+            let actual = seq_of(next("a conflict's last seq")?)?;
             fates.push(Fate::Conflict {
                 expected: req.expected.unwrap_or_default(),
                 actual,
@@ -132,15 +119,9 @@ fn decode_group(
             continue;
         }
         let events = std::mem::take(&mut req.events);
-        if parts.len() != events.len() + 1 {
-            return Err(StorageError::decode(format!(
-                "append result has {} fates for {} events",
-                parts.len() - 1,
-                events.len()
-            )));
-        }
         let mut out = Vec::with_capacity(events.len());
-        for (e, fate) in events.into_iter().zip(&parts[1..]) {
+        for e in events {
+            let fate = next("an event's fate")?;
             let committed = match fate {
                 Value::Int(s) if *s > 0 => {
                     let keyed = e.event.key.is_some();
@@ -174,6 +155,11 @@ fn decode_group(
             out.push(committed);
         }
         fates.push(Fate::Done(out));
+    }
+    if results.next().is_some() {
+        return Err(StorageError::decode(
+            "append reply has more results than the group has events",
+        ));
     }
     Ok((last, fates))
 }
