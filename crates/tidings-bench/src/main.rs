@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use tidings_bench::scenarios::{
-    churn, durable, fanout, inproc, latency, memory, patterns, replay, soak,
+    churn, durable, fanout, inproc, latency, memory, patterns, publish, replay, soak,
 };
 
 #[derive(Parser)]
@@ -42,6 +42,8 @@ enum Scenario {
     Soak(soak::Args),
     /// Delivery throughput and latency with and without subscribe/unsubscribe churn.
     Churn(churn::Args),
+    /// Acknowledged single-event HTTP publishes/s of server processes on SQLite, NATS and Redis.
+    Publish(publish::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +69,7 @@ fn run_other(scenario: &Scenario, runs: usize) -> anyhow::Result<tidings_bench::
         Scenario::Latency(a) => latency::run(a, runs)?,
         Scenario::Memory(a) => memory::run(a, runs)?,
         Scenario::Churn(a) => churn::run(a)?,
+        Scenario::Publish(a) => publish::run(a, runs)?,
         Scenario::Soak(_) => unreachable!("soak is run by main"),
     })
 }

@@ -10,6 +10,7 @@ pub mod inproc;
 pub mod latency;
 pub mod memory;
 pub mod patterns;
+pub mod publish;
 pub mod replay;
 pub mod soak;
 
