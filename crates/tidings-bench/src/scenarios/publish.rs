@@ -201,20 +201,26 @@ async fn measure(args: &Args, bin: &std::path::Path, store: Store, run: usize) -
         seqs.extend(s);
         counted += c;
     }
-    let acked = seqs.len() as u64;
-    seqs.sort_unstable();
-    seqs.dedup();
     let last = last_seq(&http, &base).await?;
     server.stop().await;
     if let Err(e) = clean_up(args, store, &tag).await {
         eprintln!("warning: cleaning up after {store:?}: {e:#}");
     }
-    // Every acknowledged event exactly once, and nothing else in the log.
-    let lost = (acked - seqs.len() as u64) + last.abs_diff(acked);
     Ok(Measured {
         per_s: counted as f64 / elapsed,
-        lost,
+        lost: not_exactly_once(seqs, last),
     })
+}
+
+/// How far the answered `seqs` are from "every acknowledged event in the
+/// log exactly once, and nothing else": repeated seqs, plus the difference
+/// between the log's `last` seq and the number acknowledged (the log
+/// started empty, so with nothing lost or doubled they are equal).
+fn not_exactly_once(mut seqs: Vec<u64>, last: u64) -> u64 {
+    let acked = seqs.len() as u64;
+    seqs.sort_unstable();
+    seqs.dedup();
+    (acked - seqs.len() as u64) + last.abs_diff(acked)
 }
 
 /// Runs the scenario, `runs` times per store.
@@ -277,4 +283,26 @@ pub fn run(args: &Args, runs: usize) -> Result<Report> {
     .with("tidings_bin", bin.display().to_string())
     .with("redis_runs", sides.series[2].to_json())
     .with("ratio_redis_vs_sqlite", ratio(r, s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_exactly_once;
+
+    #[test]
+    fn loss_counts_repeats_and_a_log_of_another_length() {
+        assert_eq!(not_exactly_once(vec![3, 1, 2], 3), 0);
+        assert_eq!(not_exactly_once(vec![1, 2, 2], 3), 1, "2 answered twice");
+        assert_eq!(
+            not_exactly_once(vec![1, 2, 3], 5),
+            2,
+            "two events nobody was told of"
+        );
+        assert_eq!(
+            not_exactly_once(vec![1, 2, 3], 2),
+            1,
+            "an answered seq not in the log"
+        );
+        assert_eq!(not_exactly_once(vec![], 0), 0);
+    }
 }
