@@ -35,13 +35,19 @@ function staticServer() {
 }
 
 test("browser: a server restart mid-stream: every seq once, in order, over ws and sse", async () => {
+  // The browser first: if it cannot start, nothing else is left running
+  // (a live server or site would keep the test runner from exiting).
+  const browser = await launchChromium();
   const site = await staticServer();
   const origin = `http://127.0.0.1:${site.address().port}`;
   const tmp = tempDir();
   const env = { TIDINGS_CORS_ORIGINS: origin };
-  let server = await startServer({ dataDir: tmp.dir, env });
+  let server = await startServer({ dataDir: tmp.dir, env }).catch(async (e) => {
+    await browser.close();
+    site.close();
+    throw e;
+  });
   const port = server.port;
-  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     const pageErrors = [];

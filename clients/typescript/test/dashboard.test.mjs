@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { TidingsClient } from "../dist/index.js";
-import { startServer, tempDir, launchChromium, sleep } from "./harness.mjs";
+import { startServer, tempDir, launchChromium, closing, sleep } from "./harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SHOTS = path.resolve(process.env.DASHBOARD_SHOTS ?? path.join(here, "../../../target"));
@@ -56,8 +56,8 @@ async function demoTraffic(client, server) {
 }
 
 test("dashboard: live tail within a second, no console errors, screenshots", async () => {
-  const server = await startServer();
   const browser = await launchChromium();
+  const server = await startServer().catch(closing(browser));
   const client = new TidingsClient(server.url);
   let sockets = [];
   let ticker;
@@ -140,8 +140,8 @@ test("dashboard: asks for a token when auth is on, keeps it for the session", as
   const tmp = tempDir();
   const cfg = path.join(tmp.dir, "tidings.toml");
   writeFileSync(cfg, `[[auth.tokens]]\ntoken = "dash-token"\npublish = [">"]\nsubscribe = [">"]\n`);
-  const server = await startServer({ args: ["--config", cfg] });
   const browser = await launchChromium();
+  const server = await startServer({ args: ["--config", cfg] }).catch(closing(browser));
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900 });
@@ -167,8 +167,8 @@ test("dashboard: asks for a token when auth is on, keeps it for the session", as
 });
 
 test("dashboard: the tail filter applies, and a bad one shows the server's error", async () => {
-  const server = await startServer();
   const browser = await launchChromium();
+  const server = await startServer().catch(closing(browser));
   try {
     const client = new TidingsClient(server.url);
     const page = await browser.newPage();

@@ -99,11 +99,36 @@ export async function publishSurely(client, name, data, key) {
   }
 }
 
-/** Headless Chromium (puppeteer-core), with a fresh profile. */
+/**
+ * A handler for a failed start after the browser is up: closes the browser,
+ * then rethrows (an open browser would keep the test runner from exiting).
+ */
+export function closing(browser) {
+  return async (e) => {
+    await browser.close();
+    throw e;
+  };
+}
+
+/**
+ * Headless Chromium (puppeteer-core), with a fresh profile. Its first start
+ * on a machine can be slow (seen: 9 s idle, over 30 s under load), so it
+ * gets 120 s and a second try.
+ */
 export async function launchChromium() {
+  try {
+    return await launchChromiumOnce();
+  } catch (e) {
+    console.error(`chromium did not start (${e.message}); trying once more`);
+    return await launchChromiumOnce();
+  }
+}
+
+async function launchChromiumOnce() {
   const { default: puppeteer } = await import("puppeteer-core");
   const profile = tempDir();
-  const browser = await puppeteer.launch({
+  const launched = puppeteer.launch({
+    timeout: 120_000,
     executablePath: process.env.CHROMIUM_BIN ?? "/usr/bin/chromium",
     headless: true,
     args: [
@@ -117,6 +142,10 @@ export async function launchChromium() {
       "--disable-sync",
       `--user-data-dir=${profile.dir}`,
     ],
+  });
+  const browser = await launched.catch((e) => {
+    profile.remove();
+    throw e;
   });
   const close = browser.close.bind(browser);
   browser.close = async () => {
