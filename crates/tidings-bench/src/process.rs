@@ -1,6 +1,7 @@
 //! A `tidings serve` running as a separate process (so its RSS is its
 //! own), configured by a TOML file in a temporary directory, listening on
-//! 127.0.0.1:0. Shared by `soak` and `churn`.
+//! 127.0.0.1:0. Shared by `soak`, `churn` and `publish`; [`post_events`]
+//! publishes to it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -193,6 +194,33 @@ pub fn metrics_connections(text: &str) -> (Option<i64>, Option<i64>) {
             .and_then(|v| v.trim().parse().ok())
     };
     (get("ws"), get("sse"))
+}
+
+/// A committed event as `POST /events` answers it: only its seq is read.
+#[derive(serde::Deserialize)]
+pub struct SeqOnly {
+    pub seq: u64,
+}
+
+/// `POST {base}/events` with the JSON `body` (one event or an array);
+/// returns the answer's bytes, or an error quoting its start unless the
+/// status is a success.
+pub async fn post_events(http: &reqwest::Client, base: &str, body: String) -> Result<bytes::Bytes> {
+    let resp = http
+        .post(format!("{base}/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .context("POST /events")?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    ensure!(
+        status.is_success(),
+        "POST /events answered {status}: {}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+    );
+    Ok(bytes)
 }
 
 /// `last_seq` from `GET /healthz`.

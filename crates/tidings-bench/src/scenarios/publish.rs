@@ -30,9 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde::Deserialize;
 
-use crate::process::{default_tidings_bin, last_seq, ServerProcess};
+use crate::process::{default_tidings_bin, last_seq, post_events, SeqOnly, ServerProcess};
 use crate::progress;
 use crate::repeat::{alternate, ratio, Run};
 use crate::Report;
@@ -65,11 +64,6 @@ enum Store {
     Sqlite,
     Nats,
     Redis,
-}
-
-#[derive(Deserialize)]
-struct SeqOnly {
-    seq: u64,
 }
 
 /// What one store measured in one run.
@@ -155,28 +149,15 @@ async fn measure(args: &Args, bin: &std::path::Path, store: Store, run: usize) -
     let tasks: Vec<_> = (0..args.publishers)
         .map(|p| {
             let (http, counting, stop) = (http.clone(), counting.clone(), stop.clone());
-            let url = format!("{base}/events");
+            let base = base.clone();
             tokio::spawn(async move {
                 let (mut seqs, mut counted) = (Vec::new(), 0u64);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let resp = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(format!(
-                            "{{\"name\":\"bench.publish\",\"data\":{{\"p\":{p},\"n\":{n}}}}}"
-                        ))
-                        .send()
-                        .await
-                        .context("POST /events")?;
-                    let status = resp.status();
-                    let bytes = resp.bytes().await?;
-                    ensure!(
-                        status.is_success(),
-                        "POST /events answered {status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    );
+                    let body =
+                        format!("{{\"name\":\"bench.publish\",\"data\":{{\"p\":{p},\"n\":{n}}}}}");
+                    let bytes = post_events(&http, &base, body).await?;
                     let e: SeqOnly =
                         serde_json::from_slice(&bytes).context("POST /events answer has no seq")?;
                     seqs.push(e.seq);

@@ -5,15 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use serde::Deserialize;
+
+use crate::process::{post_events, SeqOnly};
 
 use super::check::Table;
 use super::Args;
-
-#[derive(Deserialize)]
-pub(super) struct SeqOnly {
-    pub(super) seq: u64,
-}
 
 pub(super) struct Published {
     pub(super) events: u64,
@@ -32,7 +28,6 @@ pub(super) async fn publish(
     counter: &AtomicU64,
     end: tokio::time::Instant,
 ) -> Result<Published> {
-    let url = format!("{base}/events");
     let parts = args.partitions;
     let pad = "x".repeat(args.pad_bytes);
     let mut next_n = vec![0u64; parts];
@@ -99,20 +94,7 @@ pub(super) async fn publish(
             ));
         }
         body.push(']');
-        let resp = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .context("POST /events")?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        ensure!(
-            status.is_success(),
-            "POST /events answered {status}: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-        );
+        let bytes = post_events(http, base, body).await?;
         let seqs: Vec<SeqOnly> =
             serde_json::from_slice(&bytes).context("POST /events answer is not an array")?;
         ensure!(
