@@ -71,7 +71,10 @@ impl Inner {
             });
             st.applied_last = st.applied_last.max(last);
             st.applied_stream_seq = st.applied_stream_seq.max(seq);
-            st.own = st.own.split_off(&(seq + 1));
+            // Own records the follower passed (it decoded them first).
+            while st.own.first_key_value().is_some_and(|(&k, _)| k <= seq) {
+                st.own.pop_first();
+            }
             if st.cache.back().is_some_and(|b| b.stream_seq + 1 != seq) {
                 // A hole (records pruned before we read them): restart the
                 // cache so it stays contiguous.

@@ -48,7 +48,6 @@ pub(super) struct Request {
 }
 
 impl Inner {
-    /// Publishes one record guarded by the expected last stream seq.
     /// Publishes one record guarded by the expected last stream seq;
     /// returns the ack and the record's time.
     pub(super) async fn publish(
