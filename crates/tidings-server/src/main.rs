@@ -7,13 +7,6 @@ use clap::{Parser, Subcommand};
 use tidings_server::cli::Client;
 use tidings_server::config::Config;
 
-/// mimalloc rather than the system allocator: the server allocates per
-/// request and per event (bodies, envelopes, JSON), and glibc's malloc was
-/// 14% of its CPU publishing single events (BENCHMARKS.md, "One event per
-/// POST"). Only the binary chooses; the library crates do not.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "tidings", version, about = "An event bus that records facts")]
 struct Cli {
