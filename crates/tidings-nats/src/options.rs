@@ -25,7 +25,8 @@ pub struct NatsOptions {
     /// Retention, idempotency window and prune interval ([`LogOptions`]).
     /// `max_count` becomes the stream's `MaxMsgs` (counted in records, so a
     /// backstop that never removes more than asked) and is applied
-    /// precisely, at record granularity, by `prune`; `max_age` is applied by
+    /// exactly: `prune` removes whole records, reads hide the older events
+    /// of a record straddling the limit; `max_age` is applied by
     /// `prune` and by a background pruner every `prune_interval` (see the
     /// crate docs for why not by the stream's `MaxAge`).
     pub log: LogOptions,

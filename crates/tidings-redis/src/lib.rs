@@ -39,11 +39,12 @@
 //!
 //! | key            | type   | holds                                                     |
 //! |----------------|--------|-----------------------------------------------------------|
-//! | `K`            | stream | the events; entry id `<seq>-0`; fields under "Stream entries" below |
+//! | `K`            | stream | the events, one entry per group; entry id `<seq of its last event>-0`; see "Stream entries" below |
 //! | `K:seq`        | string | the last seq ever assigned (never trimmed, never reset)   |
+//! | `K:first`      | string | the first seq count retention keeps (absent: 1)           |
 //! | `K:cursors`    | hash   | durable consumer name -> last processed seq              |
 //! | `K:consumers`  | hash   | durable consumer name -> its definition (opaque spec)    |
-//! | `K:idem:<key>` | string | an idempotency key -> the committed entry (JSON), `PX` window |
+//! | `K:idem:<key>` | string | an idempotency key -> `<seq> <record>` of the original, `PX` window |
 //!
 //! With Redis Cluster all of them must hash to one slot: use a hash tag as
 //! the key, e.g. `?key={orders}`.
@@ -65,9 +66,12 @@
 //!    a key held in Redis is a duplicate of the stored original, a key used
 //!    earlier in the same batch is a duplicate of that event, anything else
 //!    is fresh and gets the next seq (`last + 1`, `last + 2`, ...);
-//! 3. only then writes: `XADD K <seq>-0 ...` per fresh event, `INCRBY K:seq
-//!    <fresh>`, `SET K:idem:<key> <entry JSON> PX <window>` per fresh keyed
-//!    event, and `XTRIM K MAXLEN = <max_count>` when count retention is set.
+//! 3. only then writes: the fresh events of the whole group as one stream
+//!    entry (`XADD K <last seq>-0 at <time> e <record> e <record> ..`; a
+//!    group of more than 128 events takes several entries), `INCRBY K:seq
+//!    <fresh>`, `SET K:idem:<key> <seq> <record> PX <window>` per fresh
+//!    keyed event, and, when count retention is set, raises `K:first` and
+//!    `XTRIM K MINID`s the entries wholly below it.
 //!
 //! So two servers never assign the same seq, never leave a gap, and a batch
 //! is all or nothing: everything that can refuse it (the expectation, the
@@ -79,17 +83,19 @@
 //!
 //! ## Reads, cursors and wake-ups
 //!
-//! `read(after, limit)` is one script: `GET K:seq` and `XRANGE K (after-0 +
-//! COUNT limit`, so [`Page::last_seq`](tidings_core::log::Page) is
-//! consistent with the events. `bounds()` likewise reads the counter and the
-//! first entry's id together. `commit_cursor` checks the seq against the
+//! `read(after, limit)` is one script: `GET K:seq`, `GET K:first` and the
+//! entries holding the `limit` events after `after`, found by id (ids are
+//! last seqs), so [`Page::last_seq`](tidings_core::log::Page) is
+//! consistent with the events; the events of the first and last entry
+//! outside the range are dropped before decoding. `bounds()` likewise
+//! reads the counter, `K:first` and the first entry together. `commit_cursor` checks the seq against the
 //! counter and `HSET`s in one script (`BeyondEnd` otherwise).
 //! `define_consumer` is one script, `HSETNX` then `HGET` of `K:consumers`,
 //! so the first definer wins and every server gets the stored spec back;
 //! `delete_consumer` `HDEL`s the name from `K:consumers` and `K:cursors` in
 //! one script, and `consumers()` reads both hashes in one script.
-//! `seq_before(time)` scans the stream's `time` fields from the front, in
-//! script steps of 1,000 entries that return only ids.
+//! `seq_before(time)` scans the events' times from the front, in script
+//! steps of 1,000 entries that return only seqs.
 //!
 //! [`EventLog::watch`] is set at open from the counter, after each of this
 //! instance's appends, and by a **follower task** that loops `XREAD COUNT 1
@@ -101,16 +107,19 @@
 //! ## Retention
 //!
 //! A hard limit, not waiting for cursors (a consumer behind it is told by
-//! [`tidings_core::stream_from`] with a `Lagged`). `max_count` is applied with
-//! `XTRIM MAXLEN =` (exact) on every append and on prune. Stream ids are
-//! seqs, not times, so `max_age` is applied by a script that reads the
+//! [`tidings_core::stream_from`] with a `Lagged`). `max_count` is exact, on
+//! every append and on prune: `K:first` rises to `last - max_count + 1`,
+//! the entries wholly below it are removed (`XTRIM MINID`), and the older
+//! events of an entry straddling it are hidden from every read. Stream ids
+//! are seqs, not times, so `max_age` is applied by a script that reads the
 //! `at` field (the commit time by Redis' clock, never the client-set event
-//! `time`) of the entries at the front and `XTRIM MINID`s up to the first
-//! entry young enough (in steps of 10,000 entries, so Redis is never
+//! `time`; one per entry, shared by its events) of the entries at the
+//! front and `XTRIM MINID`s up to the first entry young enough (in steps of 10,000 entries, so Redis is never
 //! blocked long). [`EventLog::prune`] applies both now; a background task
 //! does so every `prune_interval` of [`RedisOptions::log`] (default 1 s). The counter
 //! is never trimmed, so seqs are never reused, and `bounds().first` is the
-//! first entry left (`last + 1` when none is).
+//! first event of the first entry left, not below `K:first` (`last + 1`
+//! when no entry is left).
 //!
 //! ## Outages
 //!
@@ -137,11 +146,16 @@
 //!
 //! ## Stream entries
 //!
-//! Each event is one entry with fields `id` (UUID), `name`, `source`, `time`
-//! (µs since the epoch), `data` (JSON text), `key` and `priority` when
-//! present, and `at`, the commit time the append script adds (µs, Redis'
-//! clock). Times are kept to the microsecond; the events an append returns
-//! carry the same truncated time as later reads.
+//! One entry per call of the append script (at most 128 events): field
+//! `at`, the commit time (µs, Redis' clock), then one field `e` per event
+//! whose value is the event's record, JSON with `time` (µs since the
+//! epoch) first, then `id`, `name`, `source`, `data`, and `key` and
+//! `priority` when present. The `n` events of the entry with id `L` have
+//! seqs `L - n + 1 ..= L`. Entries an earlier version wrote (one event
+//! each, one field per event attribute) are still read. Times are kept to
+//! the microsecond; the events an append returns carry the same truncated
+//! time as later reads. `codec.rs` has the details, and why one entry per
+//! group (the script's cost grows with its number of arguments).
 //!
 //! ## Code map
 //!
@@ -154,7 +168,7 @@
 //!   * `log/read.rs`: `read`, `bounds`, `seq_before`;
 //!   * `log/prune.rs`: retention and the periodic pruner;
 //!   * `log/consumers.rs`: cursors and consumer definitions.
-//! * `scripts.rs`: the Lua scripts; `codec.rs`: stream entries to and from
+//! * `scripts.rs`: the Lua scripts and the helpers they share; `codec.rs`: stream entries to and from
 //!   events; `options.rs`: [`RedisOptions`] and the URL; `error.rs`: the
 //!   errors and how Redis errors map to them.
 //!

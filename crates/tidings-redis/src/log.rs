@@ -45,6 +45,9 @@ pub struct KeyLayout {
     pub stream: String,
     /// `K:seq`: the last seq ever assigned.
     pub counter: String,
+    /// `K:first`: the first seq count retention keeps (readers hide the
+    /// older events of an entry straddling it).
+    pub first: String,
     /// `K:cursors`: consumer name -> seq.
     pub cursors: String,
     /// `K:consumers`: consumer name -> definition.
@@ -59,6 +62,7 @@ impl KeyLayout {
         KeyLayout {
             stream: key.to_owned(),
             counter: format!("{key}:seq"),
+            first: format!("{key}:first"),
             cursors: format!("{key}:cursors"),
             consumers: format!("{key}:consumers"),
             idempotency_prefix: format!("{key}:idem:"),

@@ -14,7 +14,7 @@ pub const DEFAULT_KEY: &str = "tidings";
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// Retention, idempotency window and prune interval ([`LogOptions`]).
-    /// `max_count` is applied exactly (`MAXLEN =`) on every append, both
+    /// `max_count` is applied exactly (the kept floor `K:first`) on every append, both
     /// limits on [`EventLog::prune`](tidings_core::EventLog::prune) and
     /// every `prune_interval` (`None`: only on `prune`, count retention
     /// still on append). Default: keep everything, 120 s, 1 s.

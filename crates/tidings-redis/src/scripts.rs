@@ -10,28 +10,71 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Helpers the scripts that read or trim the stream share (prepended to
+/// them), so the entry layout (see `codec.rs`) and count retention are
+/// written once.
+const PRELUDE: &str = r#"
+local function fmt(n) return string.format('%d', n) end
+-- The seq an entry id names: its last event's.
+local function id_seq(id) return tonumber(string.match(id, '^(%d+)')) end
+-- The events in an entry, by its fields: a group entry is 'at', at, then
+-- 'e', record per event; anything else is a single entry.
+local function entry_len(f)
+  if f[3] == 'e' then return (#f - 2) / 2 end
+  return 1
+end
+local function entry_first(e) return id_seq(e[1]) - entry_len(e[2]) + 1 end
+-- The first seq count retention keeps (1 when it never trimmed).
+local function kept_from(first_key)
+  return tonumber(redis.call('GET', first_key) or '1')
+end
+-- The first seq readable: the first entry's first event, not below what
+-- count retention keeps; last + 1 when the stream is empty.
+local function first_seq(stream, first_key, last)
+  local e = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if not e then return last + 1 end
+  return math.max(entry_first(e), kept_from(first_key))
+end
+-- Count retention: keep the newest max seqs up to last. Raises the kept
+-- floor and removes the entries wholly below it; an entry straddling it
+-- stays, its older events hidden by the floor.
+local function trim_count(stream, first_key, last, max)
+  local keep = last - max + 1
+  if keep > kept_from(first_key) then
+    redis.call('SET', first_key, fmt(keep))
+    redis.call('XTRIM', stream, 'MINID', '=', fmt(keep) .. '-0')
+  end
+end
+"#;
+
+/// A script made of [`PRELUDE`] and `body`.
+fn with_prelude(body: &str) -> Script {
+    Script::new(&[PRELUDE, body].concat())
+}
+
 /// Append a group: one or more appends (each an all-or-nothing batch) of
 /// this process, committed in one atomic step (group commit, see
 /// `log/append.rs`).
 ///
-/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3..]` the idempotency keys of
-/// the whole group (each once). `ARGV[1]` idempotency window in ms,
-/// `ARGV[2]` max count (`""` = none), `ARGV[3]` the floor (the highest seq
-/// the caller already saw committed), `ARGV[4]` the number of appends; then
-/// per append: its expected last seq (`""` = none) and its number of
-/// events; then per event: the index in `KEYS` of its idempotency key (0 =
-/// none), the number of field/value items that follow, and those items.
+/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the kept floor,
+/// `KEYS[4..]` the idempotency keys of the whole group (each once).
+/// `ARGV[1]` idempotency window in ms, `ARGV[2]` max count (`""` = none),
+/// `ARGV[3]` the floor (the highest seq the caller already saw committed),
+/// `ARGV[4]` the number of appends, `ARGV[5]` the most events per stream
+/// entry; then per append: its expected last seq (`""` = none) and its
+/// number of events; then per event: the index in `KEYS` of its
+/// idempotency key (0 = none) and its record.
 ///
 /// Phase 1 only reads: the counter and every idempotency key, deciding the
 /// fate of each append in order. An append whose expectation differs from
 /// the running last seq (the counter plus what the appends before it in the
-/// group take) is refused whole and takes nothing. Phase 2 writes: one
-/// `XADD <seq>-0` per fresh event (its `at` field first, then its items straight from
-/// `ARGV`), one `INCRBY` of the counter, the
-/// idempotency keys (`SET .. PX window`, value = the committed entry as
-/// JSON so a duplicate can be answered even after retention removed the
-/// original), then the count trim. Every entry also gets an `at` field: the
-/// commit time, in µs, from Redis' own clock (`TIME`, one reading per
+/// group take) is refused whole and takes nothing. Phase 2 writes: the
+/// fresh events as group entries (one `XADD <last seq>-0 at <t> e <record>
+/// e <record> ..` per [`EVENTS_PER_ENTRY`](crate::codec::EVENTS_PER_ENTRY)
+/// events), one `INCRBY` of the counter, the idempotency keys (`SET .. PX
+/// window`, value `<seq> <record>`, so a duplicate can be answered even
+/// after retention removed the original), then count retention. `at` is
+/// the commit time, in µs, from Redis' own clock (`TIME`, one reading per
 /// script), which age retention measures (Redis ≥ 5 replicates scripts by
 /// effects, so a script may read the clock before writing). The first
 /// write is the first `XADD`; it is refused (before anything was written)
@@ -43,30 +86,28 @@ use redis::Script;
 /// where `ai..` is `0, running` for an append refused by its expectation,
 /// else `1, r1, .., rn` (the caller knows each append's `n`), `rj` being
 /// the seq of a fresh event, `-seq` for a repeat of a key first used
-/// earlier in the group, or the stored JSON of the original for a key seen
-/// within the window. Flat because Redis converts every nested Lua table
-/// of a reply on its own: with one table per append, the reply alone cost
-/// about a tenth of a call of 16 single appends. For the same reason the
-/// writes are kept in four flat arrays, not a table per event.
+/// earlier in the group, or the stored `<seq> <record>` of the original
+/// for a key seen within the window. Flat because Redis converts every
+/// nested Lua table of a reply on its own.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r#"
-local stream, counter = KEYS[1], KEYS[2]
+local stream, counter, first_key = KEYS[1], KEYS[2], KEYS[3]
 local last = tonumber(redis.call('GET', counter) or '0')
 if tonumber(ARGV[3]) > last then
   return {2, last}
 end
 local running = last
-local pos = 5
+local pos = 6
 local seen = {}
-local wseq, wbase, wcnt, wkey, nw = {}, {}, {}, {}, 0
+local wrec, wkey, nw = {}, {}, 0
 local reply, r = {1, 0}, 2
 for a = 1, tonumber(ARGV[4]) do
   local expected = ARGV[pos]
   local n = tonumber(ARGV[pos + 1])
   pos = pos + 2
   if expected ~= '' and tonumber(expected) ~= running then
-    for i = 1, n do pos = pos + 2 + tonumber(ARGV[pos + 1]) end
+    pos = pos + 2 * n
     reply[r + 1] = 0
     reply[r + 2] = running
     r = r + 2
@@ -75,9 +116,8 @@ for a = 1, tonumber(ARGV[4]) do
     reply[r] = 1
     for i = 1, n do
       local kidx = tonumber(ARGV[pos])
-      local cnt = tonumber(ARGV[pos + 1])
-      local base = pos + 2
-      pos = base + cnt
+      local rec = pos + 1
+      pos = pos + 2
       local dup = nil
       if kidx > 0 then
         local k = KEYS[kidx]
@@ -94,7 +134,7 @@ for a = 1, tonumber(ARGV[4]) do
         running = running + 1
         reply[r] = running
         nw = nw + 1
-        wseq[nw], wbase[nw], wcnt[nw], wkey[nw] = running, base, cnt, kidx
+        wrec[nw], wkey[nw] = rec, kidx
         if kidx > 0 then seen[KEYS[kidx]] = running end
       end
     end
@@ -102,25 +142,30 @@ for a = 1, tonumber(ARGV[4]) do
 end
 if nw > 0 then
   local clock = redis.call('TIME')
-  local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-  for w = 1, nw do
-    local base = wbase[w]
-    redis.call('XADD', stream, string.format('%d-0', wseq[w]), 'at', at,
-      unpack(ARGV, base, base + wcnt[w] - 1))
+  local at = fmt(tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
+  local per = tonumber(ARGV[5])
+  local w = 1
+  while w <= nw do
+    local hi = math.min(nw, w + per - 1)
+    local args, ai = {'XADD', stream, fmt(last + hi) .. '-0', 'at', at}, 5
+    for x = w, hi do
+      args[ai + 1] = 'e'
+      args[ai + 2] = ARGV[wrec[x]]
+      ai = ai + 2
+    end
+    redis.call(unpack(args))
+    w = hi + 1
   end
   redis.call('INCRBY', counter, nw)
   local window = ARGV[1]
-  for w = 1, nw do
-    local kidx = wkey[w]
+  for x = 1, nw do
+    local kidx = wkey[x]
     if kidx > 0 then
-      local base = wbase[w]
-      local entry = {string.format('%d', wseq[w])}
-      for j = 0, wcnt[w] - 1 do entry[j + 2] = ARGV[base + j] end
-      redis.call('SET', KEYS[kidx], cjson.encode(entry), 'PX', window)
+      redis.call('SET', KEYS[kidx], fmt(last + x) .. ' ' .. ARGV[wrec[x]], 'PX', window)
     end
   end
   if ARGV[2] ~= '' then
-    redis.call('XTRIM', stream, 'MAXLEN', '=', ARGV[2])
+    trim_count(stream, first_key, running, tonumber(ARGV[2]))
   end
 end
 reply[2] = running
@@ -129,30 +174,55 @@ return reply
     )
 });
 
-/// Read a page: `KEYS[1]` stream, `KEYS[2]` counter, `ARGV[1]` after,
-/// `ARGV[2]` limit. Reply `{last, entries}` with the entries of `XRANGE
-/// (after-0 + COUNT limit`, read in the same atomic step as the counter.
+/// Read a page: `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the kept
+/// floor, `ARGV[1]` after, `ARGV[2]` limit. Reply `{last, kept, entries}`:
+/// the entries holding the events from the first one after `after` (and
+/// not below `kept`) to `limit` events on, read in the same atomic step as
+/// the counter. The caller drops the events of the first and last entry
+/// outside that range (at most two entries' worth). Entry ids are last
+/// seqs and seqs are dense from the first readable one, so the range is
+/// found by id: the entry holding its first event, the entries ending
+/// within it, and the one entry straddling its end.
 pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r#"
+local stream = KEYS[1]
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) >= last or tonumber(ARGV[2]) <= 0 then
-  return {last, {}}
+local kept = kept_from(KEYS[3])
+local after, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if after >= last or limit <= 0 then
+  return {last, kept, {}}
 end
-return {last, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
+after = math.max(after, kept - 1)
+local out = redis.call('XRANGE', stream, '(' .. fmt(after) .. '-0', '+', 'COUNT', 1)
+if #out == 0 then
+  return {last, kept, out}
+end
+local top = id_seq(out[1][1])
+local hi = math.max(after + 1, entry_first(out[1])) + limit - 1
+if hi > top then
+  for _, e in ipairs(redis.call('XRANGE', stream, '(' .. fmt(top) .. '-0', fmt(hi) .. '-0')) do
+    out[#out + 1] = e
+  end
+  top = id_seq(out[#out][1])
+  if top < hi and top < last then
+    local e = redis.call('XRANGE', stream, '(' .. fmt(top) .. '-0', '+', 'COUNT', 1)[1]
+    if e then out[#out + 1] = e end
+  end
+end
+return {last, kept, out}
 "#,
     )
 });
 
-/// Bounds: `KEYS[1]` stream, `KEYS[2]` counter. Reply `{last, first_id}`,
-/// `first_id` being `false` (nil) when the stream holds nothing.
+/// Bounds: `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the kept floor.
+/// Reply `{last, first}`, `first` being the first readable seq (`last +
+/// 1` when none is).
 pub(crate) static BOUNDS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r#"
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-if first then return {last, first[1]} end
-return {last}
+return {last, first_seq(KEYS[1], KEYS[3], last)}
 "#,
     )
 });
@@ -203,48 +273,64 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
     )
 });
 
-/// One step of `seq_before`: `KEYS[1]` stream, `KEYS[2]` counter, `ARGV[1]`
-/// time in µs, `ARGV[2]` exclusive start seq (`""` = from the first entry),
-/// `ARGV[3]` entries to examine. Only the `time` field is looked at, and
-/// only ids go back over the wire. Reply: `{1, id}` the first entry at or
+/// One step of `seq_before`: `KEYS[1]` stream, `KEYS[2]` counter,
+/// `KEYS[3]` the kept floor, `ARGV[1]` time in µs, `ARGV[2]` the id (a
+/// seq) of the entry to go on after (`""` = from the first entry),
+/// `ARGV[3]` entries to examine. Only event times are looked at (a
+/// record's leading `time`, a single entry's `time` field), and only seqs
+/// go back over the wire. Reply: `{1, seq}` the first readable event at or
 /// after the time; `{2, last}` none is (the counter, read atomically with
-/// the end of the stream); `{0, id}` not yet found, go on after `id`.
+/// the end of the stream); `{0, id}` not yet found, go on after entry `id`.
 pub(crate) static SEQ_BEFORE_STEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r#"
 local t = tonumber(ARGV[1])
 local count = tonumber(ARGV[3])
+local kept = kept_from(KEYS[3])
 local start = '-'
 if ARGV[2] ~= '' then start = '(' .. ARGV[2] .. '-0' end
 local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', count)
 for _, e in ipairs(entries) do
   local f = e[2]
-  for j = 1, #f, 2 do
-    if f[j] == 'time' then
-      if tonumber(f[j + 1]) >= t then return {1, e[1]} end
-      break
+  if f[3] == 'e' then
+    local seq = entry_first(e)
+    for j = 4, #f, 2 do
+      if seq >= kept then
+        local time = tonumber(string.match(f[j], '^{"time":(-?%d+)'))
+        if time and time >= t then return {1, seq} end
+      end
+      seq = seq + 1
+    end
+  else
+    for j = 1, #f, 2 do
+      if f[j] == 'time' then
+        if tonumber(f[j + 1]) >= t then return {1, id_seq(e[1])} end
+        break
+      end
     end
   end
 end
 if #entries < count then
   return {2, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
-return {0, entries[#entries][1]}
+return {0, id_seq(entries[#entries][1])}
 "#,
     )
 });
 
-/// One step of age retention: `KEYS[1]` stream, `ARGV[1]` the maximum age
-/// in µs, `ARGV[2]` most entries to examine. The cutoff is Redis' clock
-/// (`TIME`) minus the age, the clock that stamped each entry's `at` (its
-/// commit time); an entry without `at` (written before commit times were
-/// stored) is judged by its `time`. Removes the run of entries at the
-/// front of the stream committed before the cutoff (stopping at the first
-/// younger one, so only the front is ever removed: readers see one hole,
-/// reported as lag). Reply `{removed, more}`: `more` = 1 when the step
-/// stopped only because it examined its maximum.
+/// One step of age retention: `KEYS[1]` stream, `KEYS[2]` counter,
+/// `KEYS[3]` the kept floor, `ARGV[1]` the maximum age in µs, `ARGV[2]`
+/// most entries to examine. The cutoff is Redis' clock (`TIME`) minus the
+/// age, the clock that stamped each entry's `at` (its commit time, shared
+/// by all its events); a single entry without `at` (written before commit
+/// times were stored) is judged by its `time`. Removes the run of entries
+/// at the front of the stream committed before the cutoff (stopping at the
+/// first younger one, so only the front is ever removed: readers see one
+/// hole, reported as lag). Reply `{removed, more}`: the events no longer
+/// readable, and `more` = 1 when the step stopped only because it examined
+/// its maximum.
 pub(crate) static PRUNE_AGE_STEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_prelude(
         r#"
 local clock = redis.call('TIME')
 local cutoff = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) - tonumber(ARGV[1])
@@ -252,31 +338,47 @@ local max = tonumber(ARGV[2])
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', max)
 local old = 0
 for _, e in ipairs(entries) do
-  local at, time = nil, nil
   local f = e[2]
-  for j = 1, #f, 2 do
-    if f[j] == 'at' then
-      at = tonumber(f[j + 1])
-    elseif f[j] == 'time' then
-      time = tonumber(f[j + 1])
+  local committed = nil
+  if f[1] == 'at' then
+    committed = tonumber(f[2])
+  else
+    for j = 1, #f, 2 do
+      if f[j] == 'time' then
+        committed = tonumber(f[j + 1])
+        break
+      end
     end
   end
-  local committed = at or time
   if committed and committed >= cutoff then break end
   old = old + 1
 end
 if old == 0 then return {0, 0} end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local before = first_seq(KEYS[1], KEYS[3], last)
 local minid
 if old < #entries then
   minid = entries[old + 1][1]
 else
-  local s = tonumber(string.match(entries[old][1], '^(%d+)-'))
-  minid = string.format('%d-0', s + 1)
+  minid = fmt(id_seq(entries[old][1]) + 1) .. '-0'
 end
-local removed = redis.call('XTRIM', KEYS[1], 'MINID', '=', minid)
+redis.call('XTRIM', KEYS[1], 'MINID', '=', minid)
 local more = 0
 if old == max then more = 1 end
-return {removed, more}
+return {math.max(0, first_seq(KEYS[1], KEYS[3], last) - before), more}
+"#,
+    )
+});
+
+/// Count retention now: `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the
+/// kept floor, `ARGV[1]` max count. Reply: the events no longer readable.
+pub(crate) static PRUNE_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local before = first_seq(KEYS[1], KEYS[3], last)
+trim_count(KEYS[1], KEYS[3], last, tonumber(ARGV[1]))
+return math.max(0, first_seq(KEYS[1], KEYS[3], last) - before)
 "#,
     )
 });

@@ -100,6 +100,89 @@ where
     assert!(p.events.is_empty());
 }
 
+/// Reads of any `after` and `limit` return the dense run of seqs that
+/// follows, wherever it starts and ends inside batches (some backends keep
+/// a batch as one unit: their reads must cut it exactly).
+pub async fn reads_inside_batches<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(&make, LogOptions::default()).await;
+    let mut last = 0;
+    for size in [1u64, 5, 300, 2, 1, 40] {
+        let batch = (0..size).map(|i| ev("conf.batch", last + i + 1)).collect();
+        let c = log.append(batch, None).await.unwrap();
+        last = c.last().expect("a batch commits").event.seq;
+    }
+    assert_eq!(last, 349);
+    for (after, limit) in [
+        (0, 1),
+        (0, 3),
+        (1, 5),
+        (2, 4),
+        (3, 300),
+        (5, 1),
+        (6, 299),
+        (6, 300),
+        (100, 7),
+        (305, 50),
+        (308, 100),
+        (348, 5),
+        (0, 1_000),
+    ] {
+        let p = log.read(after, limit).await.unwrap();
+        let want: Vec<u64> = (after + 1..=(after + limit as u64).min(last)).collect();
+        let got: Vec<u64> = p.events.iter().map(|e| e.seq).collect();
+        assert_eq!(got, want, "read({after}, {limit})");
+        for e in &p.events {
+            assert_eq!(
+                e.data["i"],
+                serde_json::json!(e.seq),
+                "event {} roundtrips",
+                e.seq
+            );
+        }
+        assert_eq!(p.last_seq, last);
+    }
+}
+
+/// `seq_before(t)` is the seq just before the first event dated at or
+/// after `t`, found inside batches too; 0 before every event, the last seq
+/// after them all.
+pub async fn seq_before_finds_times<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(&make, LogOptions::default()).await;
+    let base = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time");
+    let at = |seq: u64| base + chrono::Duration::seconds(seq as i64);
+    let dated = |seq: u64| {
+        let mut e = ev("conf.dated", seq);
+        e.time = at(seq);
+        e
+    };
+    log.append(vec![dated(1)], None).await.unwrap();
+    log.append((2..=20).map(dated).collect(), None)
+        .await
+        .unwrap();
+    log.append(vec![dated(21)], None).await.unwrap();
+    assert_eq!(log.seq_before(base).await.unwrap(), 0);
+    assert_eq!(log.seq_before(at(1)).await.unwrap(), 0);
+    assert_eq!(log.seq_before(at(2)).await.unwrap(), 1);
+    assert_eq!(log.seq_before(at(11)).await.unwrap(), 10);
+    assert_eq!(
+        log.seq_before(at(11) - chrono::Duration::milliseconds(500))
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(log.seq_before(at(20)).await.unwrap(), 19);
+    assert_eq!(log.seq_before(at(21)).await.unwrap(), 20);
+    assert_eq!(log.seq_before(at(22)).await.unwrap(), 21);
+}
+
 /// An empty batch and an expected-seq mismatch are refused and append
 /// nothing; a matching expectation appends.
 pub async fn refusals_append_nothing<F, Fut>(make: F)

@@ -42,6 +42,51 @@ where
     assert_eq!(next_seq(&mut b).await, 8);
 }
 
+/// Count retention is exact inside a batch: of one batch of 12 with a
+/// limit of 5, the last 5 stay readable and nothing older is ever read.
+pub async fn retention_by_count_inside_a_batch<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(
+        &make,
+        LogOptions {
+            retention: Retention {
+                max_count: Some(5),
+                max_age: None,
+            },
+            ..LogOptions::default()
+        },
+    )
+    .await;
+    log.append((0..12).map(|i| ev("conf.item", i)).collect(), None)
+        .await
+        .unwrap();
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (8, 12));
+    let seqs = |p: crate::log::Page| p.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(log.read(0, 100).await.unwrap()), [8, 9, 10, 11, 12]);
+    assert_eq!(seqs(log.read(3, 2).await.unwrap()), [8, 9]);
+    assert_eq!(seqs(log.read(9, 1).await.unwrap()), [10]);
+    let mut s = stream_from(log.clone(), Position::After(2));
+    assert_eq!(
+        next_delivery(&mut s).await,
+        Delivery::Lagged {
+            missed: 5,
+            resume_from: 8
+        }
+    );
+    assert_eq!(next_seq(&mut s).await, 8);
+    // One more single append moves the window by one, inside the batch.
+    log.append(vec![ev("conf.item", 12)], None).await.unwrap();
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (9, 13));
+    assert_eq!(seqs(log.read(0, 100).await.unwrap()), [9, 10, 11, 12, 13]);
+}
+
 /// Retention is a hard limit: it does not wait for a consumer's cursor, and
 /// the consumer resuming from it is told exactly what it missed.
 pub async fn retention_ignores_cursors_but_reports_lag<F, Fut>(make: F)

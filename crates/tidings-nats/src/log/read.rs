@@ -10,6 +10,9 @@
 //!   record, so a page never misses an event committed before the read
 //!   started, and its `last_seq` is what the follower applied (consistent
 //!   with the events returned).
+//! * Count retention is exact: `read` and `bounds` hide the events older
+//!   than the newest `max_count` (by this instance's options), which a
+//!   record straddling the limit still holds until `prune` removes it whole.
 //! * `search` assumes its predicate is false then true along the stream
 //!   (true for a bound on seqs; for commit times, which the writers' clocks
 //!   stamp, as long as those clocks agree); records pruned during the search
@@ -124,9 +127,21 @@ impl Inner {
         Ok(t)
     }
 
+    /// The first seq count retention keeps when `last` is the last seq:
+    /// reads and bounds hide the older events of a record straddling it.
+    fn kept_from(&self, last: u64) -> u64 {
+        self.opts
+            .log
+            .retention
+            .max_count
+            .map_or(1, |max| last.saturating_sub(max) + 1)
+    }
+
     pub(super) async fn read(&self, after: u64, limit: usize) -> Result<Page, EngineError> {
         let ss = self.stream_state().await?;
         self.wait_seen(ss.last).await?;
+        let applied = self.state.lock().applied_last;
+        let after = after.max(self.kept_from(applied) - 1);
         let want = after.saturating_add(1);
         {
             let st = self.state.lock();
@@ -186,7 +201,7 @@ impl Inner {
             }
             if let Some(r) = self.get_record(ss.first).await? {
                 return Ok(Bounds {
-                    first: r.first,
+                    first: r.first.max(self.kept_from(tail.last)),
                     last: tail.last,
                 });
             }

@@ -44,7 +44,7 @@ use tidings_core::{NewEvent, SharedEvent};
 use tokio::sync::oneshot;
 
 use super::{bounded, Shared};
-use crate::codec::{self, decode_stored, int, seq_of, text, Encoded};
+use crate::codec::{self, decode_stored, int, seq_of, text, Encoded, EVENTS_PER_ENTRY};
 use crate::error::{OpError, StorageError};
 use crate::scripts;
 
@@ -200,14 +200,16 @@ impl Shared {
     async fn send_group(&self, mut group: Vec<Request>) {
         let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::APPEND.prepare_invoke();
-        inv.key(&self.keys.stream).key(&self.keys.counter);
-        // Idempotency key -> its index in KEYS (1-based; 1 and 2 are taken).
+        inv.key(&self.keys.stream)
+            .key(&self.keys.counter)
+            .key(&self.keys.first);
+        // Idempotency key -> its index in KEYS (1-based; 1 to 3 are taken).
         let mut key_index: HashMap<&str, usize> = HashMap::new();
         let mut kidx: Vec<usize> = Vec::new();
         for e in group.iter().flat_map(|r| &r.events) {
             let idx = match &e.event.key {
                 Some(k) => {
-                    let next = key_index.len() + 3;
+                    let next = key_index.len() + 4;
                     *key_index.entry(k.as_str()).or_insert_with(|| {
                         inv.key(format!("{}{k}", self.keys.idempotency_prefix));
                         next
@@ -230,13 +232,14 @@ impl Shared {
                     .unwrap_or_default(),
             )
             .arg(floor)
-            .arg(group.len());
+            .arg(group.len())
+            .arg(EVENTS_PER_ENTRY);
         let mut kidx = kidx.into_iter();
         for r in &group {
             inv.arg(r.expected.map(|e| e.to_string()).unwrap_or_default())
                 .arg(r.events.len());
             for (e, idx) in r.events.iter().zip(kidx.by_ref()) {
-                inv.arg(idx).arg(e.fields.len()).arg(&e.fields);
+                inv.arg(idx).arg(&e.record);
             }
         }
         let mut conn = self.conn.clone();

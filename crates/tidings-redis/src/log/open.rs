@@ -84,7 +84,8 @@ async fn check_keys(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<u6
 /// Checks that each key of the layout is missing or of its type; returns
 /// whether the stream exists.
 async fn check_types(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<bool, ConnectError> {
-    let (stream_type, counter_type, cursors_type, consumers_type): (
+    let (stream_type, counter_type, first_type, cursors_type, consumers_type): (
+        String,
         String,
         String,
         String,
@@ -95,6 +96,8 @@ async fn check_types(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<b
         .cmd("TYPE")
         .arg(&keys.counter)
         .cmd("TYPE")
+        .arg(&keys.first)
+        .cmd("TYPE")
         .arg(&keys.cursors)
         .cmd("TYPE")
         .arg(&keys.consumers)
@@ -104,6 +107,7 @@ async fn check_types(conn: &mut ConnectionManager, keys: &KeyLayout) -> Result<b
     let expected = [
         (&keys.stream, stream_type.as_str(), "stream"),
         (&keys.counter, counter_type.as_str(), "string"),
+        (&keys.first, first_type.as_str(), "string"),
         (&keys.cursors, cursors_type.as_str(), "hash"),
         (&keys.consumers, consumers_type.as_str(), "hash"),
     ];
@@ -291,6 +295,7 @@ impl RedisLog {
         let n: u64 = redis::cmd("DEL")
             .arg(&sh.keys.stream)
             .arg(&sh.keys.counter)
+            .arg(&sh.keys.first)
             .arg(&sh.keys.cursors)
             .arg(&sh.keys.consumers)
             .query_async(&mut conn)

@@ -2,12 +2,15 @@
 //!
 //! # Contract
 //!
-//! * A hard limit, not waiting for cursors: `max_count` with `XTRIM MAXLEN
-//!   =` (exact), `max_age` with a script that reads the `at` fields (Redis'
-//!   commit clock) at the front and `XTRIM MINID`s up to the first entry
-//!   young enough, in steps of at most [`PRUNE_AGE_STEP`] entries.
+//! * A hard limit, not waiting for cursors, and exact: `max_count` raises
+//!   the kept floor (`K:first`) to `last - max_count + 1` and `XTRIM
+//!   MINID`s the entries wholly below it (an entry straddling it stays, its
+//!   older events hidden from every read); `max_age` is a script that reads
+//!   the `at` fields (Redis' commit clock, one per entry, shared by its
+//!   events) at the front and `XTRIM MINID`s up to the first entry young
+//!   enough, in steps of at most [`PRUNE_AGE_STEP`] entries.
 //! * The counter is never trimmed, so seqs are never reused.
-//! * It returns the number of entries removed.
+//! * It returns the number of events no longer readable.
 //! * The periodic task holds the log weakly and stops with it; a failure is
 //!   logged once, then again only after a success.
 
@@ -32,12 +35,12 @@ impl Shared {
         if let Some(max) = retention.max_count {
             let mut conn = self.conn.clone();
             let n: u64 = bounded(self.options.timeout, async {
-                Ok(redis::cmd("XTRIM")
-                    .arg(&self.keys.stream)
-                    .arg("MAXLEN")
-                    .arg("=")
+                Ok(scripts::PRUNE_COUNT
+                    .key(&self.keys.stream)
+                    .key(&self.keys.counter)
+                    .key(&self.keys.first)
                     .arg(max)
-                    .query_async(&mut conn)
+                    .invoke_async(&mut conn)
                     .await?)
             })
             .await?;
@@ -53,6 +56,8 @@ impl Shared {
                 let reply: Value = bounded(self.options.timeout, async {
                     Ok(scripts::PRUNE_AGE_STEP
                         .key(&self.keys.stream)
+                        .key(&self.keys.counter)
+                        .key(&self.keys.first)
                         .arg(age_us)
                         .arg(PRUNE_AGE_STEP)
                         .invoke_async(&mut conn)

@@ -6,8 +6,12 @@
 //! * A page's `last_seq` is the counter read in the same script as its
 //!   events, and `bounds()` reads the counter and the first entry together:
 //!   both are consistent with the entries returned.
-//! * `bounds().first` is the first entry left, `last + 1` when none is.
-//! * `seq_before(time)` scans the `time` fields from the front in steps of
+//! * `bounds().first` is the first event of the first entry left, not
+//!   below the kept floor (`K:first`); `last + 1` when no entry is left.
+//! * A page holds the events after `after` (and not below the kept floor),
+//!   at most `limit`, dense; the script returns whole entries and the
+//!   events outside the range are dropped here, before decoding.
+//! * `seq_before(time)` scans the event times from the front in steps of
 //!   [`SEQ_BEFORE_STEP`] entries (so Redis is never blocked long) and
 //!   compares at the microsecond, rounding `time` up.
 //! * Each answer raises `watch` to the counter it read.
@@ -19,7 +23,7 @@ use redis::Value;
 use tidings_core::log::{Bounds, Page};
 
 use super::{array, bounded, Shared};
-use crate::codec::{decode_entry, int, parse_id, seq_of, text};
+use crate::codec::{decode_entry, int, seq_of};
 use crate::error::{OpError, StorageError};
 use crate::scripts;
 
@@ -45,6 +49,7 @@ impl Shared {
             Ok(scripts::READ
                 .key(&self.keys.stream)
                 .key(&self.keys.counter)
+                .key(&self.keys.first)
                 .arg(after)
                 .arg(limit)
                 .invoke_async(&mut conn)
@@ -52,15 +57,21 @@ impl Shared {
         })
         .await?;
         let mut items = array(reply, "read reply")?.into_iter();
-        let (Some(last), Some(entries)) = (items.next(), items.next()) else {
+        let (Some(last), Some(kept), Some(entries)) = (items.next(), items.next(), items.next())
+        else {
             return Err(StorageError::decode("short read reply").into());
         };
         let last_seq = seq_of(&last)?;
-        let entries = array(entries, "read entries")?;
-        let events = entries
-            .iter()
-            .map(|e| decode_entry(e).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let from = (after + 1).max(seq_of(&kept)?);
+        // Never past the counter read with them (entries beyond it can only
+        // be left over from a Redis that lost its counter's writes).
+        let max = usize::try_from((last_seq + 1).saturating_sub(from))
+            .unwrap_or(usize::MAX)
+            .min(limit);
+        let mut events = Vec::new();
+        for e in array(entries, "read entries")? {
+            decode_entry(&e, from, max, &mut events)?;
+        }
         self.publish(last_seq);
         Ok(Page { events, last_seq })
     }
@@ -71,20 +82,16 @@ impl Shared {
             Ok(scripts::BOUNDS
                 .key(&self.keys.stream)
                 .key(&self.keys.counter)
+                .key(&self.keys.first)
                 .invoke_async(&mut conn)
                 .await?)
         })
         .await?;
         let items = array(reply, "bounds reply")?;
-        let last = items
-            .first()
-            .map(seq_of)
-            .transpose()?
-            .ok_or_else(|| StorageError::decode("empty bounds reply"))?;
-        let first = match items.get(1) {
-            Some(id) => parse_id(text(id)?.as_bytes())?,
-            None => last + 1,
+        let [last, first] = items.as_slice() else {
+            return Err(StorageError::decode("bounds reply is not a pair").into());
         };
+        let (first, last) = (seq_of(first)?, seq_of(last)?);
         self.publish(last);
         Ok(Bounds { first, last })
     }
@@ -98,6 +105,7 @@ impl Shared {
                 Ok(scripts::SEQ_BEFORE_STEP
                     .key(&self.keys.stream)
                     .key(&self.keys.counter)
+                    .key(&self.keys.first)
                     .arg(t)
                     .arg(&start)
                     .arg(SEQ_BEFORE_STEP)
@@ -110,9 +118,9 @@ impl Shared {
                 return Err(StorageError::decode("seq_before reply is not a pair").into());
             };
             match int(status)? {
-                1 => return Ok(parse_id(text(value)?.as_bytes())?.saturating_sub(1)),
+                1 => return Ok(seq_of(value)?.saturating_sub(1)),
                 2 => return Ok(seq_of(value)?),
-                _ => start = parse_id(text(value)?.as_bytes())?.to_string(),
+                _ => start = seq_of(value)?.to_string(),
             }
         }
     }
