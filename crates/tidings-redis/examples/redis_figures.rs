@@ -36,7 +36,9 @@ fn event(i: u64) -> NewEvent {
     .source("figures")
 }
 
-/// The fields `RedisLog` stores for an event, for the raw XADD baseline.
+/// The event's attributes as the fields of one raw `XADD` (what `RedisLog`
+/// stored per event before it kept a group per entry): the raw baseline
+/// writes one entry per event, however `RedisLog` packs them.
 fn raw_fields(i: u64) -> Vec<(String, String)> {
     let e = event(i);
     vec![

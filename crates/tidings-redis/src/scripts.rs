@@ -194,6 +194,7 @@ if after >= last or limit <= 0 then
   return {last, kept, {}}
 end
 after = math.max(after, kept - 1)
+limit = math.min(limit, last - after)
 local out = redis.call('XRANGE', stream, '(' .. fmt(after) .. '-0', '+', 'COUNT', 1)
 if #out == 0 then
   return {last, kept, out}

@@ -229,23 +229,22 @@ async fn appends_are_refused_when_redis_lost_acknowledged_events() {
     let log = RedisLog::open(&url, &key, RedisOptions::default())
         .await
         .expect("open");
-    log.append(vec![ev(0), ev(1), ev(2)], None)
-        .await
-        .expect("append");
+    log.append(vec![ev(0)], None).await.expect("append");
+    log.append(vec![ev(1), ev(2)], None).await.expect("append");
     // What a Redis crash under `appendfsync everysec` can do: the last
-    // acknowledged entries and the counter go back.
+    // acknowledged entry (the batch, seqs 2 and 3) and the counter go back.
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut c = client
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    redis::cmd("XTRIM")
+    let deleted: u64 = redis::cmd("XDEL")
         .arg(&log.keys().stream)
-        .arg("MAXLEN")
-        .arg(1)
-        .query_async::<()>(&mut c)
+        .arg("3-0")
+        .query_async(&mut c)
         .await
-        .expect("xtrim");
+        .expect("xdel");
+    assert_eq!(deleted, 1, "the batch is one entry, id 3-0");
     redis::cmd("SET")
         .arg(&log.keys().counter)
         .arg(1)

@@ -60,12 +60,29 @@ where
         },
     )
     .await;
-    log.append((0..12).map(|i| ev("conf.item", i)).collect(), None)
-        .await
-        .unwrap();
+    let base = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time");
+    let at = |i: u64| base + chrono::Duration::seconds(i as i64);
+    let batch = (1..=12).map(|i| {
+        let mut e = ev("conf.item", i);
+        e.time = at(i);
+        e
+    });
+    log.append(batch.collect(), None).await.unwrap();
     log.prune().await.unwrap();
     let b = log.bounds().await.unwrap();
     assert_eq!((b.first, b.last), (8, 12));
+    assert_eq!(
+        log.seq_before(base).await.unwrap(),
+        7,
+        "seq_before never points into the hidden part"
+    );
+    assert_eq!(log.seq_before(at(3)).await.unwrap(), 7);
+    assert_eq!(log.seq_before(at(10)).await.unwrap(), 9);
+    assert_eq!(
+        log.read(u64::MAX, usize::MAX).await.unwrap().events.len(),
+        0
+    );
+    assert_eq!(log.read(0, usize::MAX).await.unwrap().events.len(), 5);
     let seqs = |p: crate::log::Page| p.events.iter().map(|e| e.seq).collect::<Vec<_>>();
     assert_eq!(seqs(log.read(0, 100).await.unwrap()), [8, 9, 10, 11, 12]);
     assert_eq!(seqs(log.read(3, 2).await.unwrap()), [8, 9]);

@@ -222,11 +222,12 @@ impl Inner {
         let found = self
             .search(ss.first, ss.last, |r| r.max_time_micros() >= t)
             .await?;
+        let kept = self.kept_from(tail.last);
         Ok(match found {
             None => tail.last,
             Some(r) => match r.events.iter().find(|e| e.time >= time) {
-                Some(e) => e.seq - 1,
-                None => r.first - 1,
+                Some(e) => e.seq.max(kept) - 1,
+                None => r.first.max(kept) - 1,
             },
         })
     }

@@ -62,7 +62,7 @@ impl Shared {
             return Err(StorageError::decode("short read reply").into());
         };
         let last_seq = seq_of(&last)?;
-        let from = (after + 1).max(seq_of(&kept)?);
+        let from = after.saturating_add(1).max(seq_of(&kept)?);
         // Never past the counter read with them (entries beyond it can only
         // be left over from a Redis that lost its counter's writes).
         let max = usize::try_from((last_seq + 1).saturating_sub(from))
