@@ -41,6 +41,7 @@ pub fn delete_keys(url: &str, key: &str) {
         let mut del = redis::cmd("DEL");
         del.arg(&layout.stream)
             .arg(&layout.counter)
+            .arg(&layout.first)
             .arg(&layout.cursors)
             .arg(&layout.consumers);
         for k in idem {
