@@ -6,11 +6,16 @@
 //! # Contract
 //!
 //! * [`GroupCommit::submit`] runs `write` on the caller's own request, at
-//!   once, when fewer than `max_in_flight` writes are running and nothing
-//!   is queued. Otherwise the request is queued, and a *drainer* (a task
-//!   spawned when the first write finished and found a queue) writes what
-//!   is queued, in queue order, up to `max_group` units per write, until
-//!   the queue is empty.
+//!   once, when no write is running and nothing is queued. Otherwise the
+//!   request is queued, and a *drainer* writes what is queued, in queue
+//!   order, up to `max_group` units per write, until the queue is empty.
+//!   A drainer is a task spawned when a write finished and found a queue,
+//!   or, while fewer than `max_in_flight` writes run, when a request is
+//!   queued and no drainer is starting yet: it takes its group when it
+//!   first runs, so the requests queued meanwhile go together. (Writing a
+//!   second caller inline whenever a slot was free sent many groups of
+//!   one: callers answered together come back one by one, and the first
+//!   took the free slot alone.)
 //! * Queued requests never overtake each other: a caller writes inline
 //!   only when the queue is empty, and drainers take from its front.
 //! * At most `max_in_flight` writes run at once (inline and drained
@@ -51,9 +56,10 @@ pub trait GroupWriter: Send + Sync + Sized + 'static {
 pub struct GroupCommit<W: GroupWriter> {
     /// `queue` holds requests nobody is writing yet, in arrival order;
     /// `running` counts writes in progress (inline callers and drainers),
-    /// never above `max_in_flight`. A drainer exists exactly when a write
-    /// that finished found the queue non-empty, so a non-empty queue always
-    /// has a writer coming.
+    /// never above `max_in_flight` (a spawned drainer counts from its
+    /// spawn). A request is queued only while some write runs, and every
+    /// write, when it ends, hands a non-empty queue to a drainer, so a
+    /// non-empty queue always has a writer coming.
     state: Mutex<State<W::Request>>,
     max_in_flight: usize,
     max_group: usize,
@@ -62,6 +68,9 @@ pub struct GroupCommit<W: GroupWriter> {
 struct State<R> {
     queue: VecDeque<R>,
     running: usize,
+    /// A drainer was spawned for a free slot (counted in `running`) and
+    /// has not taken its group yet: no second one is spawned meanwhile.
+    starting: bool,
 }
 
 impl<W: GroupWriter> GroupCommit<W> {
@@ -72,6 +81,7 @@ impl<W: GroupWriter> GroupCommit<W> {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 running: 0,
+                starting: false,
             }),
             max_in_flight: max_in_flight.max(1),
             max_group: max_group.max(1),
@@ -85,11 +95,20 @@ impl<W: GroupWriter> GroupCommit<W> {
         let this = writer.group_commit();
         let request = {
             let mut st = this.state.lock();
-            if st.running < this.max_in_flight && st.queue.is_empty() {
+            if st.running == 0 && st.queue.is_empty() {
                 st.running += 1;
                 request
             } else {
                 st.queue.push_back(request);
+                if st.running < this.max_in_flight && !st.starting {
+                    // Without a runtime the running write's drainer takes
+                    // the queue instead.
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        st.running += 1;
+                        st.starting = true;
+                        rt.spawn(start_drain(writer.clone()));
+                    }
+                }
                 return;
             }
         };
@@ -103,7 +122,11 @@ impl<W: GroupWriter> GroupCommit<W> {
     /// Takes the next group from the front of the queue, or gives up the
     /// caller's slot when the queue is empty.
     fn next_group(&self) -> Option<Vec<W::Request>> {
-        let mut st = self.state.lock();
+        self.take_group(&mut self.state.lock())
+    }
+
+    /// [`GroupCommit::next_group`] with the state locked.
+    fn take_group(&self, st: &mut State<W::Request>) -> Option<Vec<W::Request>> {
         let first = match st.queue.pop_front() {
             Some(r) => r,
             None => {
@@ -156,6 +179,24 @@ impl<W: GroupWriter> Drop for Slot<W> {
                 st.running -= 1;
             }
         }
+    }
+}
+
+/// A drainer spawned for a free slot: takes its group when it first runs
+/// (or gives the slot up if another drainer emptied the queue), then
+/// drains.
+async fn start_drain<W: GroupWriter>(writer: Arc<W>) {
+    // Behind the tasks already runnable (a spawned task may run next,
+    // before the callers woken with this one have queued their requests).
+    tokio::task::yield_now().await;
+    let gc = writer.group_commit();
+    let group = {
+        let mut st = gc.state.lock();
+        st.starting = false;
+        gc.take_group(&mut st)
+    };
+    if let Some(group) = group {
+        drain(writer.clone(), group).await;
     }
 }
 
@@ -307,6 +348,44 @@ mod tests {
             vec![vec![0], vec![1, 2, 3], vec![4, 5, 6], vec![7]]
         );
         assert_eq!(w.max_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(w.gc.state.lock().running, 0);
+    }
+
+    /// With a slot free beside a running write, the requests queued
+    /// together go together: one drained group, written while the first
+    /// write still runs, not a group of one for the first of them.
+    #[tokio::test(start_paused = true)]
+    async fn callers_queued_together_share_the_free_slot() {
+        let w = recorder(2, 10, Pace::Gate);
+        let first = {
+            let w = w.clone();
+            tokio::spawn(async move { submit(&w, 0).await.await.unwrap() })
+        };
+        while w.running.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut replies = Vec::new();
+        for id in 1..=3 {
+            // Queued: `submit` returns at once (a caller written inline
+            // would wait here for the gate).
+            let queued = tokio::time::timeout(Duration::from_secs(5), submit(&w, id));
+            replies.push(queued.await.expect("queued, not written inline"));
+        }
+        // The drainer for the free slot starts its write while the first
+        // one is still held at the gate.
+        while w.running.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(w.gc.queued(), 0, "all three went into the second write");
+        let opener = open_gate(&w);
+        first.await.unwrap();
+        for r in replies {
+            r.await.unwrap();
+        }
+        opener.abort();
+        let mut groups = w.groups.lock().clone();
+        groups.sort();
+        assert_eq!(groups, vec![vec![0], vec![1, 2, 3]]);
         assert_eq!(w.gc.state.lock().running, 0);
     }
 
