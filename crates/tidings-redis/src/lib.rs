@@ -52,9 +52,9 @@
 //! ## The append script
 //!
 //! One `EVALSHA` per group of appends (loaded again by the client after a
-//! server restart empties the script cache): an append that finds fewer
-//! than 2 calls in flight is sent alone by its caller; appends that arrive
-//! meanwhile are queued and sent together, as one call (core's
+//! server restart empties the script cache): an append that finds no call
+//! in flight is sent alone by its caller; appends that arrive meanwhile are
+//! queued and sent together, as one call, up to 2 calls in flight (core's
 //! `GroupCommit`). Redis runs a script atomically, so no other client's
 //! command runs in between. The script, for each append of the group in
 //! order:

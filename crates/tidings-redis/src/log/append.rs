@@ -1,7 +1,8 @@
 //! Appends, group-committed (core's [`GroupCommit`]): an append that finds
 //! no write running sends itself as one call of the append script; appends
 //! that arrive meanwhile are queued and sent together, as one call per
-//! group (see "The append script" in the crate docs).
+//! group, up to [`MAX_IN_FLIGHT`] calls at once (see "The append script"
+//! in the crate docs).
 //!
 //! # Contract
 //!
