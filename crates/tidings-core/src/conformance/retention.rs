@@ -3,33 +3,10 @@
 
 use super::*;
 
-/// Count retention keeps the newest events; a reader behind it is told
-/// what it missed, and `Beginning` means the oldest event kept.
-pub async fn retention_by_count<F, Fut>(make: F)
-where
-    F: Fn(LogOptions) -> Fut,
-    Fut: Future<Output = Opened>,
-{
-    let log = fresh(
-        &make,
-        LogOptions {
-            retention: Retention {
-                max_count: Some(5),
-                max_age: None,
-            },
-            ..LogOptions::default()
-        },
-    )
-    .await;
-    append_n(&*log, 12).await;
-    log.prune().await.unwrap();
-    let b = log.bounds().await.unwrap();
-    assert_eq!((b.first, b.last), (8, 12));
-    let p = log.read(0, 100).await.unwrap();
-    assert_eq!(p.events.first().map(|e| e.seq), Some(8));
-    assert_eq!(p.events.len(), 5);
-
-    let mut s = stream_from(log.clone(), Position::After(2));
+/// A stream from `after` (2) on a log whose events 3..=7 are gone is told
+/// it missed 5, then gets event 8.
+async fn lagged_then_8(log: &Arc<dyn EventLog>, after: u64) {
+    let mut s = stream_from(log.clone(), Position::After(after));
     assert_eq!(
         next_delivery(&mut s).await,
         Delivery::Lagged {
@@ -38,6 +15,33 @@ where
         }
     );
     assert_eq!(next_seq(&mut s).await, 8);
+}
+
+/// Options keeping the newest `n` events.
+fn keep_newest(n: u64) -> LogOptions {
+    LogOptions::retention(Retention {
+        max_count: Some(n),
+        max_age: None,
+    })
+}
+
+/// Count retention keeps the newest events; a reader behind it is told
+/// what it missed, and `Beginning` means the oldest event kept.
+pub async fn retention_by_count<F, Fut>(make: F)
+where
+    F: Fn(LogOptions) -> Fut,
+    Fut: Future<Output = Opened>,
+{
+    let log = fresh(&make, keep_newest(5)).await;
+    append_n(&*log, 12).await;
+    log.prune().await.unwrap();
+    let b = log.bounds().await.unwrap();
+    assert_eq!((b.first, b.last), (8, 12));
+    let p = log.read(0, 100).await.unwrap();
+    assert_eq!(p.events.first().map(|e| e.seq), Some(8));
+    assert_eq!(p.events.len(), 5);
+
+    lagged_then_8(&log, 2).await;
     let mut b = stream_from(log.clone(), Position::Beginning);
     assert_eq!(next_seq(&mut b).await, 8);
 }
@@ -49,17 +53,7 @@ where
     F: Fn(LogOptions) -> Fut,
     Fut: Future<Output = Opened>,
 {
-    let log = fresh(
-        &make,
-        LogOptions {
-            retention: Retention {
-                max_count: Some(5),
-                max_age: None,
-            },
-            ..LogOptions::default()
-        },
-    )
-    .await;
+    let log = fresh(&make, keep_newest(5)).await;
     let base = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time");
     let at = |i: u64| base + chrono::Duration::seconds(i as i64);
     let batch = (1..=12).map(|i| {
@@ -87,15 +81,7 @@ where
     assert_eq!(seqs(log.read(0, 100).await.unwrap()), [8, 9, 10, 11, 12]);
     assert_eq!(seqs(log.read(3, 2).await.unwrap()), [8, 9]);
     assert_eq!(seqs(log.read(9, 1).await.unwrap()), [10]);
-    let mut s = stream_from(log.clone(), Position::After(2));
-    assert_eq!(
-        next_delivery(&mut s).await,
-        Delivery::Lagged {
-            missed: 5,
-            resume_from: 8
-        }
-    );
-    assert_eq!(next_seq(&mut s).await, 8);
+    lagged_then_8(&log, 2).await;
     // One more single append moves the window by one, inside the batch.
     log.append(vec![ev("conf.item", 12)], None).await.unwrap();
     log.prune().await.unwrap();
@@ -111,32 +97,14 @@ where
     F: Fn(LogOptions) -> Fut,
     Fut: Future<Output = Opened>,
 {
-    let log = fresh(
-        &make,
-        LogOptions {
-            retention: Retention {
-                max_count: Some(3),
-                max_age: None,
-            },
-            ..LogOptions::default()
-        },
-    )
-    .await;
+    let log = fresh(&make, keep_newest(3)).await;
     append_n(&*log, 2).await;
     log.commit_cursor("slow", 2).await.unwrap();
     append_n(&*log, 8).await;
     log.prune().await.unwrap();
     let from = log.cursor("slow").await.unwrap().unwrap();
     assert_eq!(from, 2, "the cursor itself survives pruning");
-    let mut s = stream_from(log.clone(), Position::After(from));
-    assert_eq!(
-        next_delivery(&mut s).await,
-        Delivery::Lagged {
-            missed: 5,
-            resume_from: 8
-        }
-    );
-    assert_eq!(next_seq(&mut s).await, 8);
+    lagged_then_8(&log, from).await;
 }
 
 /// Age retention drops events older than the limit; seqs are not reused.

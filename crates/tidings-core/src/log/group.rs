@@ -304,6 +304,19 @@ mod tests {
         })
     }
 
+    /// Submits request 0 from a task of its own and returns once its write
+    /// runs (held at the gate of a `Pace::Gate` recorder).
+    async fn hold_first_write(w: &Arc<Recorder>) -> tokio::task::JoinHandle<()> {
+        let first = {
+            let w = w.clone();
+            tokio::spawn(async move { submit(&w, 0).await.await.unwrap() })
+        };
+        while w.running.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        first
+    }
+
     async fn submit(w: &Arc<Recorder>, id: u32) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         GroupCommit::submit(w, (id, tx)).await;
@@ -325,13 +338,7 @@ mod tests {
     async fn queued_appends_are_drained_in_order_in_groups() {
         let w = recorder(1, 3, Pace::Gate);
         // The first write holds the only slot until the gate opens.
-        let first = {
-            let w = w.clone();
-            tokio::spawn(async move { submit(&w, 0).await.await.unwrap() })
-        };
-        while w.running.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = hold_first_write(&w).await;
         let mut replies = Vec::new();
         for id in 1..=7 {
             replies.push(submit(&w, id).await);
@@ -357,13 +364,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn callers_queued_together_share_the_free_slot() {
         let w = recorder(2, 10, Pace::Gate);
-        let first = {
-            let w = w.clone();
-            tokio::spawn(async move { submit(&w, 0).await.await.unwrap() })
-        };
-        while w.running.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = hold_first_write(&w).await;
         let mut replies = Vec::new();
         for id in 1..=3 {
             // Queued: `submit` returns at once (a caller written inline
