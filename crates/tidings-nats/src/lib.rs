@@ -96,7 +96,8 @@
 //! server never removes more than asked; [`EventLog::prune`](tidings_core::EventLog::prune)
 //! removes the records wholly older than the newest `max_count` events; a
 //! batch record that straddles the limit is kept whole, and reads and
-//! `bounds` hide its older events, so exactly `max_count` stay readable. `max_age` is **not** the stream's `MaxAge`: JetStream would also
+//! `bounds` hide its older events, so exactly `max_count` stay readable.
+//! `max_age` is **not** the stream's `MaxAge`: JetStream would also
 //! expire the newest record, and with it the only durable copy of the seq
 //! tail. Instead `prune()` (run by a background task every
 //! `prune_interval` of [`NatsOptions::log`]) purges whole records older than the

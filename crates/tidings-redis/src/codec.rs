@@ -282,6 +282,12 @@ pub(crate) fn decode_entry(
     Ok(())
 }
 
+/// The seq at the head of an idempotency record.
+fn stored_seq(seq: &str) -> Result<u64, StorageError> {
+    seq.parse()
+        .map_err(|_| StorageError::decode(format!("bad seq {seq:?} in idempotency record")))
+}
+
 /// Decodes what an idempotency key holds: `<seq> <record>`, or (written
 /// before group entries) JSON `[seq, field, value, ...]`.
 pub(crate) fn decode_stored(stored: &str) -> Result<Event, StorageError> {
@@ -289,20 +295,14 @@ pub(crate) fn decode_stored(stored: &str) -> Result<Event, StorageError> {
         let (seq, record) = stored
             .split_once(' ')
             .ok_or_else(|| StorageError::decode("bad idempotency record: no seq"))?;
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| StorageError::decode(format!("bad seq {seq:?} in idempotency record")))?;
-        return decode_record(seq, record);
+        return decode_record(stored_seq(seq)?, record);
     }
     let items: Vec<String> = serde_json::from_str(stored)
         .map_err(|e| StorageError::decode(format!("bad idempotency record: {e}")))?;
     let (seq, rest) = items
         .split_first()
         .ok_or_else(|| StorageError::decode("empty idempotency record"))?;
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| StorageError::decode(format!("bad seq {seq:?} in idempotency record")))?;
-    decode_fields(seq, rest.iter().map(String::as_str))
+    decode_fields(stored_seq(seq)?, rest.iter().map(String::as_str))
 }
 
 #[cfg(test)]

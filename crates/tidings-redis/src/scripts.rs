@@ -8,7 +8,18 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+
+use crate::log::KeyLayout;
+
+/// `script` invoked with the keys every script on the stream takes first,
+/// in this order: `KEYS[1]` the stream, `KEYS[2]` the counter, `KEYS[3]`
+/// the kept floor.
+pub(crate) fn on_stream<'a>(script: &'a Script, keys: &KeyLayout) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    inv.key(&keys.stream).key(&keys.counter).key(&keys.first);
+    inv
+}
 
 /// Helpers the scripts that read or trim the stream share (prepended to
 /// them), so the entry layout (see `codec.rs`) and count retention are

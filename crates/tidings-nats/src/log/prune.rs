@@ -4,7 +4,8 @@
 //!
 //! * Records are removed whole, from the front only, with a purge below a
 //!   stream seq: by count (the records wholly older than the newest
-//!   `max_count` events; reads hide the rest, see `read.rs`) and by age (the records committed before the cutoff).
+//!   `max_count` events; reads hide the rest, see `read.rs`) and by age
+//!   (the records committed before the cutoff).
 //! * The seq tail survives: when every event goes, an empty tail marker
 //!   record is appended first (guarded like an append) and the purge stops
 //!   below it, so seqs are never reused.

@@ -200,10 +200,7 @@ impl Shared {
     /// request.
     async fn send_group(&self, mut group: Vec<Request>) {
         let window_ms = self.options.log.idempotency_window.as_millis();
-        let mut inv = scripts::APPEND.prepare_invoke();
-        inv.key(&self.keys.stream)
-            .key(&self.keys.counter)
-            .key(&self.keys.first);
+        let mut inv = scripts::on_stream(&scripts::APPEND, &self.keys);
         // Idempotency key -> its index in KEYS (1-based; 1 to 3 are taken).
         let mut key_index: HashMap<&str, usize> = HashMap::new();
         let mut kidx: Vec<usize> = Vec::new();

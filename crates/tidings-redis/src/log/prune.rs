@@ -35,10 +35,7 @@ impl Shared {
         if let Some(max) = retention.max_count {
             let mut conn = self.conn.clone();
             let n: u64 = bounded(self.options.timeout, async {
-                Ok(scripts::PRUNE_COUNT
-                    .key(&self.keys.stream)
-                    .key(&self.keys.counter)
-                    .key(&self.keys.first)
+                Ok(scripts::on_stream(&scripts::PRUNE_COUNT, &self.keys)
                     .arg(max)
                     .invoke_async(&mut conn)
                     .await?)
@@ -54,10 +51,7 @@ impl Shared {
             loop {
                 let mut conn = self.conn.clone();
                 let reply: Value = bounded(self.options.timeout, async {
-                    Ok(scripts::PRUNE_AGE_STEP
-                        .key(&self.keys.stream)
-                        .key(&self.keys.counter)
-                        .key(&self.keys.first)
+                    Ok(scripts::on_stream(&scripts::PRUNE_AGE_STEP, &self.keys)
                         .arg(age_us)
                         .arg(PRUNE_AGE_STEP)
                         .invoke_async(&mut conn)

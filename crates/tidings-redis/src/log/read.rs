@@ -46,10 +46,7 @@ impl Shared {
         let mut conn = self.conn.clone();
         let limit = limit.min(i64::MAX as usize);
         let reply: Value = bounded(self.options.timeout, async {
-            Ok(scripts::READ
-                .key(&self.keys.stream)
-                .key(&self.keys.counter)
-                .key(&self.keys.first)
+            Ok(scripts::on_stream(&scripts::READ, &self.keys)
                 .arg(after)
                 .arg(limit)
                 .invoke_async(&mut conn)
@@ -79,10 +76,7 @@ impl Shared {
     pub(super) async fn bounds(self: Arc<Self>) -> Result<Bounds, OpError> {
         let mut conn = self.conn.clone();
         let reply: Value = bounded(self.options.timeout, async {
-            Ok(scripts::BOUNDS
-                .key(&self.keys.stream)
-                .key(&self.keys.counter)
-                .key(&self.keys.first)
+            Ok(scripts::on_stream(&scripts::BOUNDS, &self.keys)
                 .invoke_async(&mut conn)
                 .await?)
         })
@@ -102,10 +96,7 @@ impl Shared {
         loop {
             let mut conn = self.conn.clone();
             let reply: Value = bounded(self.options.timeout, async {
-                Ok(scripts::SEQ_BEFORE_STEP
-                    .key(&self.keys.stream)
-                    .key(&self.keys.counter)
-                    .key(&self.keys.first)
+                Ok(scripts::on_stream(&scripts::SEQ_BEFORE_STEP, &self.keys)
                     .arg(t)
                     .arg(&start)
                     .arg(SEQ_BEFORE_STEP)
