@@ -225,27 +225,35 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// cancelled), finishes it on the runtime and dispatches the result, so a
 /// committed event is never left undispatched (which would hold back every
 /// later event).
-pub(super) struct DispatchOnDrop {
+pub(super) struct DispatchOnDrop<T: Send + Unpin + 'static> {
     /// `None` once the append completed (and was handed to the poller);
     /// `Some` in `drop` means nobody saw the result, so `drop` finishes it.
-    fut: Option<AppendFuture>,
+    fut: Option<AppendFuture<T>>,
     inner: Arc<Inner>,
     /// Emit depth of the append, for the dispatch of its events.
     depth: u32,
+    /// The committed events in the append's answer.
+    committed: fn(&T) -> &[Committed],
 }
 
-impl DispatchOnDrop {
-    pub(super) fn new(fut: AppendFuture, inner: Arc<Inner>, depth: u32) -> Self {
+impl<T: Send + Unpin + 'static> DispatchOnDrop<T> {
+    pub(super) fn new(
+        fut: AppendFuture<T>,
+        inner: Arc<Inner>,
+        depth: u32,
+        committed: fn(&T) -> &[Committed],
+    ) -> Self {
         DispatchOnDrop {
             fut: Some(fut),
             inner,
             depth,
+            committed,
         }
     }
 }
 
-impl Future for DispatchOnDrop {
-    type Output = Result<Vec<Committed>, AppendError>;
+impl<T: Send + Unpin + 'static> Future for DispatchOnDrop<T> {
+    type Output = Result<T, AppendError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let fut = this.fut.as_mut().expect("polled after completion");
@@ -257,15 +265,15 @@ impl Future for DispatchOnDrop {
     }
 }
 
-impl Drop for DispatchOnDrop {
+impl<T: Send + Unpin + 'static> Drop for DispatchOnDrop<T> {
     fn drop(&mut self) {
         let Some(fut) = self.fut.take() else { return };
         let inner = self.inner.clone();
-        let depth = self.depth;
+        let (depth, committed) = (self.depth, self.committed);
         let finish = async move {
-            if let Ok(committed) = fut.await {
+            if let Ok(out) = fut.await {
                 // Nobody is waiting for this emit any more.
-                let _ = inner.after_commit(&committed, depth);
+                let _ = inner.after_commit(committed(&out), depth);
             }
         };
         match tokio::runtime::Handle::try_current() {

@@ -78,24 +78,16 @@ impl EmitBuilder<'_> {
     }
     /// Commits and dispatches; blocks if the log does I/O.
     pub fn emit(self) -> Result<SharedEvent, EmitError> {
-        Ok(self.bus.commit_one(self.event?, self.expected_last)?.event)
+        Ok(self.bus.commit(self.event?, self.expected_last)?.event)
     }
     /// Commits and dispatches without blocking the async runtime on I/O.
     pub async fn emit_async(self) -> Result<SharedEvent, EmitError> {
         let committed = self
             .bus
-            .commit_async(vec![self.event?], self.expected_last)
+            .commit_async(self.event?, self.expected_last)
             .await?;
-        Ok(first_event(committed))
+        Ok(committed.event)
     }
-}
-
-fn first_event(committed: Vec<Committed>) -> SharedEvent {
-    committed
-        .into_iter()
-        .next()
-        .expect("a one-event append returns one result")
-        .event
 }
 
 impl Bus {
@@ -134,64 +126,91 @@ impl Bus {
         })
     }
 
-    pub(super) fn commit(
+    /// Checks the contracts and the depth, then starts the append.
+    fn begin<E: Emitted>(
         &self,
-        batch: Vec<NewEvent>,
+        emitted: E,
         expected_last: Option<u64>,
-    ) -> Result<Vec<Committed>, EmitError> {
-        self.check_contracts(&batch)?;
-        self.commit_with(|log| log.append(batch, expected_last), Vec::as_slice)
-    }
-
-    /// [`Bus::commit`] for one event, through [`EventLog::append_one`]
-    /// (no batch to allocate).
-    pub(super) fn commit_one(
-        &self,
-        event: NewEvent,
-        expected_last: Option<u64>,
-    ) -> Result<Committed, EmitError> {
-        self.check_contracts([&event])?;
-        self.commit_with(
-            |log| log.append_one(event, expected_last),
-            std::slice::from_ref,
-        )
-    }
-
-    /// Checks the depth, appends (blocking if the log does I/O), then
-    /// dispatches the committed events (`committed` views the result as
-    /// them) and waits until their handlers ran.
-    fn commit_with<T: Send + Unpin + 'static>(
-        &self,
-        append: impl FnOnce(&dyn EventLog) -> AppendFuture<T>,
-        committed: impl Fn(&T) -> &[Committed],
-    ) -> Result<T, EmitError> {
+    ) -> Result<(u32, AppendFuture<E::Output>), EmitError> {
+        self.check_contracts(emitted.events())?;
         let depth = self.emit_depth()?;
-        let mut fut = append(&*self.inner.log);
-        let result = match fut.try_take() {
+        Ok((depth, emitted.append(&*self.inner.log, expected_last)))
+    }
+
+    /// Commits (blocking if the log does I/O), then dispatches the
+    /// committed events and waits until their handlers ran.
+    pub(super) fn commit<E: Emitted>(
+        &self,
+        emitted: E,
+        expected_last: Option<u64>,
+    ) -> Result<E::Output, EmitError> {
+        let (depth, mut fut) = self.begin(emitted, expected_last)?;
+        let out = match fut.try_take() {
             Some(r) => r?,
             None => block_on(fut)?,
         };
-        if let Some(seq) = self.inner.after_commit(committed(&result), depth) {
+        if let Some(seq) = self.inner.after_commit(E::committed(&out), depth) {
             self.inner.dispatcher.wait_done(seq);
         }
-        Ok(result)
+        Ok(out)
     }
 
-    pub(super) async fn commit_async(
+    /// [`Bus::commit`] without blocking the async runtime: the append and
+    /// the wait for the handlers are awaited, and an append whose emitter
+    /// is dropped meanwhile is still dispatched ([`DispatchOnDrop`]).
+    pub(super) async fn commit_async<E: Emitted>(
         &self,
-        batch: Vec<NewEvent>,
+        emitted: E,
         expected_last: Option<u64>,
-    ) -> Result<Vec<Committed>, EmitError> {
-        self.check_contracts(&batch)?;
-        let depth = self.emit_depth()?;
-        let mut fut = self.inner.log.append(batch, expected_last);
-        let committed = match fut.try_take() {
+    ) -> Result<E::Output, EmitError> {
+        let (depth, mut fut) = self.begin(emitted, expected_last)?;
+        let out = match fut.try_take() {
             Some(r) => r?,
-            None => DispatchOnDrop::new(fut, self.inner.clone(), depth).await?,
+            None => DispatchOnDrop::new(fut, self.inner.clone(), depth, E::committed).await?,
         };
-        if let Some(seq) = self.inner.after_commit(&committed, depth) {
+        if let Some(seq) = self.inner.after_commit(E::committed(&out), depth) {
             self.inner.dispatcher.wait_done_async(seq).await;
         }
-        Ok(committed)
+        Ok(out)
+    }
+}
+
+/// What one emit appends: a batch ([`EventLog::append`]) or one event
+/// ([`EventLog::append_one`], no batch to allocate). The sync and async
+/// commits are written once over it.
+pub(super) trait Emitted: Send {
+    /// What the log answers.
+    type Output: Send + Unpin + 'static;
+    /// The events, for the contract check.
+    fn events(&self) -> &[NewEvent];
+    /// Starts the append.
+    fn append(self, log: &dyn EventLog, expected_last: Option<u64>) -> AppendFuture<Self::Output>;
+    /// The committed events in the answer.
+    fn committed(out: &Self::Output) -> &[Committed];
+}
+
+impl Emitted for Vec<NewEvent> {
+    type Output = Vec<Committed>;
+    fn events(&self) -> &[NewEvent] {
+        self
+    }
+    fn append(self, log: &dyn EventLog, expected_last: Option<u64>) -> AppendFuture<Self::Output> {
+        log.append(self, expected_last)
+    }
+    fn committed(out: &Self::Output) -> &[Committed] {
+        out
+    }
+}
+
+impl Emitted for NewEvent {
+    type Output = Committed;
+    fn events(&self) -> &[NewEvent] {
+        std::slice::from_ref(self)
+    }
+    fn append(self, log: &dyn EventLog, expected_last: Option<u64>) -> AppendFuture<Self::Output> {
+        log.append_one(self, expected_last)
+    }
+    fn committed(out: &Self::Output) -> &[Committed] {
+        std::slice::from_ref(out)
     }
 }

@@ -171,7 +171,7 @@ impl Bus {
         name: impl Into<String>,
         data: serde_json::Value,
     ) -> Result<SharedEvent, EmitError> {
-        Ok(self.commit_one(NewEvent::new(name, data)?, None)?.event)
+        Ok(self.commit(NewEvent::new(name, data)?, None)?.event)
     }
 
     /// [`Bus::emit`] for async code.
