@@ -189,7 +189,7 @@ async fn run(
     println!("Redis {version} at {url}; event payload ~90 B of JSON; {runs} runs alternating which side goes first; median (min-max)");
     println!();
     // (tasks, events in total, events per append or XADDs per round trip)
-    let shapes = [(1u64, 5_000u64, 1u64), (32, 20_000, 1), (4, 100_000, 100)];
+    let shapes = [(1u64, 5_000u64, 1u64), (32, 100_000, 1), (4, 100_000, 100)];
     let mut log_rates = vec![Vec::new(); shapes.len()];
     let mut raw_rates = vec![Vec::new(); shapes.len()];
     for r in 0..runs {
