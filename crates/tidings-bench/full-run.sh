@@ -40,4 +40,5 @@ run latency latency
 run latency latency --batch 1
 run latency latency --batch 1 --store sqlite
 run memory memory
+run publish publish --tidings-bin "${CARGO_TARGET_DIR:-$root/target}/release/tidings"
 echo "== $(date -u +%H:%M:%S) done: $out" | tee -a "$log" >&2
