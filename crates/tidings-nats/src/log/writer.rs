@@ -85,18 +85,15 @@ impl Inner {
                 _ => PublishFail::Other(self.engine_err("publish", e)),
             }
         };
-        let ack_future = match tokio::time::timeout(
-            timeout,
-            self.js
-                .publish_with_headers(self.subject.clone(), headers, payload),
-        )
-        .await
-        {
-            Err(_) => return Err(PublishFail::timed_out(timeout)),
-            Ok(Err(e)) => return Err(classify(e)),
-            Ok(Ok(f)) => f,
+        // One timer bounds both the send and the acknowledgement.
+        let published = async {
+            let ack = self
+                .js
+                .publish_with_headers(self.subject.clone(), headers, payload)
+                .await?;
+            ack.await
         };
-        match tokio::time::timeout(timeout, ack_future).await {
+        match tokio::time::timeout(timeout, published).await {
             Err(_) => Err(PublishFail::timed_out(timeout)),
             Ok(Err(e)) => Err(classify(e)),
             Ok(Ok(ack)) if ack.duplicate => Err(PublishFail::Lost),
