@@ -121,6 +121,8 @@ struct Churner {
     ops: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     codes: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    /// Set when the connection ended; read before the churner is told to
+    /// stop, so it counts closes by the server (or failures) only.
     closed: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -311,15 +313,19 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.store(true, Relaxed);
+    // Counted before the churners are told to stop: a churner closes its
+    // own connection then, which is not the server closing it.
     let mut codes = std::collections::BTreeMap::new();
     let (mut errors, mut closed) = (0u64, 0u64);
-    for c in ch {
+    for c in &ch {
         errors += c.errors.load(Relaxed);
         closed += c.closed.load(Relaxed) as u64;
         for (k, v) in c.codes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             *codes.entry(k.clone()).or_default() += v;
         }
+    }
+    stop.store(true, Relaxed);
+    for c in ch {
         for t in c.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
