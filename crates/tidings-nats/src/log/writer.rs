@@ -287,7 +287,7 @@ pub(super) enum PublishFail {
 impl PublishFail {
     fn timed_out(d: Duration) -> PublishFail {
         PublishFail::Other(EngineError::Unavailable(format!(
-            "no publish acknowledgement from NATS within {d:?}"
+            "no answer to a publish from NATS within {d:?}"
         )))
     }
 }
