@@ -35,6 +35,13 @@ local function entry_len(f)
   return 1
 end
 local function entry_first(e) return id_seq(e[1]) - entry_len(e[2]) + 1 end
+-- A single entry's event time (its 'time' field, µs), nil without one.
+local function single_time(f)
+  for j = 1, #f, 2 do
+    if f[j] == 'time' then return tonumber(f[j + 1]) end
+  end
+  return nil
+end
 -- The first seq count retention keeps (1 when it never trimmed).
 local function kept_from(first_key)
   return tonumber(redis.call('GET', first_key) or '1')
@@ -314,12 +321,8 @@ for _, e in ipairs(entries) do
       seq = seq + 1
     end
   else
-    for j = 1, #f, 2 do
-      if f[j] == 'time' then
-        if tonumber(f[j + 1]) >= t then return {1, id_seq(e[1])} end
-        break
-      end
-    end
+    local time = single_time(f)
+    if time and time >= t then return {1, id_seq(e[1])} end
   end
 end
 if #entries < count then
@@ -355,12 +358,7 @@ for _, e in ipairs(entries) do
   if f[1] == 'at' then
     committed = tonumber(f[2])
   else
-    for j = 1, #f, 2 do
-      if f[j] == 'time' then
-        committed = tonumber(f[j + 1])
-        break
-      end
-    end
+    committed = single_time(f)
   end
   if committed and committed >= cutoff then break end
   old = old + 1
