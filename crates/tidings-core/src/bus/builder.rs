@@ -5,10 +5,11 @@
 //! * Every setting has a default (the `DEFAULT_*` constants); `build`
 //!   refuses a zero capacity or limit with [`ConfigError::Zero`] instead of
 //!   building a bus that cannot work.
-//! * A bus over a shared log follows it (unless told otherwise), which
-//!   needs a tokio runtime: given with [`BusBuilder::runtime`] or current at
-//!   `build`, else [`ConfigError::NoRuntime`]. The follower task holds the
-//!   bus weakly and ends when the bus is dropped.
+//! * A bus over a shared log dispatches the events other processes append
+//!   (unless told otherwise) from a follower task, which needs a tokio
+//!   runtime: given with [`BusBuilder::runtime`] or current at `build`,
+//!   else [`ConfigError::NoRuntime`]. The follower task holds the bus
+//!   weakly and ends when the bus is dropped.
 //! * Data contracts ([`BusBuilder::schema`]) are kept in registration
 //!   order; an invalid pattern is reported by `build` as
 //!   [`ConfigError::Pattern`].
@@ -51,8 +52,9 @@ pub struct BusBuilder {
     max_depth: u32,
     cache_capacity: usize,
     runtime: Option<tokio::runtime::Handle>,
-    /// `None`: follow when the log says it is shared.
-    follow: Option<bool>,
+    /// Whether to dispatch events other processes append; `None`: when
+    /// the log says it is shared.
+    external_appends: Option<bool>,
     contracts: Contracts,
     /// The first invalid contract pattern, reported by `build`.
     bad_pattern: Option<PatternError>,
@@ -67,7 +69,7 @@ impl Default for BusBuilder {
             max_depth: DEFAULT_MAX_DEPTH,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             runtime: None,
-            follow: None,
+            external_appends: None,
             contracts: Contracts::default(),
             bad_pattern: None,
         }
@@ -113,11 +115,8 @@ impl BusBuilder {
         self
     }
 
-    /// Whether the bus follows its log to dispatch events appended by other
-    /// processes (default: when [`EventLog::shared`] says the log is shared).
-    /// Following needs a tokio runtime (given, or current at `build`).
-    pub fn dispatch_external_appends(mut self, follow: bool) -> Self {
-        self.follow = Some(follow);
+    pub fn dispatch_external_appends(mut self, dispatch: bool) -> Self {
+        self.external_appends = Some(dispatch);
         self
     }
 
@@ -190,8 +189,8 @@ impl BusBuilder {
             return zero("cache_capacity", "");
         }
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
-        let follow = self.follow.unwrap_or_else(|| log.shared());
-        let follower_runtime = if follow {
+        let external = self.external_appends.unwrap_or_else(|| log.shared());
+        let follower_runtime = if external {
             let rt = self
                 .runtime
                 .clone()

@@ -37,8 +37,8 @@
 //! methods. Each part it delegates to states its own contract:
 //! `error.rs` (the error types), `builder.rs` ([`BusBuilder`]), `emit.rs`
 //! (commit then dispatch, the depth guard), `dispatch.rs` (running one
-//! event's subscriptions), `dispatcher.rs` (the seq order), `follow.rs`
-//! (the follower of a shared log), `registry.rs` (subscriptions, over
+//! event's subscriptions), `dispatcher.rs` (the seq order), `external.rs`
+//! (dispatching what other processes append to a shared log), `registry.rs` (subscriptions, over
 //! `trie` and `cache.rs`), `sink.rs` and `stream.rs` (queued delivery),
 //! `handler.rs`, [`consumer`] and `stats.rs`.
 

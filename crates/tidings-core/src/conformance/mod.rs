@@ -21,7 +21,7 @@
 //! [`conformance_store_checks!`](crate::conformance_store_checks) list
 //! them). Every check starts from an empty log and asserts the contract
 //! written at the top of [`crate::log`]. The checks live by theme:
-//! `append`, `follow`, `retention`, `consumers`, `store`.
+//! `append`, `streams`, `retention`, `consumers`, `store`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -43,15 +43,15 @@ use crate::log::{
 
 mod append;
 mod consumers;
-mod follow;
 mod retention;
 mod store;
+mod streams;
 
 pub use append::*;
 pub use consumers::*;
-pub use follow::*;
 pub use retention::*;
 pub use store::*;
+pub use streams::*;
 
 /// What a factory returns: the log, or why it refused to open (the
 /// message of the backend's own error).
@@ -177,9 +177,9 @@ macro_rules! conformance_checks {
             refusals_append_nothing,
             idempotency_keys,
             idempotency_window_expires,
-            watch_follows_appends,
-            follow_catches_up_then_live,
-            follow_positions,
+            watch_rises_with_appends,
+            stream_catches_up_then_live,
+            stream_positions,
             cursors,
             consumer_definitions,
             retention_by_count,

@@ -19,7 +19,7 @@
 //!   first survivor; [`Page::last_seq`] always tells the log's last sequence
 //!   so a reader can tell "nothing more" from "pruned".
 //! * **Wake-ups.** [`EventLog::watch`] publishes the last committed sequence
-//!   after every append, so followers wait without polling.
+//!   after every append, so streams and followers wait without polling.
 //! * **Retention is a hard limit.** Pruning by count or age does not wait for
 //!   durable consumers: a consumer whose position was pruned is told so
 //!   (a [`Delivery::Lagged`]), never silently skipped. Age counts from the
@@ -32,11 +32,11 @@
 //! Futures returned by the trait are `'static` so streams and detached tasks
 //! can hold them; implementations clone their shared state into them.
 
-mod follow;
 mod group;
 mod keys;
 mod memory;
 mod options;
+mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,12 +48,12 @@ use chrono::{DateTime, Utc};
 
 use crate::event::{NewEvent, SharedEvent};
 
-pub(crate) use follow::Reader;
-pub use follow::{stream_from, LogStream};
 pub use group::{GroupCommit, GroupWriter};
 pub use keys::KeyWindow;
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};
 pub use options::{LogOptions, OptionsError, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_PRUNE_INTERVAL};
+pub(crate) use stream::Reader;
+pub use stream::{stream_from, LogStream};
 
 /// A boxed, sendable, `'static` future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -421,8 +421,8 @@ pub trait EventLog: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<Result<(), CloseError>>;
 
     /// True if other processes may append to this log too (NATS, Redis).
-    /// A bus over a shared log follows it, so it also dispatches events
-    /// appended elsewhere, in the same seq order.
+    /// A bus over a shared log also dispatches the events appended
+    /// elsewhere, in the same seq order.
     fn shared(&self) -> bool {
         false
     }

@@ -4,7 +4,7 @@
 use super::*;
 
 /// `watch` follows the last committed seq.
-pub async fn watch_follows_appends<F, Fut>(make: F)
+pub async fn watch_rises_with_appends<F, Fut>(make: F)
 where
     F: Fn(LogOptions) -> Fut,
     Fut: Future<Output = Opened>,
@@ -21,7 +21,7 @@ where
 
 /// A stream from the beginning catches up, then follows live appends with
 /// no gap and no duplicate.
-pub async fn follow_catches_up_then_live<F, Fut>(make: F)
+pub async fn stream_catches_up_then_live<F, Fut>(make: F)
 where
     F: Fn(LogOptions) -> Fut,
     Fut: Future<Output = Opened>,
@@ -48,7 +48,7 @@ where
 }
 
 /// Streams from `End`, `After(n)` and `At(time)` start where they say.
-pub async fn follow_positions<F, Fut>(make: F)
+pub async fn stream_positions<F, Fut>(make: F)
 where
     F: Fn(LogOptions) -> Fut,
     Fut: Future<Output = Opened>,
@@ -75,7 +75,7 @@ where
         Duration::from_secs(10),
         std::future::poll_fn(|cx| match end.poll_next_unpin(cx) {
             Poll::Ready(item) => panic!("`End` delivered {item:?} before any append"),
-            Poll::Pending if end.last() == 10 => Poll::Ready(()),
+            Poll::Pending if end.last_seq() == 10 => Poll::Ready(()),
             Poll::Pending => Poll::Pending,
         }),
     )

@@ -160,8 +160,9 @@ pub fn stream_from(log: Arc<dyn EventLog>, from: Position) -> LogStream {
 }
 
 impl LogStream {
-    /// The last sequence delivered (or skipped as lagged).
-    pub fn last(&self) -> u64 {
+    /// The last sequence delivered (or skipped as lagged); the same name as
+    /// [`EventStream::last_seq`](crate::EventStream::last_seq).
+    pub fn last_seq(&self) -> u64 {
         self.reader.last()
     }
 }
