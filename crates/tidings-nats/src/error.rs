@@ -1,7 +1,6 @@
 //! Error types of the NATS backend.
 
 use tidings_core::log::LogFailure;
-use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
 
 /// Why [`crate::NatsLog`] could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -64,46 +63,13 @@ impl std::fmt::Display for EngineError {
     }
 }
 
-impl From<EngineError> for AppendError {
+impl From<EngineError> for LogFailure {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Unavailable(m) => AppendError::Failed(LogFailure::Unavailable(m)),
-            EngineError::Storage(m) => {
-                AppendError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
-            }
+            EngineError::Unavailable(m) => LogFailure::Unavailable(m),
+            EngineError::Storage(m) => LogFailure::Storage(Box::new(StorageError(m))),
         }
     }
 }
 
-impl From<EngineError> for ReadError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Unavailable(m) => ReadError::Failed(LogFailure::Unavailable(m)),
-            EngineError::Storage(m) => {
-                ReadError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
-            }
-        }
-    }
-}
-
-impl From<EngineError> for CursorError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Unavailable(m) => CursorError::Failed(LogFailure::Unavailable(m)),
-            EngineError::Storage(m) => {
-                CursorError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
-            }
-        }
-    }
-}
-
-impl From<EngineError> for PruneError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Unavailable(m) => PruneError::Failed(LogFailure::Unavailable(m)),
-            EngineError::Storage(m) => {
-                PruneError::Failed(LogFailure::Storage(Box::new(StorageError(m))))
-            }
-        }
-    }
-}
+tidings_core::failures_into_op_errors!(EngineError);

@@ -13,7 +13,6 @@ use std::time::Duration;
 use tidings_core::log::LogFailure;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
 
 /// Why [`RedisLog::connect`](crate::RedisLog::connect) or
 /// [`RedisLog::open`](crate::RedisLog::open) failed.
@@ -113,38 +112,13 @@ impl OpError {
     }
 }
 
-impl From<OpError> for AppendError {
+impl From<OpError> for LogFailure {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::Unavailable(m) => AppendError::Failed(LogFailure::Unavailable(m)),
-            OpError::Storage(s) => AppendError::Failed(LogFailure::Storage(Box::new(s))),
+            OpError::Unavailable(m) => LogFailure::Unavailable(m),
+            OpError::Storage(s) => LogFailure::Storage(Box::new(s)),
         }
     }
 }
 
-impl From<OpError> for ReadError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Unavailable(m) => ReadError::Failed(LogFailure::Unavailable(m)),
-            OpError::Storage(s) => ReadError::Failed(LogFailure::Storage(Box::new(s))),
-        }
-    }
-}
-
-impl From<OpError> for CursorError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Unavailable(m) => CursorError::Failed(LogFailure::Unavailable(m)),
-            OpError::Storage(s) => CursorError::Failed(LogFailure::Storage(Box::new(s))),
-        }
-    }
-}
-
-impl From<OpError> for PruneError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Unavailable(m) => PruneError::Failed(LogFailure::Unavailable(m)),
-            OpError::Storage(s) => PruneError::Failed(LogFailure::Storage(Box::new(s))),
-        }
-    }
-}
+tidings_core::failures_into_op_errors!(OpError);

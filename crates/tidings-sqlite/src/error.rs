@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tidings_core::log::LogFailure;
 
 use rusqlite::ErrorCode;
-use tidings_core::log::{AppendError, CursorError, PruneError, ReadError};
+use tidings_core::log::AppendError;
 
 /// Why [`SqliteLog::open`](crate::SqliteLog::open) failed. Nothing was
 /// changed in the file in any of these cases, except by a migration that
@@ -125,12 +125,16 @@ pub enum CloseError {
 /// Why [`SqliteLog::sync`](crate::SqliteLog::sync) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// The log was closed.
-    #[error("the event log is closed")]
-    Closed,
-    /// The sync itself failed.
+    /// Closed, or the sync itself failed (`Unavailable` for a lock held
+    /// elsewhere, `Storage` with the [`StorageError`] for the rest).
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Failed(#[from] LogFailure),
+}
+
+impl From<StorageError> for SyncError {
+    fn from(e: StorageError) -> Self {
+        SyncError::Failed(e.into())
+    }
 }
 
 /// A failure of the SQLite storage, boxed into the `Storage` variant of
@@ -300,43 +304,27 @@ impl From<StorageError> for AppendError {
     fn from(e: StorageError) -> Self {
         if e.is_no_space() {
             AppendError::NoSpace(e.to_string())
-        } else if e.is_busy() || matches!(e, StorageError::WriterPanicked { .. }) {
+        } else if matches!(e, StorageError::WriterPanicked { .. }) {
             AppendError::Failed(LogFailure::Unavailable(e.to_string()))
         } else {
-            AppendError::Failed(LogFailure::Storage(Box::new(e)))
+            AppendError::Failed(e.into())
         }
     }
 }
 
-impl From<StorageError> for ReadError {
+impl From<StorageError> for LogFailure {
+    /// `Unavailable` for a lock held elsewhere, `Storage` for the rest.
     fn from(e: StorageError) -> Self {
         if e.is_busy() {
-            ReadError::Failed(LogFailure::Unavailable(e.to_string()))
+            LogFailure::Unavailable(e.to_string())
         } else {
-            ReadError::Failed(LogFailure::Storage(Box::new(e)))
+            LogFailure::Storage(Box::new(e))
         }
     }
 }
 
-impl From<StorageError> for CursorError {
-    fn from(e: StorageError) -> Self {
-        if e.is_busy() {
-            CursorError::Failed(LogFailure::Unavailable(e.to_string()))
-        } else {
-            CursorError::Failed(LogFailure::Storage(Box::new(e)))
-        }
-    }
-}
-
-impl From<StorageError> for PruneError {
-    fn from(e: StorageError) -> Self {
-        if e.is_busy() {
-            PruneError::Failed(LogFailure::Unavailable(e.to_string()))
-        } else {
-            PruneError::Failed(LogFailure::Storage(Box::new(e)))
-        }
-    }
-}
+// Appends map a full disk and a restarted writer too (above).
+tidings_core::failures_into_op_errors!(StorageError => ReadError, CursorError, PruneError);
 
 #[cfg(test)]
 mod tests {

@@ -247,7 +247,7 @@ impl SqliteLog {
         reply(rx, move || {
             health
                 .dropped_reply()
-                .map_or(SyncError::Closed, SyncError::Storage)
+                .map_or(SyncError::Failed(LogFailure::Closed), SyncError::from)
         })
     }
 
@@ -471,41 +471,38 @@ impl EventLog for SqliteLog {
     }
 
     fn cursor(&self, consumer: &str) -> BoxFuture<Result<Option<u64>, CursorError>> {
-        if let Err(e) = validate_consumer_name(consumer) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let (tx, rx) = oneshot::channel();
-        let _ = self.inner.send_read(ReadJob::Cursor {
-            name: consumer.to_owned(),
-            reply: tx,
-        });
-        reply(rx, cursor_closed)
+        for_consumer(consumer, || {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.inner.send_read(ReadJob::Cursor {
+                name: consumer.to_owned(),
+                reply: tx,
+            });
+            reply(rx, cursor_closed)
+        })
     }
 
     fn commit_cursor(&self, consumer: &str, seq: u64) -> BoxFuture<Result<(), CursorError>> {
-        if let Err(e) = validate_consumer_name(consumer) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let (tx, rx) = oneshot::channel();
-        let _ = self.inner.send_write(Command::CommitCursor {
-            name: consumer.to_owned(),
-            seq,
-            reply: tx,
-        });
-        self.cursor_reply(rx)
+        for_consumer(consumer, || {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.inner.send_write(Command::CommitCursor {
+                name: consumer.to_owned(),
+                seq,
+                reply: tx,
+            });
+            self.cursor_reply(rx)
+        })
     }
 
     fn define_consumer(&self, name: &str, spec: &str) -> BoxFuture<Result<String, CursorError>> {
-        if let Err(e) = validate_consumer_name(name) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let (tx, rx) = oneshot::channel();
-        let _ = self.inner.send_write(Command::DefineConsumer {
-            name: name.to_owned(),
-            spec: spec.to_owned(),
-            reply: tx,
-        });
-        self.cursor_reply(rx)
+        for_consumer(name, || {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.inner.send_write(Command::DefineConsumer {
+                name: name.to_owned(),
+                spec: spec.to_owned(),
+                reply: tx,
+            });
+            self.cursor_reply(rx)
+        })
     }
 
     fn consumers(&self) -> BoxFuture<Result<Vec<ConsumerRecord>, CursorError>> {
@@ -515,15 +512,14 @@ impl EventLog for SqliteLog {
     }
 
     fn delete_consumer(&self, name: &str) -> BoxFuture<Result<bool, CursorError>> {
-        if let Err(e) = validate_consumer_name(name) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let (tx, rx) = oneshot::channel();
-        let _ = self.inner.send_write(Command::DeleteConsumer {
-            name: name.to_owned(),
-            reply: tx,
-        });
-        self.cursor_reply(rx)
+        for_consumer(name, || {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.inner.send_write(Command::DeleteConsumer {
+                name: name.to_owned(),
+                reply: tx,
+            });
+            self.cursor_reply(rx)
+        })
     }
 
     fn prune(&self) -> BoxFuture<Result<u64, PruneError>> {
@@ -553,6 +549,19 @@ impl EventLog for SqliteLog {
                 Err(_) => closing(),
             }
         })
+    }
+}
+
+/// Runs `op` for a valid consumer name; a name the rule refuses
+/// ([`validate_consumer_name`]) is answered at once, with nothing sent to
+/// the writer or the readers.
+fn for_consumer<T: Send + 'static>(
+    name: &str,
+    op: impl FnOnce() -> BoxFuture<Result<T, CursorError>>,
+) -> BoxFuture<Result<T, CursorError>> {
+    match validate_consumer_name(name) {
+        Ok(()) => op(),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
     }
 }
 

@@ -241,6 +241,44 @@ pub enum LogFailure {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Lets `?` turn a backend's own failure type into every operation's error
+/// through the backend's one `From<$failure> for LogFailure`, so how a
+/// backend's failures map onto [`LogFailure`] is written once. Lists the
+/// operation errors to cover after `=>`, or none for all four
+/// ([`AppendError`], [`ReadError`], [`CursorError`], [`PruneError`]).
+///
+/// ```
+/// use tidings_core::log::{LogFailure, ReadError};
+///
+/// struct Down(String);
+/// impl From<Down> for LogFailure {
+///     fn from(d: Down) -> LogFailure {
+///         LogFailure::Unavailable(d.0)
+///     }
+/// }
+/// tidings_core::failures_into_op_errors!(Down);
+///
+/// fn read() -> Result<(), ReadError> {
+///     Err(Down("no route".into()))?
+/// }
+/// assert!(matches!(read(), Err(ReadError::Failed(LogFailure::Unavailable(_)))));
+/// ```
+#[macro_export]
+macro_rules! failures_into_op_errors {
+    ($failure:ty) => {
+        $crate::failures_into_op_errors!($failure => AppendError, ReadError, CursorError, PruneError);
+    };
+    ($failure:ty => $($op:ident),+ $(,)?) => {
+        $(
+            impl ::std::convert::From<$failure> for $crate::log::$op {
+                fn from(e: $failure) -> Self {
+                    $crate::log::$op::Failed($crate::log::LogFailure::from(e))
+                }
+            }
+        )+
+    };
+}
+
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -171,11 +171,7 @@ impl Writer {
             Ok((last, outcomes, wrote)) => {
                 self.committed(last, wrote);
                 let wants_sync = group.iter().any(|c| matches!(c, Command::Sync { .. }));
-                let sync = if wants_sync {
-                    self.sync_wal().map_err(SyncError::Storage)
-                } else {
-                    Ok(())
-                };
+                let sync = if wants_sync { self.sync_wal() } else { Ok(()) };
                 answer(group, outcomes, failed, sync, &self.stats);
             }
             Err(e) => {
@@ -283,7 +279,7 @@ fn answer(
     group: Vec<Command>,
     outcomes: Vec<Outcome>,
     failed: Vec<Option<StorageError>>,
-    sync: Result<(), SyncError>,
+    sync: Result<(), StorageError>,
     stats: &Stats,
 ) {
     // A dropped receiver only means the caller stopped waiting.
@@ -345,12 +341,7 @@ fn answer(
                 let _ = reply.send(r);
             }
             Command::Sync { reply } => {
-                let r = match &sync {
-                    Ok(()) => Ok(()),
-                    Err(SyncError::Storage(e)) => Err(SyncError::Storage(e.clone())),
-                    Err(SyncError::Closed) => Err(SyncError::Closed),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(sync.clone().map_err(SyncError::from));
             }
             #[cfg(test)]
             Command::Hold(_)
@@ -388,7 +379,7 @@ pub(super) fn refuse_all(
                 let _ = reply.send(Err(e.into()));
             }
             Command::Sync { reply } => {
-                let _ = reply.send(Err(SyncError::Storage(e)));
+                let _ = reply.send(Err(SyncError::from(e)));
             }
             #[cfg(test)]
             Command::Hold(_)

@@ -50,7 +50,10 @@ async fn close_flushes_then_refuses() {
         log.prune().await,
         Err(PruneError::Failed(LogFailure::Closed))
     ));
-    assert!(matches!(log.sync().await, Err(SyncError::Closed)));
+    assert!(matches!(
+        log.sync().await,
+        Err(SyncError::Failed(LogFailure::Closed))
+    ));
     assert!(rx.wait_for(|v| *v > 10).await.is_err(), "the watch closes");
     log.close().unwrap(); // idempotent
 
@@ -93,12 +96,13 @@ async fn invalid_options_are_refused() {
         SqliteOptions::default().durability(Durability::Batch {
             interval: Duration::ZERO,
         }),
-        SqliteOptions::default().prune_interval(Some(Duration::ZERO)),
-        SqliteOptions::default().retention(tidings_core::Retention {
+        SqliteOptions::default()
+            .log(LogOptions::default().with_prune_interval(Some(Duration::ZERO))),
+        SqliteOptions::default().log(LogOptions::retention(tidings_core::Retention {
             max_count: Some(0),
             max_age: None,
-        }),
-        SqliteOptions::default().idempotency_window(Duration::ZERO),
+        })),
+        SqliteOptions::default().log(LogOptions::default().with_idempotency_window(Duration::ZERO)),
     ] {
         assert!(matches!(
             SqliteLog::open(path_in(&dir), bad),
