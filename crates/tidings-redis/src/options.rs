@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tidings_core::log::{LogOptions, Retention};
+use tidings_core::log::LogOptions;
 
 use crate::error::ConnectError;
 
@@ -40,21 +40,9 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
-    /// Sets the retention limits.
-    pub fn retention(mut self, retention: Retention) -> Self {
-        self.log.retention = retention;
-        self
-    }
-
-    /// Sets the idempotency window.
-    pub fn idempotency_window(mut self, window: Duration) -> Self {
-        self.log.idempotency_window = window;
-        self
-    }
-
-    /// Sets the background pruning interval.
-    pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
-        self.log.prune_interval = interval;
+    /// Sets retention, the idempotency window and the prune interval.
+    pub fn log(mut self, log: LogOptions) -> Self {
+        self.log = log;
         self
     }
 
@@ -215,10 +203,10 @@ mod tests {
             .validate()
             .is_err());
         assert!(RedisOptions::default()
-            .retention(Retention {
+            .log(LogOptions::retention(tidings_core::Retention {
                 max_count: Some(0),
                 max_age: None
-            })
+            }))
             .validate()
             .is_err());
     }

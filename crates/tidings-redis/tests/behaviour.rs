@@ -13,7 +13,7 @@ use tidings_core::log::LogFailure;
 use chrono::Utc;
 use serde_json::json;
 use tidings_core::log::{AppendError, Retention};
-use tidings_core::{EventLog, NewEvent};
+use tidings_core::{EventLog, LogOptions, NewEvent};
 use tidings_redis::{ConnectError, RedisLog, RedisOptions, StorageError};
 
 fn ev(i: u64) -> NewEvent {
@@ -109,12 +109,13 @@ async fn age_retention_and_seq_before_span_many_script_steps() {
     let Some(url) = common::redis_url() else {
         return;
     };
-    let options = RedisOptions::default()
-        .retention(Retention {
+    let options = RedisOptions::default().log(
+        LogOptions::retention(Retention {
             max_count: None,
             max_age: Some(Duration::from_secs(2)),
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = common::fresh(&url, "age", options).await;
     // 15,000 events dated an hour ago (more than one 10,000-entry pruning
     // step and many 1,000-entry seq_before steps), then, once their commits
@@ -163,12 +164,13 @@ async fn count_retention_applies_on_append_and_duplicates_outlive_it() {
     let Some(url) = common::redis_url() else {
         return;
     };
-    let options = RedisOptions::default()
-        .retention(Retention {
+    let options = RedisOptions::default().log(
+        LogOptions::retention(Retention {
             max_count: Some(3),
             max_age: None,
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = common::fresh(&url, "count", options).await;
     let first = log
         .append(vec![ev(0).key("k-0")], None)
@@ -310,12 +312,13 @@ async fn entries_without_a_commit_time_are_aged_by_their_event_time() {
             .query::<()>(&mut con)
             .expect("SET");
     }
-    let options = RedisOptions::default()
-        .retention(Retention {
+    let options = RedisOptions::default().log(
+        LogOptions::retention(Retention {
             max_count: None,
             max_age: Some(Duration::from_secs(60)),
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = RedisLog::open(&url, &key, options).await.expect("open");
     let c = log.append(vec![ev(3)], None).await.expect("append");
     assert_eq!(c[0].event.seq, 3);

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use tidings_core::log::Retention;
-use tidings_core::{EventLog, NewEvent};
+use tidings_core::{EventLog, LogOptions, NewEvent};
 use tidings_redis::{KeyLayout, RedisOptions};
 
 /// Event `seq`'s time: one second per seq from a fixed base.
@@ -67,12 +67,13 @@ async fn check(
     let key = common::unique_key("layout");
     let _cleanup = common::delete_on_drop(url, &key);
     write_single_entries(url, &KeyLayout::new(&key), singles);
-    let options = RedisOptions::default()
-        .retention(Retention {
+    let options = RedisOptions::default().log(
+        LogOptions::retention(Retention {
             max_count,
             max_age: None,
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = common::open_log(url, &key, options).await;
     let mut last = singles;
     for size in batches {

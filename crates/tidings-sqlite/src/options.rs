@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tidings_core::log::{LogOptions, Retention};
+use tidings_core::log::LogOptions;
 
 /// When an acknowledged append (or cursor commit) is on stable storage.
 ///
@@ -153,21 +153,9 @@ impl SqliteOptions {
         self
     }
 
-    /// Sets the retention limits.
-    pub fn retention(mut self, retention: Retention) -> Self {
-        self.log.retention = retention;
-        self
-    }
-
-    /// Sets the idempotency window.
-    pub fn idempotency_window(mut self, window: Duration) -> Self {
-        self.log.idempotency_window = window;
-        self
-    }
-
-    /// Sets (or with `None` turns off) background pruning.
-    pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
-        self.log.prune_interval = interval;
+    /// Sets retention, the idempotency window and the prune interval.
+    pub fn log(mut self, log: LogOptions) -> Self {
+        self.log = log;
         self
     }
 

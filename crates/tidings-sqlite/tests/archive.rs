@@ -9,17 +9,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tidings_core::{Event, EventLog, NewEvent, Retention};
+use tidings_core::{Event, EventLog, LogOptions, NewEvent, Retention};
 use tidings_sqlite::archive::{file_name, ArchiveReader, Manifest, MANIFEST};
 use tidings_sqlite::{SqliteLog, SqliteOptions};
 
 fn options(dir: &std::path::Path, keep: Option<u64>) -> SqliteOptions {
     SqliteOptions::default()
-        .retention(Retention {
-            max_count: keep,
-            max_age: None,
-        })
-        .prune_interval(None)
+        .log(
+            LogOptions::retention(Retention {
+                max_count: keep,
+                max_age: None,
+            })
+            .with_prune_interval(None),
+        )
         .archive_dir(Some(dir.join("archive")))
 }
 
@@ -213,7 +215,7 @@ async fn kill_9_between_archive_and_delete_loses_and_doubles_nothing() {
 
     // The archive is there, and so is every row: nothing was deleted.
     assert_eq!(Manifest::load(&archive).unwrap().last_seq(), 245);
-    let plain = SqliteOptions::default().prune_interval(None);
+    let plain = SqliteOptions::default().log(LogOptions::default().with_prune_interval(None));
     let log = SqliteLog::open(&db, plain.clone()).unwrap();
     let before = read_log(&log).await;
     assert_eq!(before.len(), 250);

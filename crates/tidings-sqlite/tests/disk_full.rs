@@ -14,7 +14,7 @@ use std::process::Command;
 
 use serde_json::json;
 use tidings_core::log::{AppendError, LogHealth};
-use tidings_core::{EventLog, NewEvent};
+use tidings_core::{EventLog, LogOptions, NewEvent};
 use tidings_sqlite::{Durability, SqliteLog, SqliteOptions};
 use uuid::Uuid;
 
@@ -133,7 +133,7 @@ async fn disk_full_answers_no_space_and_recovers_without_reopen() {
         &db,
         SqliteOptions::default()
             .durability(Durability::Sync)
-            .prune_interval(None)
+            .log(LogOptions::default().with_prune_interval(None))
             // Health changes only with appends here, so each assertion on it
             // is deterministic (the probe has its own unit test).
             .probe_interval(None),
@@ -225,7 +225,7 @@ async fn health_recovers_without_publishes_once_space_is_freed() {
         &db,
         SqliteOptions::default()
             .durability(Durability::Sync)
-            .prune_interval(None)
+            .log(LogOptions::default().with_prune_interval(None))
             .probe_interval(Some(std::time::Duration::from_millis(20))),
     )
     .expect("open on the tmpfs");

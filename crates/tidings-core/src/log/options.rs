@@ -76,6 +76,28 @@ impl LogOptions {
         }
     }
 
+    /// These options with `retention`.
+    pub fn with_retention(self, retention: Retention) -> LogOptions {
+        LogOptions { retention, ..self }
+    }
+
+    /// These options with `window` as the idempotency window.
+    pub fn with_idempotency_window(self, window: Duration) -> LogOptions {
+        LogOptions {
+            idempotency_window: window,
+            ..self
+        }
+    }
+
+    /// These options with `interval` as the background pruning interval
+    /// (`None`: none).
+    pub fn with_prune_interval(self, interval: Option<Duration>) -> LogOptions {
+        LogOptions {
+            prune_interval: interval,
+            ..self
+        }
+    }
+
     /// Checks every rule of the module contract.
     pub fn validate(&self) -> Result<(), OptionsError> {
         match self.retention.max_count {

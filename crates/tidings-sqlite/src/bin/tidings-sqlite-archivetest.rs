@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use serde_json::json;
-use tidings_core::{EventLog, NewEvent, Retention};
+use tidings_core::{EventLog, LogOptions, NewEvent, Retention};
 use tidings_sqlite::{SqliteLog, SqliteOptions};
 
 fn main() -> ExitCode {
@@ -28,11 +28,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let options = SqliteOptions::default()
-        .retention(Retention {
-            max_count: Some(keep),
-            max_age: None,
-        })
-        .prune_interval(None)
+        .log(
+            LogOptions::retention(Retention {
+                max_count: Some(keep),
+                max_age: None,
+            })
+            .with_prune_interval(None),
+        )
         .archive_dir(Some(dir.into()));
     let rt = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(rt) => rt,

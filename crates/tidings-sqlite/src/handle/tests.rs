@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::log::{AppendError, CursorError, LogHealth, ReadError, Retention};
+use tidings_core::log::{AppendError, CursorError, LogHealth, LogOptions, ReadError, Retention};
 use tidings_core::{EventLog, NewEvent};
 
 use super::*;
@@ -30,7 +30,7 @@ fn open(path: &Path, options: SqliteOptions) -> SqliteLog {
 /// Default options without background pruning, so counters only move
 /// because of what the test does.
 fn quiet() -> SqliteOptions {
-    SqliteOptions::default().prune_interval(None)
+    SqliteOptions::default().log(LogOptions::default().with_prune_interval(None))
 }
 
 async fn append_n(log: &SqliteLog, n: u64) {

@@ -9,7 +9,8 @@ use super::*;
 async fn key_window_holds_and_expires_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_in(&dir);
-    let options = SqliteOptions::default().idempotency_window(Duration::from_millis(1500));
+    let options = SqliteOptions::default()
+        .log(LogOptions::default().with_idempotency_window(Duration::from_millis(1500)));
     let log = open(&path, options.clone());
     let first = log.append(vec![ev(1).key("pay-1")], None).await.unwrap();
     log.close().unwrap();
@@ -39,10 +40,10 @@ async fn key_window_holds_and_expires_across_restart() {
 async fn key_outlives_its_pruned_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_in(&dir);
-    let options = SqliteOptions::default().retention(Retention {
+    let options = SqliteOptions::default().log(LogOptions::retention(Retention {
         max_count: Some(2),
         max_age: None,
-    });
+    }));
     let log = open(&path, options.clone());
     let orig = log
         .append(
@@ -82,14 +83,15 @@ async fn cursors_persist_across_restart() {
     log.define_consumer("indexer", "spec-1").await.unwrap();
     log.close().unwrap();
 
-    let options = SqliteOptions::default()
-        .retention(Retention {
+    let options = SqliteOptions::default().log(
+        LogOptions::retention(Retention {
             // Everything older than 1 ms: all of it, once the test waited.
             // (A zero count is refused: `LogOptions`.)
             max_count: None,
             max_age: Some(Duration::from_millis(1)),
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = open(&path, options);
     assert_eq!(log.cursor("indexer").await.unwrap(), Some(4));
     assert_eq!(log.cursor("mailer").await.unwrap(), Some(5));
@@ -114,14 +116,15 @@ async fn cursors_persist_across_restart() {
 async fn seq_never_restarts_after_pruning_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_in(&dir);
-    let options = SqliteOptions::default()
-        .retention(Retention {
+    let options = SqliteOptions::default().log(
+        LogOptions::retention(Retention {
             // Everything older than 1 ms: all of it, once the test waited.
             // (A zero count is refused: `LogOptions`.)
             max_count: None,
             max_age: Some(Duration::from_millis(1)),
         })
-        .prune_interval(None);
+        .with_prune_interval(None),
+    );
     let log = open(&path, options.clone());
     for i in 0..5 {
         log.append(vec![ev(i)], None).await.unwrap();
@@ -147,12 +150,13 @@ async fn seq_never_restarts_after_pruning_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_pruning_runs_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions::default()
-        .retention(Retention {
+    let options = SqliteOptions::default().log(
+        LogOptions::retention(Retention {
             max_count: Some(3),
             max_age: None,
         })
-        .prune_interval(Some(Duration::from_millis(50)));
+        .with_prune_interval(Some(Duration::from_millis(50))),
+    );
     let log = open(&path_in(&dir), options);
     for i in 0..10 {
         log.append(vec![ev(i)], None).await.unwrap();
@@ -174,10 +178,13 @@ async fn age_retention_uses_commit_time_not_event_time() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(
         &path_in(&dir),
-        quiet().retention(Retention {
-            max_count: None,
-            max_age: Some(Duration::from_secs(3600)),
-        }),
+        quiet().log(
+            LogOptions::retention(Retention {
+                max_count: None,
+                max_age: Some(Duration::from_secs(3600)),
+            })
+            .with_prune_interval(None),
+        ),
     );
     let mut future = ev(1);
     future.time = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")

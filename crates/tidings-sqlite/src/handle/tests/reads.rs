@@ -36,10 +36,13 @@ async fn appended_equals_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ahead_respects_pruning_and_new_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let options = quiet().retention(Retention {
-        max_count: Some(100),
-        max_age: None,
-    });
+    let options = quiet().log(
+        LogOptions::retention(Retention {
+            max_count: Some(100),
+            max_age: None,
+        })
+        .with_prune_interval(None),
+    );
     let log = open(&path_in(&dir), options);
     append_n(&log, 200).await;
     let p = log.read(0, 64).await.unwrap();
