@@ -46,3 +46,38 @@ pub async fn delete_stream(server: &str, stream: &str) {
         let _ = log.destroy().await;
     }
 }
+
+/// Deletes a test stream when dropped (after the logs on it), on a thread
+/// of its own with its own runtime, so it can run in `Drop` inside a test's
+/// runtime; the drop waits for it, so nothing outlives the test.
+pub struct DeleteStream {
+    server: String,
+    stream: String,
+}
+
+impl Drop for DeleteStream {
+    fn drop(&mut self) {
+        let (server, stream) = (self.server.clone(), self.stream.clone());
+        let cleanup =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(delete_stream(&server, &stream)),
+                    Err(e) => eprintln!("cleanup of {stream} failed: {e}"),
+                }
+            });
+        if cleanup.join().is_err() {
+            eprintln!("cleanup of {} panicked", self.stream);
+        }
+    }
+}
+
+/// A guard deleting `stream` (and its cursor bucket) when dropped.
+pub fn delete_on_drop(server: &str, stream: &str) -> DeleteStream {
+    DeleteStream {
+        server: server.to_owned(),
+        stream: stream.to_owned(),
+    }
+}
