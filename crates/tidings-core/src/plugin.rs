@@ -174,8 +174,7 @@ impl PluginContext {
 
     /// Emits a typed event through [`PluginContext::event`].
     pub fn emit_typed<T: TypedEvent>(&self, value: &T) -> Result<SharedEvent, EmitError> {
-        let data = serde_json::to_value(value).map_err(EmitError::Serialize)?;
-        self.event(value.name().into_owned()).data(data).emit()
+        EmitBuilder::typed(value, |name| self.event(name))
     }
 }
 

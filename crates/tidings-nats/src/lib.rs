@@ -119,6 +119,23 @@
 //! be committed: retry it with an idempotency key for exactly-once. After
 //! reconnecting, the ordered consumer resumes from the last stream seq it
 //! delivered, so `watch` and followers go on without a gap.
+//!
+//! # Code map
+//!
+//! * `log.rs`: [`NatsLog`], the state its tasks share and the
+//!   [`EventLog`](tidings_core::EventLog) impl, which delegates to:
+//!   * `log/open.rs`: connecting, creating or updating the streams, catching
+//!     up, starting the tasks, `destroy`;
+//!   * `log/writer.rs`: writing records (group commit, idempotency keys,
+//!     the expected-last-sequence guard, retries after a lost race);
+//!   * `log/follower.rs`: the task applying every record, in stream order;
+//!   * `log/state.rs`: the in-memory view (tail, cache, keys) it keeps;
+//!   * `log/read.rs`: `read`, `bounds`, `seq_before`;
+//!   * `log/prune.rs`: retention and the periodic pruner;
+//!   * `log/consumers.rs`: cursors and consumer definitions.
+//! * `record.rs`: the batch record stored per append and its headers;
+//!   `options.rs`: [`NatsOptions`] and the URL; `error.rs`: the errors and
+//!   how NATS errors map to them.
 
 mod error;
 mod log;

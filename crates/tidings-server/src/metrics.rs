@@ -187,6 +187,10 @@ impl Metrics {
     pub fn delivered(&self, t: Transport) {
         self.delivered[t as usize].inc();
     }
+    /// Events delivered over `t` so far.
+    pub fn delivered_total(&self, t: Transport) -> u64 {
+        self.delivered[t as usize].get()
+    }
     /// A connection opened (+1) or closed (-1).
     pub fn connection(&self, t: Transport, delta: i64) {
         self.connections[t as usize].inc_by(delta);
@@ -254,6 +258,8 @@ mod tests {
         m.append_latency(Duration::from_millis(3));
         m.append_latency(Duration::from_secs(5));
         m.delivered(Transport::Sse);
+        assert_eq!(m.delivered_total(Transport::Sse), 1);
+        assert_eq!(m.delivered_total(Transport::WebSocket), 0);
         m.connection(Transport::WebSocket, 1);
         let text = m.render(&[("timeline".into(), 4)], 2);
         assert!(

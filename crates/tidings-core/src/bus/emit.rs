@@ -49,6 +49,18 @@ impl<'a> EmitBuilder<'a> {
     }
 }
 
+impl<'a> EmitBuilder<'a> {
+    /// Emits `value` under its name, built by `event` (the bus's or a
+    /// plugin's [`Bus::event`]): what every `emit_typed` does.
+    pub(crate) fn typed<T: crate::typed::TypedEvent>(
+        value: &T,
+        event: impl FnOnce(String) -> EmitBuilder<'a>,
+    ) -> Result<SharedEvent, EmitError> {
+        let data = serde_json::to_value(value).map_err(EmitError::Serialize)?;
+        event(value.name().into_owned()).data(data).emit()
+    }
+}
+
 impl EmitBuilder<'_> {
     fn map(mut self, f: impl FnOnce(NewEvent) -> NewEvent) -> Self {
         self.event = self.event.map(f);

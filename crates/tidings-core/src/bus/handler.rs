@@ -1,5 +1,19 @@
 //! Registering handlers: the builder, handler results, and the handle that
 //! unsubscribes on drop.
+//!
+//! # Contract
+//!
+//! * A subscription lives while its [`Subscription`] does (or, after
+//!   [`Subscription::keep`], until removed by id or owner); once removal
+//!   returned, no new call of its handler starts.
+//! * A sync handler runs on the dispatching thread, in the order of the
+//!   registry (priority, then registration); a `once` handler runs for at
+//!   most one event, the first its filter accepts.
+//! * An async handler gets every matching event, one at a time, in seq
+//!   order, from a stream (queue first, then the log), on the bus's runtime;
+//!   events retention removed before it read them are logged and skipped.
+//! * Every handler's error or panic is caught, counted (per bus, and per
+//!   owner when it has one) and logged; it never reaches the emitter.
 
 use std::fmt::Display;
 use std::future::Future;

@@ -190,8 +190,7 @@ impl Bus {
 
     /// Emits a typed event under its name.
     pub fn emit_typed<T: TypedEvent>(&self, value: &T) -> Result<SharedEvent, EmitError> {
-        let data = serde_json::to_value(value).map_err(EmitError::Serialize)?;
-        self.event(value.name().into_owned()).data(data).emit()
+        EmitBuilder::typed(value, |name| self.event(name))
     }
 
     /// Emits several events atomically: all are committed with consecutive

@@ -1,4 +1,12 @@
 //! Bus counters, and per-owner handler counters (a plugin's stats).
+//!
+//! # Contract
+//!
+//! * Counters only grow, by relaxed atomic adds: a [`Stats`] snapshot is
+//!   each counter's value at some moment during the read, not one instant
+//!   across all of them.
+//! * Bumping a counter never takes a lock, so the emit path pays one
+//!   atomic add per counted thing and nothing else.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

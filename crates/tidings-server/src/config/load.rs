@@ -2,6 +2,20 @@
 //! variables, then command-line flags; the last one to name a key wins.
 //! The merged table is deserialised once and then validated, so a
 //! setting is never half-applied.
+//!
+//! Written by hand rather than with `figment`, on purpose: it is one
+//! `toml::Table` merge, and the three things a layering crate would have
+//! to be bent to do are the ones users rely on here:
+//! * env names are flat (`TIDINGS_DATA_DIR` is `data_dir`, while
+//!   `TIDINGS_AUTH_JWT_SECRET` is `auth.jwt_secret`), so splitting on `_`
+//!   cannot find the key; [`KEYS`] says which names exist;
+//! * an unknown `TIDINGS_*` variable is ignored (the environment holds
+//!   other things), while an unknown key in the file is refused by
+//!   `deny_unknown_fields` with the key's name;
+//! * list settings take a comma list from the environment
+//!   (`TIDINGS_CORS_ORIGINS=a,b`) as well as a TOML array.
+//!
+//! A test checks that [`KEYS`] names every setting of [`Config`].
 
 use std::path::Path;
 
@@ -115,5 +129,35 @@ impl Config {
         config.config_dir = file.map(|f| f.parent().unwrap_or(Path::new(".")).to_owned());
         config.validate()?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every setting an environment variable can set is in [`KEYS`], and
+    /// [`KEYS`] names nothing else: the list cannot fall behind `Config`.
+    #[test]
+    fn keys_name_every_setting() {
+        let value = serde_json::to_value(Config::default()).expect("serialize");
+        let mut settings: Vec<String> = Vec::new();
+        for (key, v) in value.as_object().expect("an object") {
+            match key.as_str() {
+                // A list of tables: only the file can hold it.
+                "schemas" => {}
+                "auth" => settings.extend(
+                    v.as_object()
+                        .expect("auth is a table")
+                        .keys()
+                        .map(|k| format!("auth.{k}")),
+                ),
+                _ => settings.push(key.clone()),
+            }
+        }
+        settings.sort();
+        let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(keys, settings);
     }
 }
