@@ -113,7 +113,7 @@ pub struct RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Before the store: a server never runs with a schema it cannot compile.
     let schemas = Schemas::load(&config)?;
-    let store = Store::open(&config).await?;
+    let mut store = Store::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -124,7 +124,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
-    let service = Service::new(config, store.log.clone(), store.log.shared(), schemas);
+    let service = Service::new(
+        config,
+        store.log.clone(),
+        store.log.shared(),
+        schemas,
+        store.metrics.take(),
+    );
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, service.clone(), rx));
     tracing::info!(%addr, "tidings listening");

@@ -242,6 +242,41 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("tidings_append_seconds_count 1"), "{text}");
     assert!(text.contains("tidings_rejected_requests_total 1"), "{text}");
     assert!(text.contains("tidings_connections{transport=\"sse\"} 0"));
+    assert!(
+        !text.contains("tidings_sqlite_"),
+        "a memory store adds no SQLite series"
+    );
+}
+
+/// A SQLite store adds its own counters to the same registry.
+#[tokio::test]
+async fn metrics_of_a_sqlite_store_include_its_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = memory_server(|c| {
+        c.data_dir = dir.path().to_owned();
+        c.store = None;
+    })
+    .await;
+    s.post(json!([{"name": "m"}, {"name": "n"}])).await;
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("tidings_sqlite_events_appended_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidings_sqlite_group_commits_total "),
+        "{text}"
+    );
+    assert!(text.contains("tidings_sqlite_fsyncs_total "), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
 #[tokio::test]

@@ -159,13 +159,15 @@ pub struct Service {
 impl Service {
     /// A service over `log`; `shared` if other servers append to it too
     /// (then the bus follows the log to deliver their events). Every
-    /// publish is held to `schemas` (see [`Schemas::load`]). Call inside a
+    /// publish is held to `schemas` (see [`Schemas::load`]); `log_metrics`
+    /// (the store's own counters) joins the metrics registry. Call inside a
     /// tokio runtime.
     pub fn new(
         config: Config,
         log: Arc<dyn EventLog>,
         shared: bool,
         schemas: Schemas,
+        log_metrics: Option<Box<dyn prometheus_client::collector::Collector>>,
     ) -> Arc<Service> {
         let bus = schemas
             .apply(Bus::builder())
@@ -174,8 +176,12 @@ impl Service {
             .stream_capacity(config.stream_queue)
             .build()
             .expect("stream_queue is validated non-zero, schema patterns are parsed, and a runtime is running");
+        let mut metrics = Metrics::new(bus.clone());
+        if let Some(collector) = log_metrics {
+            metrics.register_collector(collector);
+        }
         Arc::new(Service {
-            metrics: Metrics::new(bus.clone()),
+            metrics,
             bus,
             auth: Auth::new(&config.auth),
             config,

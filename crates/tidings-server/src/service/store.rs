@@ -6,7 +6,10 @@ use std::time::Duration;
 use tidings_core::{EventLog, MemoryLog};
 use tidings_sqlite::{Durability, SqliteLog, SqliteOptions};
 
+use prometheus_client::collector::Collector;
+
 use crate::config::{Config, ConfigError, StoreUrl};
+use crate::metrics::SqliteCollector;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,18 @@ pub struct Store {
     /// The log ([`EventLog::shared`]: other servers append to it too, so
     /// the bus follows it; [`EventLog::close`] flushes and closes it).
     pub log: Arc<dyn EventLog>,
+    /// The store's own counters, for the server's metrics registry (taken
+    /// by the service when it is built).
+    pub metrics: Option<Box<dyn Collector>>,
+}
+
+impl Store {
+    fn of(log: impl EventLog) -> Store {
+        Store {
+            log: Arc::new(log),
+            metrics: None,
+        }
+    }
 }
 
 impl Store {
@@ -48,25 +63,24 @@ impl Store {
     pub async fn open(config: &Config) -> Result<Store, StoreError> {
         let log_options = config.log_options();
         match config.store_url()? {
-            StoreUrl::Memory => {
-                let log = MemoryLog::with_options(log_options)?;
-                Ok(Store { log: Arc::new(log) })
-            }
+            StoreUrl::Memory => Ok(Store::of(MemoryLog::with_options(log_options)?)),
             StoreUrl::Nats(url) => {
                 let options = tidings_nats::NatsOptions {
                     log: log_options,
                     ..Default::default()
                 };
-                let log = tidings_nats::NatsLog::connect(&url, options).await?;
-                Ok(Store { log: Arc::new(log) })
+                Ok(Store::of(
+                    tidings_nats::NatsLog::connect(&url, options).await?,
+                ))
             }
             StoreUrl::Redis(url) => {
                 let options = tidings_redis::RedisOptions {
                     log: log_options,
                     ..Default::default()
                 };
-                let log = tidings_redis::RedisLog::connect(&url, options).await?;
-                Ok(Store { log: Arc::new(log) })
+                Ok(Store::of(
+                    tidings_redis::RedisLog::connect(&url, options).await?,
+                ))
             }
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -91,7 +105,10 @@ impl Store {
                     .durability(durability)
                     .archive_dir(config.archive_dir.clone()),
                 )?;
-                Ok(Store { log: Arc::new(log) })
+                Ok(Store {
+                    metrics: Some(Box::new(SqliteCollector(log.clone()))),
+                    log: Arc::new(log),
+                })
             }
         }
     }
