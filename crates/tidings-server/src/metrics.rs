@@ -82,6 +82,18 @@ impl fmt::Debug for Metrics {
     }
 }
 
+/// Encodes `(name, help, value)` counters read at scrape time.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), fmt::Error> {
+    for &(name, help, v) in counters {
+        let c = ConstCounter::new(v);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    }
+    Ok(())
+}
+
 /// The bus's counters and the log's last seq, read at each scrape.
 struct BusCollector(Bus);
 
@@ -94,31 +106,31 @@ impl fmt::Debug for BusCollector {
 impl Collector for BusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let stats = self.0.stats();
-        for (name, help, v) in [
-            (
-                "tidings_published",
-                "Events committed through this server.",
-                stats.published,
-            ),
-            (
-                "tidings_handler_errors",
-                "In-process handlers that failed.",
-                stats.handler_errors,
-            ),
-            (
-                "tidings_handler_panics",
-                "In-process handlers that panicked.",
-                stats.handler_panics,
-            ),
-            (
-                "tidings_schema_violations",
-                "Publishes refused because an event's data failed a [[schemas]] schema.",
-                stats.contract_refused,
-            ),
-        ] {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
-        }
+        encode_counters(
+            &mut encoder,
+            &[
+                (
+                    "tidings_published",
+                    "Events committed through this server.",
+                    stats.published,
+                ),
+                (
+                    "tidings_handler_errors",
+                    "In-process handlers that failed.",
+                    stats.handler_errors,
+                ),
+                (
+                    "tidings_handler_panics",
+                    "In-process handlers that panicked.",
+                    stats.handler_panics,
+                ),
+                (
+                    "tidings_schema_violations",
+                    "Publishes refused because an event's data failed a [[schemas]] schema.",
+                    stats.contract_refused,
+                ),
+            ],
+        )?;
         let g = ConstGauge::new(self.0.last_seq() as i64);
         g.encode(encoder.encode_descriptor(
             "tidings_last_seq",
@@ -143,42 +155,41 @@ impl fmt::Debug for SqliteCollector {
 impl Collector for SqliteCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.0.stats();
-        for (name, help, v) in [
-            (
-                "tidings_sqlite_group_commits",
-                "Group commits the SQLite writer ran.",
-                s.groups,
-            ),
-            (
-                "tidings_sqlite_fsyncs",
-                "WAL fsyncs of the SQLite store.",
-                s.syncs,
-            ),
-            (
-                "tidings_sqlite_events_appended",
-                "Events the SQLite store appended (duplicates not counted).",
-                s.events_appended,
-            ),
-            (
-                "tidings_sqlite_events_pruned",
-                "Events the SQLite store removed by retention.",
-                s.events_pruned,
-            ),
-            (
-                "tidings_sqlite_failed_transactions",
-                "SQLite write transactions that failed and were rolled back.",
-                s.failed_transactions,
-            ),
-            (
-                "tidings_sqlite_rows_read",
-                "Rows the SQLite reader threads copied out.",
-                s.rows_read,
-            ),
-        ] {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
-        }
-        Ok(())
+        encode_counters(
+            &mut encoder,
+            &[
+                (
+                    "tidings_sqlite_group_commits",
+                    "Group commits the SQLite writer ran.",
+                    s.groups,
+                ),
+                (
+                    "tidings_sqlite_fsyncs",
+                    "WAL fsyncs of the SQLite store.",
+                    s.syncs,
+                ),
+                (
+                    "tidings_sqlite_events_appended",
+                    "Events the SQLite store appended (duplicates not counted).",
+                    s.events_appended,
+                ),
+                (
+                    "tidings_sqlite_events_pruned",
+                    "Events the SQLite store removed by retention.",
+                    s.events_pruned,
+                ),
+                (
+                    "tidings_sqlite_failed_transactions",
+                    "SQLite write transactions that failed and were rolled back.",
+                    s.failed_transactions,
+                ),
+                (
+                    "tidings_sqlite_rows_read",
+                    "Rows the SQLite reader threads copied out.",
+                    s.rows_read,
+                ),
+            ],
+        )
     }
 }
 

@@ -89,15 +89,7 @@ async fn a_ws_consumer_resumes_after_its_ack_across_a_restart() {
         (Some(5), Some(10), Some(5))
     );
     assert_eq!(c["connected"], true);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     assert!(
         metrics.contains("tidings_consumer_lag{consumer=\"timeline\"} 5"),
         "{metrics}"
@@ -276,15 +268,7 @@ async fn filters_deliver_exactly_the_matching_events() {
         body["error"].as_str().unwrap().contains("data.world_id =="),
         "{body}"
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     assert!(
         metrics.contains("tidings_filter_failures_total"),
         "{metrics}"

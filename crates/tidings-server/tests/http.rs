@@ -229,15 +229,7 @@ async fn metrics_are_prometheus_text() {
     let s = memory_server(|_| {}).await;
     s.post(json!({"name": "m"})).await;
     s.post(json!({"name": "bad name"})).await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text("/metrics").await;
     assert!(text.contains("tidings_published_total 1"), "{text}");
     assert!(text.contains("tidings_append_seconds_count 1"), "{text}");
     assert!(text.contains("tidings_rejected_requests_total 1"), "{text}");
@@ -251,22 +243,9 @@ async fn metrics_are_prometheus_text() {
 /// A SQLite store adds its own counters to the same registry.
 #[tokio::test]
 async fn metrics_of_a_sqlite_store_include_its_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = memory_server(|c| {
-        c.data_dir = dir.path().to_owned();
-        c.store = None;
-    })
-    .await;
+    let s = sqlite_server(|_| {}).await;
     s.post(json!([{"name": "m"}, {"name": "n"}])).await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text("/metrics").await;
     assert!(
         text.contains("tidings_sqlite_events_appended_total 2"),
         "{text}"

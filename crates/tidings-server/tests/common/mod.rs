@@ -93,6 +93,12 @@ impl TestServer {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The body of `GET path` as text (`/metrics`, say).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn ws(&self, path: &str) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(format!("{}{path}", self.ws_base))
             .await
