@@ -352,6 +352,37 @@ mod tests {
         assert_eq!(d.done(), 41);
     }
 
+    /// A waiter whose batch takes longer to dispatch than the spin lasts
+    /// parks, and still returns only after its event ran.
+    #[test]
+    fn a_waiter_outlasting_the_spin_returns_after_its_dispatch() {
+        let d = Arc::new(Dispatcher::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let order = order.clone();
+            move |e: &SharedEvent, _| {
+                if e.seq == 1 {
+                    // The combiner is slow: far beyond the spin.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                order.lock().push(e.seq);
+            }
+        };
+        let (one, two) = (ev(1), ev(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                d.submit(1, std::iter::once(&one), 0, &run);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            assert_eq!(
+                d.submit(2, std::iter::once(&two), 0, &run),
+                Submitted::Queued
+            );
+            d.wait_done(2);
+            assert_eq!(*order.lock(), vec![1, 2], "returned before its dispatch");
+        });
+    }
+
     #[test]
     fn a_gap_holds_later_batches_until_filled() {
         let d = Dispatcher::new(1);

@@ -47,9 +47,7 @@ impl<'a> EmitBuilder<'a> {
             expected_last: None,
         }
     }
-}
 
-impl<'a> EmitBuilder<'a> {
     /// Emits `value` under its name, built by `event` (the bus's or a
     /// plugin's [`Bus::event`]): what every `emit_typed` does.
     pub(crate) fn typed<T: crate::typed::TypedEvent>(
