@@ -10,16 +10,18 @@
 //! tidings_core::conformance_tests!(make);
 //! ```
 //!
-//! Backends whose storage outlives a handle (SQLite, NATS, Redis) also give
-//! a `store` factory: each call makes a new, empty store and returns an
-//! opener that opens a new handle on *that* store every time it is called.
-//! The store checks ([`survives_reopen`], [`instances_share_one_order`])
-//! then run too (`conformance_tests!(make, store = new_store)`).
+//! Every backend also gives a `store` factory: each call makes a new, empty
+//! store and returns an opener that opens a new handle on *that* store
+//! every time it is called (for the memory log, a clone of one log). The
+//! store checks ([`survives_reopen`], [`instances_share_one_order`], ...)
+//! then run too (`conformance_tests!(make, store = new_store)`). Every
+//! backend in this workspace runs the suite through that one macro.
 //!
-//! Each check is also a public function, so a backend can run them its own
-//! way ([`conformance_checks!`](crate::conformance_checks) and
-//! [`conformance_store_checks!`](crate::conformance_store_checks) list
-//! them). Every check starts from an empty log and asserts the contract
+//! Each check is also a public function, and
+//! [`conformance_checks!`](crate::conformance_checks) and
+//! [`conformance_store_checks!`](crate::conformance_store_checks) list them
+//! once, for the macro (and for a backend outside the workspace that must
+//! wrap each check itself). Every check starts from an empty log and asserts the contract
 //! written at the top of [`crate::log`]. The checks live by theme:
 //! `append`, `streams`, `retention`, `consumers`, `store`.
 
