@@ -138,8 +138,8 @@ impl From<StorageError> for SyncError {
 }
 
 /// A failure of the SQLite storage, boxed into the `Storage` variant of
-/// tidings-core's [`AppendError`], [`ReadError`], [`CursorError`] and
-/// [`PruneError`] (downcast to this type to inspect it).
+/// tidings-core's [`LogFailure`], which every operation error embeds
+/// (downcast to this type to inspect it).
 ///
 /// Cheap to clone: one failed group commit answers every request in the
 /// group with the same error.

@@ -103,9 +103,10 @@
 //! * [`AppendError::NoSpace`] for a full disk or quota: `SQLITE_FULL`, or an
 //!   I/O error whose OS errno is `ENOSPC`/`EDQUOT` (the errno behind an
 //!   `SQLITE_IOERR_*` is read with `sqlite3_system_errno`);
-//! * [`AppendError::Unavailable`] for a lock held by another process, or a
-//!   writer thread that panicked (see below);
-//! * [`AppendError::Storage`] (a boxed [`StorageError`]) for other faults.
+//! * [`AppendError::Failed`] with [`LogFailure::Unavailable`] for a lock
+//!   held by another process, or a writer thread that panicked (see below);
+//! * [`AppendError::Failed`] with [`LogFailure::Storage`] (a boxed
+//!   [`StorageError`]) for other faults.
 //!
 //! Every message names the cause; none of these is `Closed`, which only
 //! ever means [`SqliteLog::close`] was called (or the last clone dropped).
@@ -174,7 +175,7 @@
 //! dating it in the future, nor have it pruned at once by dating it in the
 //! past. It **does not wait for durable consumers**: a
 //! consumer whose committed cursor points into the pruned range keeps its
-//! cursor, and when it resumes, [`tidings_core::follow`] reports exactly
+//! cursor, and when it resumes, [`tidings_core::stream_from`] reports exactly
 //! what it missed as a [`Delivery::Lagged`](tidings_core::Delivery::Lagged)
 //! before going on with the oldest event kept. Size retention for the
 //! slowest consumer, not the other way round.
@@ -250,4 +251,4 @@ pub use stats::SqliteStats;
 
 // Only for the links in the docs above.
 #[cfg(doc)]
-use tidings_core::{log::AppendError, EventLog};
+use tidings_core::{log::AppendError, log::LogFailure, EventLog};

@@ -1,20 +1,20 @@
 //! `patterns`: publish rate with 10,000 wildcard subscriptions of
 //! realistic shape against seed 001's linear scan over the same patterns.
 //!
-//! * Subscriptions: [`workload::patterns`] (`room.<id>.*`, `player.<id>.>`,
+//! * Subscriptions: [`workload::patterns`](crate::workload::patterns) (`room.<id>.*`, `player.<id>.>`,
 //!   `chat.<id>.message`, `game.<id>.round.*`, `user.<id>.notify.>`,
 //!   `match.<id>.score`, `lobby.*.player.<id>`, `trivia.<id>.>`), each a
 //!   sync handler bumping a counter.
-//! * Events: [`workload::event_names`], ~60,000 distinct names (more than
+//! * Events: [`workload::event_names`](crate::workload::event_names), ~60,000 distinct names (more than
 //!   the bus's 4,096-name match cache), about half matching one or more
 //!   subscriptions.
 //! * Tidings: `Bus::emit` (memory log, history on) to those handlers.
 //! * Peer (`ratio`): per event, build the same envelope (UUID v7, time,
 //!   clone of the payload), split the name once, then test every
 //!   pre-split pattern token by token and call each matching handler
-//!   ([`matcher::LinearScan`], same semantics as Tidings; match counts are
+//!   ([`matcher::LinearScan`](crate::matcher::LinearScan), same semantics as Tidings; match counts are
 //!   checked equal on a sample). Seed 001's literal `fnmatch` glob scan
-//!   ([`matcher::GlobScan`]) is reported as `peer_glob_per_s`.
+//!   ([`matcher::GlobScan`](crate::matcher::GlobScan)) is reported as `peer_glob_per_s`.
 //! * Cost of many subscriptions: Tidings' emit rate with 1 subscription
 //!   (`room.1.*`) over the same names, divided by its rate with 10,000
 //!   (`cost_10k_vs_1`).
