@@ -3,7 +3,7 @@
 //!
 //! The service's own counters are registered here; the bus's counters and
 //! the log's last seq are read at scrape time by a collector, and so are a
-//! store's own statistics ([`SqliteCollector`] for a SQLite store, added
+//! store's own statistics (`SqliteCollector` for a SQLite store, added
 //! with [`Metrics::register_collector`] when the service is built). The registry holds no per-channel or
 //! per-pattern series, so every caller may see all of it.
 
@@ -144,7 +144,7 @@ impl Collector for BusCollector {
 
 /// A SQLite store's own counters (group commits, fsyncs, retention), read
 /// at each scrape: what the store adds to the server's registry.
-pub struct SqliteCollector(pub tidings_sqlite::SqliteLog);
+pub(crate) struct SqliteCollector(pub(crate) tidings_sqlite::SqliteLog);
 
 impl fmt::Debug for SqliteCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
