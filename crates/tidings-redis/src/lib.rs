@@ -73,6 +73,13 @@
 //!    keyed event, and, when count retention is set, raises `K:first` and
 //!    `XTRIM K MINID`s the entries wholly below it.
 //!
+//! A group with no idempotency key, no `expected_last` and no count
+//! retention (the common case: plain emits) is sent to a second, smaller
+//! script that does steps 1 and 3 only (the floor check, the entries, the
+//! counter): every event of such a group is fresh, so the group takes the
+//! next seqs whole and the reply is just the new last seq. It writes the
+//! same entries, so readers cannot tell which script wrote one.
+//!
 //! So two servers never assign the same seq, never leave a gap, and a batch
 //! is all or nothing: everything that can refuse it (the expectation, the
 //! keys) is checked before the first write, and the first write (the first

@@ -192,6 +192,52 @@ return reply
     )
 });
 
+/// Append a plain group: what [`APPEND`] does for a group with no
+/// idempotency key, no expected last seq and no count retention, without
+/// its per-append bookkeeping (measured inside Redis with `redis-benchmark`:
+/// 28–35 µs against 38–41 µs for one event, 46–55 µs against 60–75 µs for
+/// eleven). Every event of such a group is fresh, so the group takes the
+/// next `n` seqs whole.
+///
+/// `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the kept floor (unused;
+/// every script on the stream takes the same first keys). `ARGV[1]` the
+/// floor, `ARGV[2]` the most events per stream entry, `ARGV[3..]` the
+/// records, in order.
+///
+/// Reply: `{2, last}` when the counter is below the floor (nothing
+/// written, as in [`APPEND`]); otherwise `{1, new_last}`: the records took
+/// `new_last - n + 1 ..= new_last`, in order. Entries, the commit time and
+/// the counter are written exactly as [`APPEND`] writes them.
+pub(crate) static APPEND_PLAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stream, counter = KEYS[1], KEYS[2]
+local last = tonumber(redis.call('GET', counter) or '0')
+if tonumber(ARGV[1]) > last then
+  return {2, last}
+end
+local n = #ARGV - 2
+local clock = redis.call('TIME')
+local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
+local per = tonumber(ARGV[2])
+local w = 1
+while w <= n do
+  local hi = math.min(n, w + per - 1)
+  local args, ai = {'XADD', stream, string.format('%d', last + hi) .. '-0', 'at', at}, 5
+  for x = w, hi do
+    args[ai + 1] = 'e'
+    args[ai + 2] = ARGV[x + 2]
+    ai = ai + 2
+  end
+  redis.call(unpack(args))
+  w = hi + 1
+end
+redis.call('INCRBY', counter, n)
+return {1, last + n}
+"#,
+    )
+});
+
 /// Read a page: `KEYS[1]` stream, `KEYS[2]` counter, `KEYS[3]` the kept
 /// floor, `ARGV[1]` after, `ARGV[2]` limit. Reply `{last, kept, entries}`:
 /// the entries holding the events from the first one after `after` (and

@@ -253,21 +253,27 @@ async fn appends_are_refused_when_redis_lost_acknowledged_events() {
         .query_async::<()>(&mut c)
         .await
         .expect("set counter");
-    let err = log
-        .append(vec![ev(3)], None)
-        .await
-        .expect_err("seq 2 must not be handed out again");
-    let AppendError::Failed(LogFailure::Storage(inner)) = &err else {
-        panic!("expected Storage(LostWrites), got {err:?}");
-    };
-    match inner.downcast_ref::<StorageError>() {
-        Some(StorageError::LostWrites {
-            counter: 1,
-            seen: 3,
-        }) => {}
-        other => panic!("expected LostWrites {{ counter: 1, seen: 3 }}, got {other:?}"),
+    // Both append scripts check: the plain one (no key, no expectation)
+    // and the full one.
+    for (what, event) in [("plain", ev(3)), ("keyed", ev(4).key("k-lost"))] {
+        let err = log
+            .append(vec![event], None)
+            .await
+            .expect_err("seq 2 must not be handed out again");
+        let AppendError::Failed(LogFailure::Storage(inner)) = &err else {
+            panic!("{what}: expected Storage(LostWrites), got {err:?}");
+        };
+        match inner.downcast_ref::<StorageError>() {
+            Some(StorageError::LostWrites {
+                counter: 1,
+                seen: 3,
+            }) => {}
+            other => {
+                panic!("{what}: expected LostWrites {{ counter: 1, seen: 3 }}, got {other:?}")
+            }
+        }
+        assert!(err.to_string().contains("appendfsync always"), "{err}");
     }
-    assert!(err.to_string().contains("appendfsync always"), "{err}");
     // Nothing was written.
     let page = log.read(0, 10).await.expect("read");
     assert_eq!(page.last_seq, 1);

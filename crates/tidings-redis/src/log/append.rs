@@ -30,6 +30,11 @@
 //! * After a commit, `watch` rises to the new last seq before any of the
 //!   group's callers is answered.
 //!
+//! * A group with no key, no expectation and no count retention is sent
+//!   to [`scripts::APPEND_PLAIN`], which skips the per-append bookkeeping;
+//!   any other group to [`scripts::APPEND`]. Both check the floor and
+//!   write the same entries.
+//!
 //! Why groups: concurrent single appends would otherwise be one script
 //! call each, and Redis (one thread) spends much of a call on the script's
 //! fixed costs (reading the counter and the clock, the call itself). One
@@ -39,7 +44,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 use tidings_core::log::{AppendError, BoxFuture, Committed, GroupCommit, GroupWriter, LogFailure};
 use tidings_core::{NewEvent, SharedEvent};
 use tokio::sync::oneshot;
@@ -85,21 +90,7 @@ fn decode_group(
     group: &mut [Request],
     floor: u64,
 ) -> Result<(u64, Vec<Fate>), StorageError> {
-    let Value::Array(items) = reply else {
-        return Err(StorageError::decode(format!(
-            "append reply: expected an array, got {reply:?}"
-        )));
-    };
-    let (Some(status), Some(last)) = (items.first(), items.get(1)) else {
-        return Err(StorageError::decode("short append reply"));
-    };
-    let last = seq_of(last)?;
-    if int(status)? == 2 {
-        return Err(StorageError::LostWrites {
-            counter: last,
-            seen: floor,
-        });
-    }
+    let (last, items) = reply_head(reply, floor)?;
     let mut results = items[2..].iter();
     let mut next = |what: &str| {
         results
@@ -165,6 +156,78 @@ fn decode_group(
     Ok((last, fates))
 }
 
+/// The status and new last seq every append reply starts with, and the
+/// whole reply. `Err(LostWrites)` when the counter was below `floor`.
+fn reply_head(reply: Value, floor: u64) -> Result<(u64, Vec<Value>), StorageError> {
+    let Value::Array(items) = reply else {
+        return Err(StorageError::decode(format!(
+            "append reply: expected an array, got {reply:?}"
+        )));
+    };
+    let (Some(status), Some(last)) = (items.first(), items.get(1)) else {
+        return Err(StorageError::decode("short append reply"));
+    };
+    let last = seq_of(last)?;
+    if int(status)? == 2 {
+        return Err(StorageError::LostWrites {
+            counter: last,
+            seen: floor,
+        });
+    }
+    Ok((last, items))
+}
+
+/// Decodes the reply of [`scripts::APPEND_PLAIN`] for `group`: its events
+/// took the `n` seqs up to the new last one, in queue order.
+fn decode_plain(
+    reply: Value,
+    group: &mut [Request],
+    floor: u64,
+) -> Result<(u64, Vec<Fate>), StorageError> {
+    let (last, items) = reply_head(reply, floor)?;
+    if items.len() != 2 {
+        return Err(StorageError::decode(format!(
+            "plain append reply has {} items, not 2",
+            items.len()
+        )));
+    }
+    let n: usize = group.iter().map(|r| r.events.len()).sum();
+    let Some(mut next) = (last + 1).checked_sub(n as u64).filter(|&s| s > 0) else {
+        return Err(StorageError::decode(format!(
+            "plain append of {n} events answered last seq {last}"
+        )));
+    };
+    let fates = group
+        .iter_mut()
+        .map(|req| {
+            let events = std::mem::take(&mut req.events);
+            Fate::Done(
+                events
+                    .into_iter()
+                    .map(|e| {
+                        let event = Arc::new(e.event.commit(next));
+                        next += 1;
+                        Committed {
+                            event,
+                            duplicate: false,
+                        }
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok((last, fates))
+}
+
+/// Whether `group` can be sent as [`scripts::APPEND_PLAIN`]: no
+/// idempotency key, no expected last seq, and no count retention to apply.
+fn is_plain(group: &[Request], max_count: Option<u64>) -> bool {
+    max_count.is_none()
+        && group
+            .iter()
+            .all(|r| r.expected.is_none() && r.events.iter().all(|e| e.event.key.is_none()))
+}
+
 impl Shared {
     /// Writes `batch` (not empty), alone or in a group, and waits for its
     /// answer, at most the timeout.
@@ -196,9 +259,8 @@ impl Shared {
         }
     }
 
-    /// Sends `group` as one call of the append script and answers each
-    /// request.
-    async fn send_group(&self, mut group: Vec<Request>) {
+    /// The call of [`scripts::APPEND`] for `group` (see its arguments).
+    fn full_call(&self, group: &[Request], floor: u64) -> ScriptInvocation<'static> {
         let window_ms = self.options.log.idempotency_window.as_millis();
         let mut inv = scripts::on_stream(&scripts::APPEND, &self.keys);
         // Idempotency key -> its index in KEYS (1-based; 1 to 3 are taken).
@@ -217,9 +279,6 @@ impl Shared {
             };
             kidx.push(idx);
         }
-        // Every seq up to the floor was seen committed by this instance; a
-        // counter below it means Redis lost them (see `LostWrites`).
-        let floor = *self.tx.borrow();
         inv.arg(window_ms.max(1).to_string())
             .arg(
                 self.options
@@ -233,13 +292,39 @@ impl Shared {
             .arg(group.len())
             .arg(EVENTS_PER_ENTRY);
         let mut kidx = kidx.into_iter();
-        for r in &group {
+        for r in group {
             inv.arg(r.expected.map(|e| e.to_string()).unwrap_or_default())
                 .arg(r.events.len());
             for (e, idx) in r.events.iter().zip(kidx.by_ref()) {
                 inv.arg(idx).arg(&e.record);
             }
         }
+        inv
+    }
+
+    /// The call of [`scripts::APPEND_PLAIN`] for `group` (see its
+    /// arguments).
+    fn plain_call(&self, group: &[Request], floor: u64) -> ScriptInvocation<'static> {
+        let mut inv = scripts::on_stream(&scripts::APPEND_PLAIN, &self.keys);
+        inv.arg(floor).arg(EVENTS_PER_ENTRY);
+        for e in group.iter().flat_map(|r| &r.events) {
+            inv.arg(&e.record);
+        }
+        inv
+    }
+
+    /// Sends `group` as one call of the append script (the plain one when
+    /// it can) and answers each request.
+    async fn send_group(&self, mut group: Vec<Request>) {
+        // Every seq up to the floor was seen committed by this instance; a
+        // counter below it means Redis lost them (see `LostWrites`).
+        let floor = *self.tx.borrow();
+        let plain = is_plain(&group, self.options.log.retention.max_count);
+        let inv = if plain {
+            self.plain_call(&group, floor)
+        } else {
+            self.full_call(&group, floor)
+        };
         let mut conn = self.conn.clone();
         let reply = bounded(self.options.timeout, async {
             inv.invoke_async::<Value>(&mut conn)
@@ -259,7 +344,12 @@ impl Shared {
                 return;
             }
         };
-        match decode_group(reply, &mut group, floor) {
+        let decoded = if plain {
+            decode_plain(reply, &mut group, floor)
+        } else {
+            decode_group(reply, &mut group, floor)
+        };
+        match decoded {
             Ok((last, fates)) => {
                 self.publish(last);
                 tracing::trace!(key = self.keys.stream, last, n = group.len(), "appended");
