@@ -400,3 +400,99 @@ impl GroupWriter for Shared {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(names: &[&str], key: Option<&str>, expected: Option<u64>) -> Request {
+        let events = names
+            .iter()
+            .map(|n| {
+                let mut e = NewEvent::new(*n, serde_json::json!(1)).expect("name");
+                if let Some(k) = key {
+                    e = e.key(k);
+                }
+                codec::encode(e).expect("encode")
+            })
+            .collect();
+        Request {
+            events,
+            expected,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn seqs(fates: &[Fate]) -> Vec<Vec<u64>> {
+        fates
+            .iter()
+            .map(|f| match f {
+                Fate::Done(out) => out.iter().map(|c| c.event.seq).collect(),
+                Fate::Conflict { .. } => panic!("a plain group has no conflicts"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_group_takes_the_seqs_up_to_the_new_last_in_queue_order() {
+        let mut group = vec![
+            request(&["a", "b"], None, None),
+            request(&["c"], None, None),
+        ];
+        let reply = Value::Array(vec![Value::Int(1), Value::Int(12)]);
+        let (last, fates) = decode_plain(reply, &mut group, 9).expect("decode");
+        assert_eq!(last, 12);
+        assert_eq!(seqs(&fates), vec![vec![10, 11], vec![12]]);
+        let names: Vec<_> = fates
+            .iter()
+            .flat_map(|f| match f {
+                Fate::Done(out) => out.iter().map(|c| c.event.name.clone()).collect(),
+                Fate::Conflict { .. } => vec![],
+            })
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_plain_reply_that_does_not_fit_the_group_is_refused() {
+        let mut group = vec![request(&["a", "b"], None, None)];
+        // Fewer seqs than events.
+        let short = Value::Array(vec![Value::Int(1), Value::Int(1)]);
+        assert!(decode_plain(short, &mut group, 0).is_err());
+        // The full script's shape.
+        let mut group = vec![request(&["a"], None, None)];
+        let full = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(1),
+            Value::Int(1),
+            Value::Int(1),
+        ]);
+        assert!(decode_plain(full, &mut group, 0).is_err());
+        // A counter below the floor.
+        let lost = Value::Array(vec![Value::Int(2), Value::Int(3)]);
+        assert!(matches!(
+            decode_plain(lost, &mut group, 5),
+            Err(StorageError::LostWrites {
+                counter: 3,
+                seen: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn only_groups_without_keys_expectations_or_count_retention_are_plain() {
+        let plain = [
+            request(&["a"], None, None),
+            request(&["b", "c"], None, None),
+        ];
+        assert!(is_plain(&plain, None));
+        assert!(!is_plain(&plain, Some(10)));
+        let keyed = [
+            request(&["a"], None, None),
+            request(&["b"], Some("k"), None),
+        ];
+        assert!(!is_plain(&keyed, None));
+        let expecting = [request(&["a"], None, Some(3))];
+        assert!(!is_plain(&expecting, None));
+    }
+}
