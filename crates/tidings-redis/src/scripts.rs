@@ -65,6 +65,31 @@ local function trim_count(stream, first_key, last, max)
 end
 "#;
 
+/// How both append scripts write a group's fresh events (prepended to
+/// them), so the entry layout is written once: `write_entries(stream,
+/// last, n, per, rec)` reads Redis' clock once and writes the `n` records
+/// `rec(1) .. rec(n)` as entries of at most `per` events, the entry holding
+/// events `w ..= hi` getting the id `<last + hi>-0` and the fields `at
+/// <µs> e <record> e <record> ..` (see `codec.rs`).
+const WRITE_ENTRIES: &str = r#"
+local function write_entries(stream, last, n, per, rec)
+  local clock = redis.call('TIME')
+  local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
+  local w = 1
+  while w <= n do
+    local hi = math.min(n, w + per - 1)
+    local args, ai = {'XADD', stream, string.format('%d', last + hi) .. '-0', 'at', at}, 5
+    for x = w, hi do
+      args[ai + 1] = 'e'
+      args[ai + 2] = rec(x)
+      ai = ai + 2
+    end
+    redis.call(unpack(args))
+    w = hi + 1
+  end
+end
+"#;
+
 /// A script made of [`PRELUDE`] and `body`.
 fn with_prelude(body: &str) -> Script {
     Script::new(&[PRELUDE, body].concat())
@@ -108,8 +133,11 @@ fn with_prelude(body: &str) -> Script {
 /// for a key seen within the window. Flat because Redis converts every
 /// nested Lua table of a reply on its own.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
-        r#"
+    Script::new(
+        &[
+            PRELUDE,
+            WRITE_ENTRIES,
+            r#"
 local stream, counter, first_key = KEYS[1], KEYS[2], KEYS[3]
 local last = tonumber(redis.call('GET', counter) or '0')
 if tonumber(ARGV[3]) > last then
@@ -159,21 +187,7 @@ for a = 1, tonumber(ARGV[4]) do
   end
 end
 if nw > 0 then
-  local clock = redis.call('TIME')
-  local at = fmt(tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-  local per = tonumber(ARGV[5])
-  local w = 1
-  while w <= nw do
-    local hi = math.min(nw, w + per - 1)
-    local args, ai = {'XADD', stream, fmt(last + hi) .. '-0', 'at', at}, 5
-    for x = w, hi do
-      args[ai + 1] = 'e'
-      args[ai + 2] = ARGV[wrec[x]]
-      ai = ai + 2
-    end
-    redis.call(unpack(args))
-    w = hi + 1
-  end
+  write_entries(stream, last, nw, tonumber(ARGV[5]), function(x) return ARGV[wrec[x]] end)
   redis.call('INCRBY', counter, nw)
   local window = ARGV[1]
   for x = 1, nw do
@@ -189,6 +203,8 @@ end
 reply[2] = running
 return reply
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -210,31 +226,21 @@ return reply
 /// the counter are written exactly as [`APPEND`] writes them.
 pub(crate) static APPEND_PLAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            WRITE_ENTRIES,
+            r#"
 local stream, counter = KEYS[1], KEYS[2]
 local last = tonumber(redis.call('GET', counter) or '0')
 if tonumber(ARGV[1]) > last then
   return {2, last}
 end
 local n = #ARGV - 2
-local clock = redis.call('TIME')
-local at = string.format('%d', tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
-local per = tonumber(ARGV[2])
-local w = 1
-while w <= n do
-  local hi = math.min(n, w + per - 1)
-  local args, ai = {'XADD', stream, string.format('%d', last + hi) .. '-0', 'at', at}, 5
-  for x = w, hi do
-    args[ai + 1] = 'e'
-    args[ai + 2] = ARGV[x + 2]
-    ai = ai + 2
-  end
-  redis.call(unpack(args))
-  w = hi + 1
-end
+write_entries(stream, last, n, tonumber(ARGV[2]), function(x) return ARGV[x + 2] end)
 redis.call('INCRBY', counter, n)
 return {1, last + n}
 "#,
+        ]
+        .concat(),
     )
 });
 
