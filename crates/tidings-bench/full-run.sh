@@ -1,12 +1,16 @@
 #!/bin/sh
 # One full dated run of every scenario, as BENCHMARKS.md reports it.
 #
-# Contract: runs the release harness (build it first:
-# `cargo build --release -p tidings-bench -p tidings-server`) once per
-# scenario line below, appends each scenario's last stdout line (its JSON
-# result) to crates/tidings-bench/results/<UTC date>-<commit>.jsonl and its
-# stderr to the same name with .log; a scenario that fails leaves a
-# {"scenario":..,"error":..} line instead, and the script goes on.
+# Contract: runs the release harness (build it first, with the engine
+# programs: `cargo build --release -p tidings-bench -p tidings-server
+# -p tidings-nats --example nats_figures -p tidings-redis --example
+# redis_figures`) once per scenario line below, appends each scenario's last
+# stdout line (its JSON result) to
+# crates/tidings-bench/results/<UTC date>-<commit>.jsonl and its stderr to
+# the same name with .log; a scenario that fails leaves a
+# {"scenario":..,"error":..} line instead, and the script goes on. Then the
+# engine programs (NatsLog and RedisLog appends against the raw engine, in
+# the same run) write their text tables to <UTC date>-<commit>-engines.log.
 #
 # Usage: crates/tidings-bench/full-run.sh [RUNS]   (default 3)
 set -u
@@ -41,4 +45,14 @@ run latency latency --batch 1
 run latency latency --batch 1 --store sqlite
 run memory memory
 run publish publish --tidings-bin "${CARGO_TARGET_DIR:-$root/target}/release/tidings"
-echo "== $(date -u +%H:%M:%S) done: $out" | tee -a "$log" >&2
+engines=$root/crates/tidings-bench/results/$day-$commit-engines.log
+examples=${CARGO_TARGET_DIR:-$root/target}/release/examples
+for prog in nats_figures redis_figures; do
+    echo "== $(date -u +%H:%M:%S) $prog $((runs * 2 + 1)) (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$engines" >&2
+    if [ -x "$examples/$prog" ]; then
+        "$examples/$prog" $((runs * 2 + 1)) >>"$engines" 2>&1 || echo "$prog failed (exit $?)" >>"$engines"
+    else
+        echo "no $examples/$prog: build it (see the top of this script)" | tee -a "$engines" >&2
+    fi
+done
+echo "== $(date -u +%H:%M:%S) done: $out, $engines" | tee -a "$log" >&2
