@@ -19,10 +19,17 @@
 //!
 //! Scenarios: [`scenarios::inproc`], [`scenarios::patterns`],
 //! [`scenarios::durable`], [`scenarios::fanout`], [`scenarios::replay`],
-//! [`scenarios::latency`], [`scenarios::memory`], and two runs of a
-//! separate server process without a peer: [`scenarios::soak`] (RSS over
-//! time, loss, stalled clients) and [`scenarios::churn`] (delivery with and
-//! without subscription churn).
+//! [`scenarios::latency`], [`scenarios::memory`], [`scenarios::publish`]
+//! (single-event POSTs against a server on each store, no peer goal), and
+//! two runs of a separate server process without a peer:
+//! [`scenarios::soak`] (RSS over time, loss, stalled clients) and
+//! [`scenarios::churn`] (delivery with and without subscription churn).
+//!
+//! The key types: [`Report`], the result line every scenario prints;
+//! [`repeat::Alternated`], a scenario's runs per side, taken in turns;
+//! [`clients::LocalServer`], a Tidings server on its own runtime and
+//! threads inside the harness; [`process`], the release server started as a
+//! separate process.
 
 pub mod clients;
 pub mod matcher;

@@ -111,7 +111,7 @@
 //! # Outages
 //!
 //! The client reconnects forever with backoff. While it is disconnected,
-//! appends fail fast with `AppendError::Unavailable`; every request to the
+//! appends fail fast with `AppendError::Failed(LogFailure::Unavailable)`; every request to the
 //! server is bounded by [`NatsOptions::request_timeout`] and an append as a
 //! whole by [`NatsOptions::append_timeout`], so nothing hangs and nothing is
 //! dropped silently. An append whose acknowledgement was lost (the server

@@ -29,9 +29,9 @@
 //! * [`RedisOptions`]: retention, idempotency window, pruning interval, the
 //!   per-operation timeout, the follower's block time, reconnect backoff.
 //! * [`KeyLayout`]: the names of the Redis keys a log uses.
-//! * Errors: [`ConnectError`] for opening, [`StorageError`] for what the
-//!   `Storage(..)` variants of core's errors box. Outages map to the
-//!   `Unavailable(..)` variants.
+//! * Errors: [`ConnectError`] for opening, [`StorageError`] for what
+//!   core's `LogFailure::Storage` (the `Failed(..)` variant of each
+//!   operation's error) boxes. Outages map to `LogFailure::Unavailable`.
 //!
 //! ## Key layout
 //!
@@ -153,7 +153,8 @@
 //!
 //! ## Stream entries
 //!
-//! One entry per call of the append script (at most 128 events): field
+//! One entry per at most 128 events of a call of the append script (a
+//! call carries one group, up to 512 events, so it may write several): field
 //! `at`, the commit time (µs, Redis' clock), then one field `e` per event
 //! whose value is the event's record, JSON with `time` (µs since the
 //! epoch) first, then `id`, `name`, `source`, `data`, and `key` and

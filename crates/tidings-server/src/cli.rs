@@ -1,5 +1,5 @@
 //! The client subcommands of the `tidings` binary: `publish`, `tail`,
-//! `history`, `channels`, `export`, `import`. They reach a server by
+//! `history`, `channels`, `consumers`, `export`, `import`. They reach a server by
 //! `--server URL` or `TIDINGS_SERVER` (default `http://127.0.0.1:7700`).
 //!
 //! `import` publishes an export's lines in file order, in batches, each

@@ -15,8 +15,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::http::{not_found, respond};
 use crate::request::{principal, Params};
+use crate::response::{not_found, respond};
 use crate::service::Service;
 
 /// A file served under `/assets/`: its name, content type and bytes.

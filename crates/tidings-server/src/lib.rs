@@ -3,8 +3,9 @@
 //! One [`service::Service`] implements every command and keeps every rule
 //! (publish, history, sessions, channels, limits, auth, key namespaces);
 //! [`http`], [`ws`] and [`sse`] are thin adapters that parse requests, call
-//! it and write answers, over the shared plumbing in [`request`]. None of
-//! them imports another; the router lives in [`server`]. [`server::start`] opens
+//! it and write answers, over the shared plumbing in [`request`] (input)
+//! and [`response`] (refusals). None of them imports another; the router
+//! lives in [`server`]. [`server::start`] opens
 //! the store named by the [`config::Config`] and serves
 //! the surface fixed in the design brief:
 //!
@@ -19,8 +20,9 @@
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
 //!
 //! Errors are [`service::ServiceError`]s (a kind and a code, no status);
-//! [`http::status`] alone maps them to 400, 401, 403, 404, 408, 409, 413,
-//! 415, 429, 503 or 507, answered as `{"error","code","status"}`.
+//! [`response::status`] alone maps them to 400, 401, 403, 404, 408, 409,
+//! 410, 413, 415, 422, 429, 500, 503 or 507, answered as
+//! `{"error","code","status"}`.
 //!
 //! **Slow clients.** Each connection reads a bounded queue; when it
 //! overflows the connection switches to reading the log (lossless) and only
@@ -35,6 +37,7 @@ pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod request;
+pub mod response;
 pub mod server;
 pub mod service;
 pub mod sse;

@@ -162,7 +162,7 @@ pub async fn guard_host(
             allowed.contains(&name)
         });
         if !ok {
-            return crate::http::error_response(ServiceError::new(
+            return crate::response::error_response(ServiceError::new(
                 ErrorKind::Forbidden,
                 "host_not_allowed",
                 format!(

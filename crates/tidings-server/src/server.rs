@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
-use crate::service::{SchemaLoadError, Schemas, Service, Store, StoreError};
+use crate::service::{stopped, SchemaLoadError, Schemas, Service, Store, StoreError};
 use crate::{http, request, sse, ws};
 
 /// Why a server could not start.
@@ -76,7 +76,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/", get(crate::dashboard::index))
         .route("/assets/{*path}", get(crate::dashboard::asset))
         .route("/stats", get(crate::dashboard::stats))
-        .fallback(http::not_found)
+        .fallback(crate::response::not_found)
         .with_state(service.clone());
     if !cors.is_empty() {
         let origins: Vec<axum::http::HeaderValue> =
@@ -190,11 +190,6 @@ async fn serve(
     // Sessions (upgraded sockets, SSE streams) end with a close frame.
     service.shut_down();
     graceful.shutdown().await;
-}
-
-/// Resolves once `rx` holds `true` (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }
 
 impl RunningServer {

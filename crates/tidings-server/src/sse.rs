@@ -18,9 +18,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::http::respond;
 use crate::metrics::Transport;
 use crate::request::{principal, Params};
+use crate::response::respond;
 use crate::service::{Format, Open, Outgoing, Service, ServiceError, Target};
 
 /// `GET /sse`.

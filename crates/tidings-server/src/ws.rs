@@ -27,9 +27,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 
-use crate::http::respond;
 use crate::metrics::Transport;
 use crate::request::{check_origin, principal, Params};
+use crate::response::respond;
 use crate::service::{
     error_json, CloseReason, Format, Open, Outgoing, Service, Session, Target, CHANNEL_FULL,
 };

@@ -35,9 +35,9 @@
 //!   table on [`Durability`] says exactly what each guarantees.
 //! * Errors: [`OpenError`] (with a variant for each way a file can be
 //!   refused: not a database, corrupt, foreign, newer schema...),
-//!   [`CloseError`], [`SyncError`], and [`StorageError`], which is what the
-//!   `Storage(..)` variants of core's `AppendError`, `ReadError`,
-//!   `CursorError` and `PruneError` box.
+//!   [`CloseError`], [`SyncError`], and [`StorageError`], which is what
+//!   core's `LogFailure::Storage` (the `Failed(..)` variant of
+//!   `AppendError`, `ReadError`, `CursorError` and `PruneError`) boxes.
 //!
 //! ## Code map
 //!
@@ -58,6 +58,8 @@
 //! | `stats.rs` | [`SqliteStats`] and the counters behind it |
 //! | `options.rs` | [`SqliteOptions`], [`Durability`], [`OpenCheck`] |
 //! | `error.rs` | [`OpenError`], [`CloseError`], [`SyncError`], [`StorageError`] |
+//! | `fuzzing.rs` | (hidden) the row codec, exposed for the fuzz target |
+//! | `bin/*.rs` | two test binaries the crash and archive tests start and kill |
 //!
 //! Only the handle talks to the threads, only the writer writes, and only
 //! `sql.rs` and `reader.rs` (and `schema.rs` at open) hold SQL text.

@@ -14,7 +14,7 @@
 //!   pre-split pattern token by token and call each matching handler
 //!   ([`matcher::LinearScan`](crate::matcher::LinearScan), same semantics as Tidings; match counts are
 //!   checked equal on a sample). Seed 001's literal `fnmatch` glob scan
-//!   ([`matcher::GlobScan`](crate::matcher::GlobScan)) is reported as `peer_glob_per_s`.
+//!   ([`matcher::GlobScan`](crate::matcher::GlobScan)) is reported as `peer_glob_runs`.
 //! * Cost of many subscriptions: Tidings' emit rate with 1 subscription
 //!   (`room.1.*`) over the same names, divided by its rate with 10,000
 //!   (`cost_10k_vs_1`).

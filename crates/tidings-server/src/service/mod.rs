@@ -47,7 +47,7 @@ pub use error::{ErrorKind, ServiceError};
 pub use export::{Export, ExportRequest};
 pub use schemas::{SchemaLoadError, Schemas};
 pub use session::{
-    canonical_channel, error_json, CloseReason, Command, Open, Outgoing, Session, Target,
+    canonical_channel, error_json, stopped, CloseReason, Command, Open, Outgoing, Session, Target,
 };
 pub use store::{Store, StoreError};
 pub use wire::Format;

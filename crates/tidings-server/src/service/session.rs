@@ -399,7 +399,7 @@ impl Session {
             let item = match source {
                 Source::Stream(stream) => tokio::select! {
                     biased;
-                    _ = crate::server::stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
+                    _ = stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
                     _ = expiry => return Outgoing::Close(CloseReason::TokenExpired),
                     item = futures_util::StreamExt::next(stream) => item,
                 },
@@ -410,9 +410,9 @@ impl Session {
                     ..
                 } => tokio::select! {
                     biased;
-                    _ = crate::server::stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
+                    _ = stopped(shutdown) => return Outgoing::Close(CloseReason::ShuttingDown),
                     _ = expiry => return Outgoing::Close(CloseReason::TokenExpired),
-                    _ = crate::server::stopped(kicked) => return Outgoing::Close(CloseReason::TakenOver),
+                    _ = stopped(kicked) => return Outgoing::Close(CloseReason::TakenOver),
                     Some(seq) = acks.recv() => {
                         if let Err(e) = consumer.ack(seq) {
                             tracing::debug!(%e, "an HTTP acknowledgement was refused");
@@ -534,6 +534,12 @@ pub fn error_json(e: &ServiceError) -> Value {
 pub fn canonical_channel(channel: &str) -> Result<String, ServiceError> {
     tidings_core::name::validate_name(channel)?;
     Ok(channel.replace(':', "."))
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone): how a session,
+/// and the server's accept loop, see a shutdown or a take-over.
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 #[cfg(test)]
