@@ -39,7 +39,8 @@ fn thread_token() -> usize {
 /// usually dispatched within that time (the combiner runs a few handlers),
 /// and parking on the condvar costs a futex sleep and wake per emit: with 4
 /// threads emitting into one bus on 2 cores that was 370k emits/s, against
-/// 1.05M/s with the spin (BENCHMARKS.md, "Several threads emitting").
+/// 1.05M/s with the spin (crates/tidings-bench/results/EARLIER.md, "Several
+/// threads emitting").
 const SPIN_LOOPS: u32 = 6;
 const SPIN_ROUNDS: u32 = 8;
 
