@@ -95,8 +95,9 @@ pub struct SqliteOptions {
     /// whole). Bounds the latency of one transaction. Default: 32,768.
     pub max_group_events: usize,
     /// How long the writer may wait for more appenders before committing a
-    /// group smaller than the previous one (see the crate docs on group
-    /// commit). Zero: never wait. Default: 200 µs.
+    /// group smaller than the previous one, when every commit fsyncs
+    /// ([`Durability::Sync`]; with `Batch` and `None` it never waits, see
+    /// the crate docs on group commit). Zero: never wait. Default: 200 µs.
     pub group_wait: Duration,
     /// Verification at open. Default: [`OpenCheck::Quick`].
     pub check_on_open: OpenCheck,

@@ -8,11 +8,16 @@
 //!   whole group in **one** `BEGIN IMMEDIATE` … `COMMIT`, so concurrent
 //!   appenders share one transaction and, in [`Durability::Sync`], one
 //!   fsync. Commands queue up naturally while the previous commit is
-//!   fsyncing. If the previous group was bigger than what is queued now,
-//!   the writer waits up to `group_wait` (default 200 µs, a fraction of an
-//!   fsync) for those appenders to come back, so the group size does not
-//!   oscillate between big and tiny. A lone appender never waits: the
-//!   expectation is the size of the previous group.
+//!   fsyncing. When every commit fsyncs ([`Durability::Sync`]) and the
+//!   previous group was bigger than what is queued now, the writer waits
+//!   up to `group_wait` (default 200 µs, about one fsync of a fast disk)
+//!   for those appenders to come back, so the group size does not
+//!   oscillate between big and tiny and each fsync serves the whole group.
+//!   A lone appender never waits: the expectation is the size of the
+//!   previous group. Where a commit does not fsync (`Batch`, `None`) the
+//!   writer never waits: a commit then costs less than the wait would, so
+//!   waiting only adds latency and lowers throughput (BENCHMARKS.md,
+//!   "SQLite: the group wait only where a commit fsyncs").
 //! * **Refusals cost nothing.** Inside the group each command is checked
 //!   against the *running* last seq before anything is written (an
 //!   `expected_last` conflict, a `BeyondEnd` cursor and a duplicate key
@@ -91,14 +96,15 @@ impl Writer {
         true
     }
 
-    /// The group starting with `first`: everything queued, and if that is
-    /// fewer commands than the previous group had, whatever else arrives
-    /// within `group_wait`.
+    /// The group starting with `first`: everything queued, and, if every
+    /// commit fsyncs and that is fewer commands than the previous group
+    /// had, whatever else arrives within `group_wait`.
     pub(super) fn gather(&mut self, first: Command) -> Vec<Command> {
         let mut events = first.events();
         let mut group = vec![first];
         let mut open = self.drain(&mut group, &mut events);
-        if open && group.len() < self.expect && !self.cfg.group_wait.is_zero() {
+        let may_wait = self.cfg.commit_fsyncs && !self.cfg.group_wait.is_zero();
+        if open && may_wait && group.len() < self.expect {
             let deadline = Instant::now() + self.cfg.group_wait;
             while open && group.len() < self.expect && events < self.cfg.max_group_events {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -33,6 +33,51 @@ async fn queued_appends_share_one_transaction() {
     assert_eq!(after.events_appended, 100);
 }
 
+/// The writer waits for the previous group's appenders to come back only
+/// where every commit fsyncs: after a group of two, a lone append commits
+/// at once in `Batch` and `None`, and waits out `group_wait` in `Sync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_wait_applies_only_where_commits_fsync() {
+    let wait = Duration::from_secs(2);
+    let batch = Durability::Batch {
+        interval: Duration::from_millis(10),
+    };
+    for (durability, waits) in [
+        (batch, false),
+        (Durability::None, false),
+        (Durability::Sync, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            group_wait: wait,
+            ..quiet()
+        }
+        .durability(durability);
+        let log = open(&path_in(&dir), options);
+        let release = log.hold_writer();
+        let pair = [log.append(vec![ev(1)], None), log.append(vec![ev(2)], None)];
+        release.send(()).unwrap();
+        for f in pair {
+            f.await.unwrap();
+        }
+        assert_eq!(log.stats().largest_group, 2, "{durability:?}");
+        let started = std::time::Instant::now();
+        log.append(vec![ev(3)], None).await.unwrap();
+        let took = started.elapsed();
+        if waits {
+            assert!(
+                took >= wait,
+                "{durability:?}: the lone append took {took:?}"
+            );
+        } else {
+            assert!(
+                took < wait / 2,
+                "{durability:?}: the lone append took {took:?}"
+            );
+        }
+    }
+}
+
 /// Under real concurrency (no hold), many appenders need far fewer
 /// transactions than appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
