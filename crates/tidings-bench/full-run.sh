@@ -1,10 +1,12 @@
 #!/bin/sh
 # One full dated run of every scenario, as BENCHMARKS.md reports it.
 #
-# Contract: runs the release harness (build it first, with the engine
-# programs: `cargo build --release -p tidings-bench -p tidings-server
-# -p tidings-nats --example nats_figures -p tidings-redis --example
-# redis_figures`) once per scenario line below, appends each scenario's last
+# Contract: runs the release harness (build it and the engine programs
+# first, with two commands, since `--example` limits a build to the
+# examples named: `cargo build --release -p tidings-bench -p
+# tidings-server`, then `cargo build --release -p tidings-nats --example
+# nats_figures -p tidings-redis --example redis_figures`) once per
+# scenario line below, appends each scenario's last
 # stdout line (its JSON result) to
 # crates/tidings-bench/results/<UTC date>-<commit>.jsonl and its stderr to
 # the same name with .log; a scenario that fails leaves a

@@ -22,11 +22,13 @@
 //! committed events an append returns carry the truncated time too, so they
 //! equal what a later read returns.
 //!
-//! Why one entry per group: a script pays for every command it calls and
-//! for every value it hands on to one (copied into Lua and back); one
-//! `XADD` per group instead of one per event, and one record per event
-//! instead of ten field and value strings, is what brings an append close
-//! to a raw `XADD` (BENCHMARKS.md). Short arguments themselves are cheap
+//! Why an entry holds many events: a script pays for every command it
+//! calls and for every value it hands on to one (copied into Lua and
+//! back); one `XADD` per up to 128 events of a group instead of one per
+//! event, and one record per event instead of ten field and value
+//! strings, is what brings an append close to a raw `XADD`
+//! (`crates/tidings-bench/results/EARLIER.md`, "Redis: one stream entry
+//! per group"). Short arguments themselves are cheap
 //! (about 0.01 µs each, measured).
 //!
 //! # Single entries (written before)

@@ -39,7 +39,7 @@
 //!
 //! | key            | type   | holds                                                     |
 //! |----------------|--------|-----------------------------------------------------------|
-//! | `K`            | stream | the events, one entry per group; entry id `<seq of its last event>-0`; see "Stream entries" below |
+//! | `K`            | stream | the events, one entry per up to 128 events of a group; entry id `<seq of its last event>-0`; see "Stream entries" below |
 //! | `K:seq`        | string | the last seq ever assigned (never trimmed, never reset)   |
 //! | `K:first`      | string | the first seq count retention keeps (absent: 1)           |
 //! | `K:cursors`    | hash   | durable consumer name -> last processed seq              |
@@ -162,8 +162,8 @@
 //! seqs `L - n + 1 ..= L`. Entries an earlier version wrote (one event
 //! each, one field per event attribute) are still read. Times are kept to
 //! the microsecond; the events an append returns carry the same truncated
-//! time as later reads. `codec.rs` has the details, and why one entry per
-//! group (the script's cost grows with its number of arguments).
+//! time as later reads. `codec.rs` has the details, and why few entries
+//! per group (the script's cost grows with its number of arguments).
 //!
 //! ## Code map
 //!

@@ -1,8 +1,11 @@
 //! The one place a [`ServiceError`] becomes an HTTP answer: its status
 //! code, its JSON body `{"error","code","status"}` with the error's
-//! details, and `Retry-After`. Every transport (HTTP, WebSocket and SSE
-//! upgrades, the dashboard) answers a refusal through [`respond`], so a
-//! refusal counts and reads the same on every route.
+//! details, and `Retry-After`. Every adapter (HTTP, the WebSocket and SSE
+//! upgrades, the dashboard) answers a refused command through
+//! [`respond`], which also counts client errors as rejected; the 404
+//! fallback ([`not_found`]) and the host and origin guard answer through
+//! [`error_response`] directly and are not counted. Either way a refusal
+//! reads the same on every route.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

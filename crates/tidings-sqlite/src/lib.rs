@@ -75,8 +75,8 @@
 //! previous group had, it waits up to [`SqliteOptions::group_wait`]
 //! (200 µs) for the rest to come back, so groups stay large under load; a
 //! lone appender never waits, and in `Batch` and `None`, where a commit
-//! costs less than such a wait, nobody does. Each request is checked against the running last sequence inside
-//! the group (so `expected_last` behaves exactly as if requests ran one by
+//! costs less than such a wait, nobody does. Each request is checked
+//! against the running last sequence inside the group (so `expected_last` behaves exactly as if requests ran one by
 //! one, and a refusal writes nothing); a request whose write fails is
 //! isolated by rolling back and re-running the group without it, so it does
 //! not affect the others. After `COMMIT` the writer publishes the new last
