@@ -9,7 +9,8 @@
 //!   tail, the cache and the idempotency keys.
 //! * A message that is not a Tidings record is skipped (and counted as
 //!   seen). A record this process published is applied from the writer's
-//!   copy (`State::own`), not decoded again.
+//!   copy (`State::own`), not decoded again, when the message's payload is
+//!   the very one published.
 //! * `watch` only rises, to the last seq of each record applied.
 //! * The consumer is recreated, from the next stream seq, when it ends,
 //!   after a reconnect, and when a `wait_seen` timed out (it looked stuck);
@@ -158,7 +159,7 @@ pub(super) async fn follower_loop(inner: Arc<Inner>, mut next: u64) {
             if seq < next {
                 continue;
             }
-            let own = inner.state.lock().own.remove(&seq);
+            let own = inner.state.lock().take_own(seq, &msg.payload);
             if let Some(rec) = own {
                 inner.apply(rec);
                 next = seq + 1;

@@ -22,6 +22,7 @@ use tracing::debug;
 use super::writer::PublishFail;
 use super::{micros, now_micros, Inner};
 use crate::error::EngineError;
+use crate::record::encode;
 
 impl Inner {
     pub(super) async fn prune(&self) -> Result<u64, EngineError> {
@@ -62,8 +63,10 @@ impl Inner {
             if everything {
                 // Every event goes: first append a tail marker so the seq
                 // tail survives, then purge below it.
-                match self.publish(tail.last + 1, &[], ss.last).await {
-                    Ok((ack, _)) => {
+                let marker =
+                    encode(tail.last + 1, now_micros(), &[]).map_err(EngineError::Storage)?;
+                match self.publish(tail.last + 1, 0, marker, ss.last).await {
+                    Ok(ack) => {
                         cut = ack.sequence;
                         new_first = Some(tail.last + 1);
                     }

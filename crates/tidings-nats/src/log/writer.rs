@@ -28,13 +28,14 @@ use tidings_core::log::LogFailure;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use tidings_core::log::{AppendError, BoxFuture, Committed, GroupCommit, GroupWriter};
 use tidings_core::{NewEvent, SharedEvent};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::state::Tail;
+use super::state::{Own, Tail};
 use super::{now_micros, Inner};
 use crate::error::EngineError;
 use crate::record::{encode, Record, HEADER_COUNT, HEADER_FIRST_SEQ};
@@ -48,26 +49,24 @@ pub(super) struct Request {
 }
 
 impl Inner {
-    /// Publishes one record guarded by the expected last stream seq;
-    /// returns the ack and the record's time.
+    /// Publishes the record `payload` (`count` events from Tidings seq
+    /// `first`) guarded by the expected last stream seq.
     pub(super) async fn publish(
         &self,
         first: u64,
-        events: &[SharedEvent],
+        count: usize,
+        payload: Bytes,
         expected_stream_seq: u64,
-    ) -> Result<(jetstream::publish::PublishAck, i64), PublishFail> {
-        let at = now_micros();
-        let payload =
-            encode(first, at, events).map_err(|e| PublishFail::Other(EngineError::Storage(e)))?;
+    ) -> Result<jetstream::publish::PublishAck, PublishFail> {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_FIRST_SEQ, first.to_string().as_str());
-        headers.insert(HEADER_COUNT, events.len().to_string().as_str());
+        headers.insert(HEADER_COUNT, count.to_string().as_str());
         if expected_stream_seq > 0 {
             headers.insert(
                 "Nats-Expected-Last-Sequence",
                 expected_stream_seq.to_string().as_str(),
             );
-        } else if !events.is_empty() {
+        } else if count > 0 {
             // The server does not check an expected last sequence of 0:
             // the first record of a stream is guarded by its message id
             // instead (a second record claiming seq `first` is a duplicate).
@@ -97,7 +96,7 @@ impl Inner {
             Err(_) => Err(PublishFail::timed_out(timeout)),
             Ok(Err(e)) => Err(classify(e)),
             Ok(Ok(ack)) if ack.duplicate => Err(PublishFail::Lost),
-            Ok(Ok(ack)) => Ok((ack, at)),
+            Ok(Ok(ack)) => Ok(ack),
         }
     }
 
@@ -211,32 +210,66 @@ impl Inner {
             if new_events.is_empty() {
                 return answer(reqs, results);
             }
-            match self
-                .publish(tail.last + 1, &new_events, tail.stream_seq)
-                .await
+            let first = tail.last + 1;
+            let at = now_micros();
+            let payload = match encode(first, at, &new_events) {
+                Ok(p) => p,
+                Err(e) => return fail_all(reqs, EngineError::Storage(e)),
+            };
+            // Registered before the publish: the follower's copy of the
+            // message often arrives before the ack (see `State::own`).
+            let expected_at = tail.stream_seq + 1;
+            let record = Arc::new(Record {
+                stream_seq: expected_at,
+                first,
+                at,
+                events: new_events,
+            });
             {
-                Ok((ack, at)) => {
+                let mut st = self.state.lock();
+                // Not if the follower is already past it: the publish is
+                // then bound to lose the race.
+                if expected_at > st.applied_stream_seq {
+                    st.own.insert(
+                        expected_at,
+                        Own {
+                            record: record.clone(),
+                            payload: payload.clone(),
+                        },
+                    );
+                }
+            }
+            let published = self
+                .publish(first, record.events.len(), payload.clone(), tail.stream_seq)
+                .await;
+            if published.is_err() {
+                self.state.lock().forget_own(expected_at, &record);
+            }
+            match published {
+                Ok(ack) => {
                     let new_tail = Tail {
                         stream_seq: ack.sequence,
-                        last: tail.last + new_events.len() as u64,
+                        last: record.last(),
                     };
                     {
                         let mut st = self.state.lock();
                         st.raise_tail(new_tail);
                         let now = now_micros();
-                        st.keys.remember_all(&new_events, now, now);
-                        // The follower applies this record without decoding
-                        // it again, unless it got there first.
-                        if ack.sequence > st.applied_stream_seq {
-                            st.own.insert(
-                                ack.sequence,
-                                Arc::new(Record {
+                        st.keys.remember_all(&record.events, now, now);
+                        if ack.sequence != expected_at {
+                            // Only the first record of a stream, guarded by
+                            // its message id rather than the last seq, can
+                            // land elsewhere: register it where it is.
+                            st.forget_own(expected_at, &record);
+                            if ack.sequence > st.applied_stream_seq {
+                                let record = Arc::new(Record {
                                     stream_seq: ack.sequence,
-                                    first: tail.last + 1,
+                                    first,
                                     at,
-                                    events: new_events,
-                                }),
-                            );
+                                    events: record.events.clone(),
+                                });
+                                st.own.insert(ack.sequence, Own { record, payload });
+                            }
                         }
                     }
                     self.raise_watch(new_tail.last);
