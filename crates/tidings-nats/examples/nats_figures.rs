@@ -2,11 +2,14 @@
 //! async-nats JetStream publishes, in the same run, on the same server.
 //!
 //! ```text
-//! cargo run --release -p tidings-nats --example nats_figures [RUNS]
+//! cargo run --release -p tidings-nats --example nats_figures [RUNS] [SIDE]
 //! ```
 //!
 //! Each scenario runs RUNS times (default 5), alternating which side goes
-//! first; the median, min and max of each side are printed.
+//! first; the median, min and max of each side are printed. With SIDE
+//! (`log`, `raw` or `raw-read`) only that side's one-at-a-time appends run,
+//! RUNS times, each rate printed: a process to profile, or to measure with
+//! `perf stat`, one side at a time.
 //!
 //! The server is `TIDINGS_TEST_NATS` (default `nats://127.0.0.1:4222`); each
 //! scenario uses a fresh file-backed stream, deleted afterwards. The payload
@@ -183,6 +186,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "server {server}, file storage, one event per append, {runs} runs rotating which side goes first; median (min-max)"
     );
+    if let Some(side) = std::env::args().nth(2) {
+        for _ in 0..runs {
+            let r = match side.as_str() {
+                "log" => natslog_sequential(&server).await?,
+                "raw" => raw(&server, 1, SEQUENTIAL, false).await?,
+                "raw-read" => raw(&server, 1, SEQUENTIAL, true).await?,
+                other => return Err(format!("unknown side {other:?}: log, raw or raw-read").into()),
+            };
+            println!("{side}, one append at a time: {r:.0}/s");
+        }
+        return Ok(());
+    }
     let mut seq = Sides::default();
     let mut conc = Sides::default();
     for run in 0..runs {
