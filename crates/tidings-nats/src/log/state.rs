@@ -64,8 +64,10 @@ pub(super) struct State {
     /// publish (a publish guarded by `Nats-Expected-Last-Sequence: s` lands
     /// at `s + 1` or nowhere), since the follower's copy of the message
     /// often arrives before the publish's ack; it removes it again if the
-    /// publish fails. Invariant: every key is above `applied_stream_seq`
-    /// (applying removes what it passed).
+    /// publish fails. (A write cancelled mid-publish leaves its entry: the
+    /// follower drops it when it passes that stream seq, and takes it only
+    /// for the very payload.) Invariant: every key is above
+    /// `applied_stream_seq` (applying removes what it passed).
     pub(super) own: BTreeMap<u64, Own>,
 }
 

@@ -214,7 +214,10 @@ impl Inner {
             let at = now_micros();
             let payload = match encode(first, at, &new_events) {
                 Ok(p) => p,
-                Err(e) => return fail_all(reqs, EngineError::Storage(e)),
+                Err(e) => {
+                    warn!(stream = %self.stream_name, error = %e, "append failed");
+                    return fail_all(reqs, EngineError::Storage(e));
+                }
             };
             // Registered before the publish: the follower's copy of the
             // message often arrives before the ack (see `State::own`).
@@ -227,8 +230,8 @@ impl Inner {
             });
             {
                 let mut st = self.state.lock();
-                // Not if the follower is already past it: the publish is
-                // then bound to lose the race.
+                // Not if the follower is already past that stream seq: the
+                // record cannot land there.
                 if expected_at > st.applied_stream_seq {
                     st.own.insert(
                         expected_at,
