@@ -35,8 +35,8 @@
 //! nats-server 2.9 has no multi-message transaction, so **one append is one
 //! JetStream message**, a *batch record* (see the `record` module): JSON
 //! `{"first": F, "at": µs, "events": [...]}` holding the whole envelopes with
-//! their Tidings seqs `F, F+1, ...`, plus headers `Tidings-First-Seq` and
-//! `Tidings-Count`. A batch is therefore atomic: it is one message or
+//! their Tidings seqs `F, F+1, ...` (no Tidings headers: only the guard
+//! below). A batch is therefore atomic: it is one message or
 //! nothing. Tidings' dense seq stays the public cursor; the JetStream stream
 //! sequence is internal. With single-event appends the two are equal
 //! (first message = seq 1); a batch of `n` makes Tidings run `n - 1` ahead.
@@ -145,4 +145,3 @@ mod record;
 pub use error::{ConnectError, StorageError};
 pub use log::NatsLog;
 pub use options::{validate_stream_name, NatsOptions, NatsUrl, Storage, DEFAULT_STREAM};
-pub use record::{HEADER_COUNT, HEADER_FIRST_SEQ};

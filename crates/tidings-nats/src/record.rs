@@ -2,22 +2,19 @@
 //!
 //! One JetStream message holds one record: the events of one or more
 //! appends, already numbered with Tidings seqs, plus the append time. The
-//! payload is JSON `{"first": F, "at": MICROS, "events": [Event, ...]}`;
-//! headers `Tidings-First-Seq` and `Tidings-Count` repeat `first` and the
-//! event count for operators looking at the stream with `nats` tools. A
-//! record with no events is a *tail marker*: it only carries the seq tail
-//! (`first` = the next Tidings seq) across a prune that removed every event.
+//! payload is JSON `{"first": F, "at": MICROS, "events": [Event, ...]}`,
+//! so `nats stream view` shows which Tidings seqs a message holds at the
+//! start of its body. A message carries no Tidings headers (records written
+//! before 2026-12-07 also have `Tidings-First-Seq` and `Tidings-Count`,
+//! which nothing reads). A record with no events is a *tail marker*: it only
+//! carries the seq tail (`first` = the next Tidings seq) across a prune
+//! that removed every event.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tidings_core::{Event, SharedEvent};
-
-/// Header with the Tidings seq of the record's first event.
-pub const HEADER_FIRST_SEQ: &str = "Tidings-First-Seq";
-/// Header with the number of events in the record.
-pub const HEADER_COUNT: &str = "Tidings-Count";
 
 #[derive(Serialize)]
 struct BodyRef<'a> {

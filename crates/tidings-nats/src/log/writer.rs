@@ -27,7 +27,7 @@ use std::time::Duration;
 use tidings_core::log::LogFailure;
 
 use async_nats::jetstream;
-use async_nats::HeaderMap;
+use async_nats::{header, HeaderMap};
 use bytes::Bytes;
 use tidings_core::log::{AppendError, BoxFuture, Committed, GroupCommit, GroupWriter};
 use tidings_core::{NewEvent, SharedEvent};
@@ -38,7 +38,7 @@ use tracing::{debug, warn};
 use super::state::{Own, Tail};
 use super::{now_micros, Inner};
 use crate::error::EngineError;
-use crate::record::{encode, Record, HEADER_COUNT, HEADER_FIRST_SEQ};
+use crate::record::{encode, Record};
 
 /// One `append` call waiting for the writer.
 pub(super) struct Request {
@@ -58,19 +58,20 @@ impl Inner {
         payload: Bytes,
         expected_stream_seq: u64,
     ) -> Result<jetstream::publish::PublishAck, PublishFail> {
+        // Only the guard: the record's body already says which Tidings
+        // seqs it holds, and every header costs the client a hashed map
+        // entry and allocations per publish.
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER_FIRST_SEQ, first.to_string().as_str());
-        headers.insert(HEADER_COUNT, count.to_string().as_str());
         if expected_stream_seq > 0 {
             headers.insert(
-                "Nats-Expected-Last-Sequence",
-                expected_stream_seq.to_string().as_str(),
+                header::NATS_EXPECTED_LAST_SEQUENCE,
+                expected_stream_seq.to_string(),
             );
         } else if count > 0 {
             // The server does not check an expected last sequence of 0:
             // the first record of a stream is guarded by its message id
             // instead (a second record claiming seq `first` is a duplicate).
-            headers.insert("Nats-Msg-Id", format!("tidings-{first}").as_str());
+            headers.insert(header::NATS_MESSAGE_ID, format!("tidings-{first}"));
         }
         let timeout = self.opts.request_timeout;
         let classify = |e: jetstream::context::PublishError| {
