@@ -9,11 +9,14 @@
 //!   live (while a writer appends) and catching up from the beginning.
 //!
 //! ```text
-//! cargo run --release -p tidings-redis --example redis_figures [RUNS]
+//! cargo run --release -p tidings-redis --example redis_figures [RUNS] [SIDE]
 //! ```
 //!
 //! The append figures run RUNS times (default 5), alternating which side
-//! goes first; the median, min and max of each side are printed.
+//! goes first; the median, min and max of each side are printed. With SIDE
+//! (`log` or `raw`: `redis_figures RUNS SIDE`) only that side's appends
+//! from 1 task run, RUNS times, each rate printed: a process to profile,
+//! or to measure with `perf stat`, one side at a time.
 //!
 //! All keys are created under a fresh name and deleted at the end.
 
@@ -186,6 +189,18 @@ async fn run(
         .nth(1)
         .map(|a| a.parse().expect("the argument is the number of runs"))
         .unwrap_or(5);
+    if let Some(side) = std::env::args().nth(2) {
+        let (total, tasks) = (5_000, 1);
+        for _ in 0..runs {
+            let d = match side.as_str() {
+                "log" => appends(log, tasks, total, 1).await?,
+                "raw" => raw_xadds(raw, raw_key, tasks, total, 1).await?,
+                other => return Err(format!("unknown side {other:?}: log or raw").into()),
+            };
+            println!("{side}, one append at a time: {:.0}/s", per_sec(total, d));
+        }
+        return Ok(());
+    }
     println!("Redis {version} at {url}; event payload ~90 B of JSON; {runs} runs alternating which side goes first; median (min-max)");
     println!();
     // (tasks, events in total, events per append or XADDs per round trip)
