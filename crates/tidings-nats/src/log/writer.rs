@@ -20,6 +20,11 @@
 //!   the server just now.
 //! * Every request is answered exactly once: committed, refused, or failed
 //!   (`Unavailable` once past its deadline or while disconnected).
+//! * A record is published with the guard header only (its body says which
+//!   Tidings seqs it holds), and registered in `State::own`, with its exact
+//!   payload, before the publish: the follower then applies it without
+//!   decoding, whichever of the ack and its copy of the message comes
+//!   first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
