@@ -249,7 +249,7 @@ impl Inner {
                 }
             }
             let published = self
-                .publish(first, record.events.len(), payload.clone(), tail.stream_seq)
+                .publish(first, record.events.len(), payload, tail.stream_seq)
                 .await;
             if published.is_err() {
                 self.state.lock().forget_own(expected_at, &record);
@@ -268,17 +268,8 @@ impl Inner {
                         if ack.sequence != expected_at {
                             // Only the first record of a stream, guarded by
                             // its message id rather than the last seq, can
-                            // land elsewhere: register it where it is.
+                            // land elsewhere; the follower decodes that one.
                             st.forget_own(expected_at, &record);
-                            if ack.sequence > st.applied_stream_seq {
-                                let record = Arc::new(Record {
-                                    stream_seq: ack.sequence,
-                                    first,
-                                    at,
-                                    events: record.events.clone(),
-                                });
-                                st.own.insert(ack.sequence, Own { record, payload });
-                            }
                         }
                     }
                     self.raise_watch(new_tail.last);
