@@ -9,7 +9,8 @@
 //!   keeps the newest `window` events (history ring and memory log), so
 //!   each emit frees the event that leaves the window.
 //! * Headline peer: broadcast of `Arc<Envelope>` whose UUID v7 and time
-//!   come from **one** clock read (as the bus does), `send` + `try_recv`.
+//!   come from **one** clock read and a thread-local v7 context (as the
+//!   bus does), `send` + `try_recv`.
 //!   Note what it does *not* do: tokio's broadcast drops a value as soon as
 //!   every receiver has read it (`RecvGuard`'s drop), so with one receiver
 //!   that keeps up it holds no window of past events, and each envelope is
@@ -35,9 +36,8 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -79,17 +79,19 @@ fn envelope(seq: u64, data: &serde_json::Value) -> Envelope {
     }
 }
 
-/// An envelope whose id and time come from one clock read (the bus's
-/// own way: `SystemTime::now`, the UUID v7 built from it).
+/// An envelope whose id and time come from one clock read, the bus's own
+/// way: `SystemTime::now`, the UUID v7 built from it with a thread-local
+/// v7 context (no lock, as the bus's).
 fn envelope_one_read(seq: u64, data: &serde_json::Value) -> Envelope {
-    static CONTEXT: Mutex<AssertUnwindSafe<ContextV7>> =
-        Mutex::new(AssertUnwindSafe(ContextV7::new()));
+    thread_local! {
+        static CONTEXT: ContextV7 = const { ContextV7::new() };
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let (secs, nanos) = (now.as_secs(), now.subsec_nanos());
     let time = DateTime::from_timestamp(secs as i64, nanos).unwrap_or_default();
-    let id = Uuid::new_v7(Timestamp::from_unix(&CONTEXT, secs, nanos));
+    let id = Uuid::new_v7(CONTEXT.with(|ctx| Timestamp::from_unix(ctx, secs, nanos)));
     Envelope {
         id,
         time,
