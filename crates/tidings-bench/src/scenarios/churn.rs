@@ -28,7 +28,10 @@
 //! ratios (with ÷ without) are reported as median, min and max.
 //! `tidings_per_s` = median delivered/s with the most churners,
 //! `peer_per_s` = median without churn, so `ratio` ≈ the throughput kept.
-//! Goal: throughput with churn ≥ 0.9× and p99 ≤ 2× without.
+//! Goal: throughput with churn ≥ 0.9× and p99 ≤ 2× without, and no loss:
+//! a counted event some steady subscriber did not get (sent × subscribers
+//! − deliveries) is lost, and loss or a side measuring 0, at any churner
+//! count, blocks the goal ([`crate::repeat::verdict`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -45,6 +48,7 @@ use super::mono_ns;
 use crate::clients::{q, ws_subscribe};
 use crate::process::{self, ServerProcess};
 use crate::progress;
+use crate::repeat::{verdict, Series};
 use crate::stats::{json_u64, median, percentiles};
 use crate::Report;
 
@@ -112,6 +116,9 @@ struct Phase {
     p99_us: f64,
     published_per_s: f64,
     deliveries: u64,
+    /// Counted events some steady subscriber did not get: sent ×
+    /// subscribers − deliveries.
+    lost: u64,
     churn_ops_per_s: f64,
     churn_errors: u64,
     churn_closed: u64,
@@ -338,6 +345,7 @@ async fn phase(
         last_rx = last_rx.max(r.last_rx);
     }
     let deliveries = lat.len() as u64;
+    let lost = (sent * subs.len() as u64).saturating_sub(deliveries);
     let p = percentiles(&mut lat).context("no deliveries counted")?;
     let secs = (last_rx.saturating_sub(from_t)) as f64 / 1e9;
     Ok((
@@ -347,6 +355,7 @@ async fn phase(
             p99_us: p.p99 as f64 / 1e3,
             published_per_s: sent as f64 / publish_secs,
             deliveries,
+            lost,
             churn_ops_per_s: (ops_after - ops_before) as f64 / publish_secs,
             churn_errors: errors,
             churn_closed: closed,
@@ -409,11 +418,15 @@ async fn churn(args: &Args) -> Result<Report> {
     }
 
     let mut per_count = Vec::new();
-    let mut headline = (0.0, 0.0);
+    // The two sides with the most churners, for the headline; and why a
+    // goal is blocked at any churner count (loss, a failed side).
+    let mut headline = None;
+    let mut blocked = Vec::new();
     let most = args.churners.iter().copied().max().unwrap_or(0);
     for &c in &args.churners {
         let (mut thr, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut base_thr, mut churn_thr, mut ops) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut without, mut with) = (Series::new("without churn"), Series::new("with churn"));
+        let mut ops = Vec::new();
         let mut raw = Vec::new();
         let mut all_codes = std::collections::BTreeMap::<String, u64>::new();
         for run in 0..args.runs {
@@ -440,20 +453,22 @@ async fn churn(args: &Args) -> Result<Report> {
             thr.push(w.delivered_per_s / b.delivered_per_s);
             p50.push(w.p50_us / b.p50_us);
             p99.push(w.p99_us / b.p99_us);
-            base_thr.push(b.delivered_per_s);
-            churn_thr.push(w.delivered_per_s);
+            without.values.push(b.delivered_per_s);
+            without.lost += b.lost;
+            with.values.push(w.delivered_per_s);
+            with.lost += w.lost;
             ops.push(w.churn_ops_per_s);
             raw.push(json!({
                 "order": if run.is_multiple_of(2) {"without first"} else {"with first"},
-                "without": {"delivered_per_s": b.delivered_per_s, "p50_us": b.p50_us, "p99_us": b.p99_us, "published_per_s": b.published_per_s, "deliveries": b.deliveries},
-                "with": {"delivered_per_s": w.delivered_per_s, "p50_us": w.p50_us, "p99_us": w.p99_us, "published_per_s": w.published_per_s, "deliveries": w.deliveries, "churn_ops_per_s": w.churn_ops_per_s, "churn_errors": w.churn_errors, "churners_closed": w.churn_closed},
+                "without": {"delivered_per_s": b.delivered_per_s, "p50_us": b.p50_us, "p99_us": b.p99_us, "published_per_s": b.published_per_s, "deliveries": b.deliveries, "lost": b.lost},
+                "with": {"delivered_per_s": w.delivered_per_s, "p50_us": w.p50_us, "p99_us": w.p99_us, "published_per_s": w.published_per_s, "deliveries": w.deliveries, "lost": w.lost, "churn_ops_per_s": w.churn_ops_per_s, "churn_errors": w.churn_errors, "churners_closed": w.churn_closed},
             }));
         }
-        if c == most {
-            headline = (median(&churn_thr), median(&base_thr));
-        }
+        let (_, why) = verdict(true, &with, Some(&without));
+        blocked.extend(why.iter().map(|w| format!("{c} churners: {w}")));
         per_count.push(json!({
             "churners": c,
+            "goal_blocked_by": why,
             "throughput_ratio": summary(&thr),
             "p50_ratio": summary(&p50),
             "p99_ratio": summary(&p99),
@@ -461,6 +476,9 @@ async fn churn(args: &Args) -> Result<Report> {
             "churn_error_codes": all_codes,
             "phases": raw,
         }));
+        if c == most {
+            headline = Some((with, without));
+        }
     }
     for t in sub_tasks {
         t.abort();
@@ -471,28 +489,30 @@ async fn churn(args: &Args) -> Result<Report> {
         v["throughput_ratio"]["median"].as_f64().unwrap_or(0.0) >= 0.9
             && v["p99_ratio"]["median"].as_f64().unwrap_or(f64::INFINITY) <= 2.0
     });
-    Ok(Report::new(
+    let (with, without) = headline.context("no churner count measured")?;
+    // The headline's own loss and failures are checked by `compared`; the
+    // other churner counts' by `blocked`.
+    let report = Report::compared(
         "churn",
-        headline.0,
         "same server and subscribers without churn",
-        Some(headline.1),
-    )
-    .goal(
-        "with churn: delivered/s >= 0.9x and p99 <= 2x of without (medians)",
-        met,
-    )
-    .with(
-        "per_s_means",
-        "deliveries/s to the steady subscribers (most churners)",
-    )
-    .with("subscribers", args.subscribers)
-    .with("rate", args.rate)
-    .with("batch", args.batch)
-    .with("phase_secs", args.phase_secs)
-    .with("runs", args.runs)
-    .with("in_flight", args.in_flight)
-    .with("churn_pattern", args.churn_pattern.clone())
-    .with("by_churners", json!(per_count)))
+        "with churn: delivered/s >= 0.9x and p99 <= 2x of without (medians), nothing lost",
+        met && blocked.is_empty(),
+        &with,
+        Some(&without),
+    );
+    Ok(report
+        .with(
+            "per_s_means",
+            "deliveries/s to the steady subscribers (most churners)",
+        )
+        .with("subscribers", args.subscribers)
+        .with("rate", args.rate)
+        .with("batch", args.batch)
+        .with("phase_secs", args.phase_secs)
+        .with("runs", args.runs)
+        .with("in_flight", args.in_flight)
+        .with("churn_pattern", args.churn_pattern.clone())
+        .with("by_churners", json!(per_count)))
 }
 
 /// Runs the scenario.
