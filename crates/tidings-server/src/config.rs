@@ -341,6 +341,8 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let e = Config::load(None, env(&[("TIDINGS_STORE", "postgres://x")]), vec![]).unwrap_err();
         assert!(e.to_string().contains("not a supported store URL"), "{e}");
+        let e = Config::load(None, env(&[("TIDINGS_BATCH_INTERVAL_MS", "0")]), vec![]).unwrap_err();
+        assert!(e.to_string().contains("batch_interval_ms"), "{e}");
         let e = Config::load(None, env(&[("TIDINGS_DURABILITY", "maybe")]), vec![]).unwrap_err();
         assert!(e.to_string().contains("durability"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -44,6 +44,7 @@ impl Config {
                 self.body_read_timeout_secs as usize,
             ),
             ("history_max_bytes", self.history_max_bytes),
+            ("batch_interval_ms", self.batch_interval_ms as usize),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());

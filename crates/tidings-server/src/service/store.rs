@@ -91,7 +91,7 @@ impl Store {
                 }
                 let durability = match config.durability.as_str() {
                     "batch" => Durability::Batch {
-                        interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+                        interval: Duration::from_millis(config.batch_interval_ms),
                     },
                     "none" => Durability::None,
                     _ => Durability::Sync,
