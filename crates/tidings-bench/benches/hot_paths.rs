@@ -206,7 +206,7 @@ fn sqlite(c: &mut Criterion) {
         })
     });
     g.finish();
-    log.close().expect("close");
+    log.close_blocking().expect("close");
 }
 
 fn config() -> Criterion {

@@ -121,7 +121,7 @@ async fn publish(
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let stats = log.stats();
-    log.close().expect("close");
+    log.close_blocking().expect("close");
     let n = appends.load(Ordering::Relaxed).max(1);
     let mean_latency_ms = latency_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0;
     let events = acked.load(Ordering::Relaxed).max(1) as f64;
@@ -143,7 +143,7 @@ async fn fill(total: u64) -> (tempfile::TempDir, f64) {
         i += n;
     }
     let rate = total as f64 / t.elapsed().as_secs_f64();
-    log.close().expect("close");
+    log.close_blocking().expect("close");
     (dir, rate)
 }
 
@@ -177,7 +177,7 @@ async fn replay(dir: &tempfile::TempDir, total: u64, page: usize, pipelined: boo
     assert_eq!(checksum, total * (total + 1) / 2);
     let rate = total as f64 / t.elapsed().as_secs_f64();
     let cpu_us = (cpu_secs() - cpu0) * 1e6 / total as f64;
-    log.close().expect("close");
+    log.close_blocking().expect("close");
     (rate, cpu_us)
 }
 

@@ -251,14 +251,15 @@ impl SqliteLog {
         })
     }
 
-    /// Closes the log: the readers answer the reads already queued and
+    /// Closes the log, blocking this thread ([`EventLog::close`] is the
+    /// same, awaited): the readers answer the reads already queued and
     /// stop, then the writer commits everything already queued (and in
     /// `Batch` mode fsyncs it) and closes last (SQLite then checkpoints the
     /// WAL into the main file and removes it). Blocks until done. Later calls on any clone fail with
     /// `Closed`. Idempotent. Dropping the last clone closes
     /// too, blocking the dropping thread the same way (normally for at most
     /// one group commit).
-    pub fn close(&self) -> Result<(), CloseError> {
+    pub fn close_blocking(&self) -> Result<(), CloseError> {
         self.inner.shutdown()
     }
 
@@ -533,13 +534,13 @@ impl EventLog for SqliteLog {
         })
     }
 
-    /// [`SqliteLog::close`], on a blocking thread (it joins the writer and
+    /// [`SqliteLog::close_blocking`], on a blocking thread (it joins the writer and
     /// readers).
     fn close(&self) -> BoxFuture<Result<(), tidings_core::CloseError>> {
         let log = self.clone();
         Box::pin(async move {
             let closing = move || {
-                log.close()
+                log.close_blocking()
                     .map_err(|e| tidings_core::CloseError::Storage(Box::new(e)))
             };
             match tokio::runtime::Handle::try_current() {

@@ -17,7 +17,7 @@
 //! assert_eq!(committed[0].event.seq, log.last_seq());
 //! let bus_log: Arc<dyn EventLog> = Arc::new(log.clone());
 //! # drop(bus_log);
-//! log.close()?;
+//! log.close_blocking()?;
 //! # Ok(()) }
 //! ```
 //!
@@ -25,7 +25,7 @@
 //!
 //! * [`SqliteLog`]: the log. Cheap to clone (clones share it); `Send + Sync`.
 //!   [`SqliteLog::open`] creates, migrates or refuses a file;
-//!   [`SqliteLog::close`] flushes and stops it; [`SqliteLog::stats`] counts
+//!   [`SqliteLog::close_blocking`] flushes and stops it; [`SqliteLog::stats`] counts
 //!   transactions, fsyncs, failures, probes and writer restarts;
 //!   [`EventLog::health`] says whether writes currently succeed.
 //! * [`SqliteOptions`]: durability, retention, idempotency window, pruning
@@ -112,7 +112,7 @@
 //!   [`StorageError`]) for other faults.
 //!
 //! Every message names the cause; none of these is `Closed`, which only
-//! ever means [`SqliteLog::close`] was called (or the last clone dropped).
+//! ever means [`SqliteLog::close_blocking`] was called (or the last clone dropped).
 //!
 //! [`EventLog::health`] is `Degraded { reason, no_space }` from the first
 //! such failure until a write transaction commits again. Besides appends,

@@ -107,7 +107,7 @@ async fn prune_archives_before_it_deletes() {
     let c = log.append(vec![dup], None).await.unwrap();
     assert!(c[0].duplicate);
     assert_eq!(c[0].event.seq, 24);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 }
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn without_retention_the_archive_stays_empty() {
     assert!(Manifest::load(&archive).unwrap().files.is_empty());
     let names: Vec<_> = std::fs::read_dir(&archive).unwrap().collect();
     assert!(names.is_empty(), "nothing written: {names:?}");
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn background_pruning_archives_too() {
     let kept = read_log(&log).await;
     assert_eq!(kept.first().map(|e| e.seq), Some(10));
     assert_once(&read_archive(&archive), &kept, 12);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 }
 
 #[tokio::test]
@@ -165,7 +165,7 @@ async fn an_unwritable_archive_keeps_the_events_in_the_log() {
         &read_log(&log).await,
         6,
     );
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 }
 
 #[test]
@@ -219,7 +219,7 @@ async fn kill_9_between_archive_and_delete_loses_and_doubles_nothing() {
     let log = SqliteLog::open(&db, plain.clone()).unwrap();
     let before = read_log(&log).await;
     assert_eq!(before.len(), 250);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let out = Command::new(bin).args(args).output().unwrap();
     assert!(
@@ -232,7 +232,7 @@ async fn kill_9_between_archive_and_delete_loses_and_doubles_nothing() {
     let archived = read_archive(&archive);
     let log = SqliteLog::open(&db, plain).unwrap();
     let kept = read_log(&log).await;
-    log.close().unwrap();
+    log.close_blocking().unwrap();
     assert_once(&archived, &kept, 250);
     let all: Vec<Event> = archived.into_iter().chain(kept).collect();
     assert_eq!(all, before, "the same events, ids and data");

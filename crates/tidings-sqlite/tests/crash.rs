@@ -132,7 +132,7 @@ async fn acknowledged_appends_survive_sigkill() {
             "round {round}: appending goes on"
         );
         acked.insert(next[0].event.seq, next[0].event.id);
-        log.close().expect("close");
+        log.close_blocking().expect("close");
         println!(
             "round {round}: killed after {delay} ms ({status}), {new_acks} new acks, last seq {}",
             last + 1

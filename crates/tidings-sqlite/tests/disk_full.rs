@@ -203,12 +203,12 @@ async fn disk_full_answers_no_space_and_recovers_without_reopen() {
     let all = read_all(&log).await;
     assert_eq!(all.len(), acked.len());
     assert_gap_free_with(&all, &acked);
-    log.close().expect("close");
+    log.close_blocking().expect("close");
 
     // And the file holds them all after a reopen.
     let log = SqliteLog::open(&db, SqliteOptions::default()).expect("reopen");
     assert_gap_free_with(&read_all(&log).await, &acked);
-    log.close().expect("close");
+    log.close_blocking().expect("close");
 }
 
 /// With probing on, health comes back to `Ok` after the space is freed
@@ -261,5 +261,5 @@ async fn health_recovers_without_publishes_once_space_is_freed() {
     assert_eq!(c[0].event.seq, acked.len() as u64 + 1);
     acked.push((c[0].event.seq, c[0].event.id));
     assert_gap_free_with(&read_all(&log).await, &acked);
-    log.close().expect("close");
+    log.close_blocking().expect("close");
 }

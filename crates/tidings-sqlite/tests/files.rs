@@ -24,7 +24,7 @@ async fn healthy_log(dir: &Path, n: u64) -> PathBuf {
         i += batch.len() as u64;
         log.append(batch, None).await.expect("append");
     }
-    log.close().expect("close");
+    log.close_blocking().expect("close");
     assert!(
         !dir.join("healthy.db-wal").exists(),
         "a clean close checkpoints and removes the WAL"
@@ -241,7 +241,7 @@ async fn version_1_file_is_migrated() {
         .await
         .unwrap();
     assert_eq!(c[0].event.seq, 4);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let conn = rusqlite::Connection::open(&path).unwrap();
     let v: i64 = conn
@@ -293,7 +293,7 @@ async fn version_3_file_gets_consumer_definitions() {
     assert_eq!(listed[0].spec, "", "no definition before the migration");
     let spec = r#"{"patterns":["a.>"]}"#;
     assert_eq!(log.define_consumer("indexer", spec).await.unwrap(), spec);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let conn = rusqlite::Connection::open(&path).unwrap();
     let v: i64 = conn

@@ -162,7 +162,7 @@ async fn tidings(args: &Args, durability: Durability, n: usize) -> anyhow::Resul
         })
         .await?;
     let stats = log.stats();
-    log.close()?;
+    log.close_blocking()?;
     Ok(Run::of(acked as f64 / elapsed).detail(json!({
         "groups": stats.groups,
         "fsyncs": stats.syncs,

@@ -92,7 +92,7 @@ async fn fill(path: &Path, total: u64) -> Result<f64> {
     }
     let rate = total as f64 / t.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    log.close()?;
+    log.close_blocking()?;
     Ok(rate)
 }
 
@@ -296,7 +296,7 @@ pub fn run(args: &Args, runs: usize) -> Result<Report> {
         || pb.inc(1),
     );
     pb.finish_and_clear();
-    log.close()?;
+    log.close_blocking()?;
     let [read, peer, fol, rawp] = &sides.series[..] else {
         anyhow::bail!("four series expected");
     };

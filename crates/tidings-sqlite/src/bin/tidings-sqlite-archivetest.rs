@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             "the prune took {:.1} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
-        log.close().map_err(|e| e.to_string())
+        log.close_blocking().map_err(|e| e.to_string())
     };
     match rt.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,7 @@ async fn close_flushes_then_refuses() {
         release.send(()).unwrap();
     });
     let mut rx = log.watch();
-    log.close().unwrap();
+    log.close_blocking().unwrap();
     releaser.join().unwrap();
     for (i, f) in queued.into_iter().enumerate() {
         assert_eq!(f.await.unwrap()[0].event.seq, i as u64 + 1);
@@ -55,7 +55,7 @@ async fn close_flushes_then_refuses() {
         Err(SyncError::Failed(LogFailure::Closed))
     ));
     assert!(rx.wait_for(|v| *v > 10).await.is_err(), "the watch closes");
-    log.close().unwrap(); // idempotent
+    log.close_blocking().unwrap(); // idempotent
 
     let log = open(&path, SqliteOptions::default());
     assert_eq!(

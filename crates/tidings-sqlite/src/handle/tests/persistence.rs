@@ -13,14 +13,14 @@ async fn key_window_holds_and_expires_across_restart() {
         .log(LogOptions::default().with_idempotency_window(Duration::from_millis(1500)));
     let log = open(&path, options.clone());
     let first = log.append(vec![ev(1).key("pay-1")], None).await.unwrap();
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let log = open(&path, options.clone());
     let again = log.append(vec![ev(2).key("pay-1")], None).await.unwrap();
     assert!(again[0].duplicate, "the key survived the restart");
     assert_eq!(again[0].event, first[0].event, "the original event");
     assert_eq!(log.bounds().await.unwrap().last, 1);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let log = open(&path, options);
@@ -60,7 +60,7 @@ async fn key_outlives_its_pruned_event() {
     let dup = log.append(vec![ev(99).key("k")], None).await.unwrap();
     assert!(dup[0].duplicate);
     assert_eq!(dup[0].event, orig[0].event);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
     let log = open(&path, options);
     let dup = log.append(vec![ev(100).key("k")], None).await.unwrap();
     assert!(dup[0].duplicate);
@@ -81,7 +81,7 @@ async fn cursors_persist_across_restart() {
     log.commit_cursor("mailer", 5).await.unwrap();
     log.commit_cursor("indexer", 4).await.unwrap();
     log.define_consumer("indexer", "spec-1").await.unwrap();
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let options = SqliteOptions::default().log(
         LogOptions::retention(Retention {
@@ -136,7 +136,7 @@ async fn seq_never_restarts_after_pruning_everything() {
     let p = log.read(0, 10).await.unwrap();
     assert!(p.events.is_empty());
     assert_eq!(p.last_seq, 5);
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 
     let log = open(&path, options);
     let b = log.bounds().await.unwrap();

@@ -158,7 +158,9 @@ async fn consumer_definitions_in_one_group_run_in_order() {
 async fn failed_write_does_not_affect_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_in(&dir);
-    open(&path, SqliteOptions::default()).close().unwrap();
+    open(&path, SqliteOptions::default())
+        .close_blocking()
+        .unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch(
         "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.source = 'poison'
@@ -270,7 +272,7 @@ async fn durability_modes() {
     );
     batch2.append(vec![ev(1)], None).await.unwrap();
     let before_close = batch2.stats().syncs;
-    batch2.close().unwrap();
+    batch2.close_blocking().unwrap();
     assert_eq!(batch2.stats().syncs, before_close + 1);
 }
 
@@ -452,5 +454,5 @@ async fn writer_panic_is_reported_and_the_writer_restarted() {
         page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    log.close().unwrap();
+    log.close_blocking().unwrap();
 }
