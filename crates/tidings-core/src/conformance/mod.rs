@@ -10,12 +10,14 @@
 //! tidings_core::conformance_tests!(make);
 //! ```
 //!
-//! Every backend also gives a `store` factory: each call makes a new, empty
-//! store and returns an opener that opens a new handle on *that* store
-//! every time it is called (for the memory log, a clone of one log). The
-//! store checks ([`survives_reopen`], [`instances_share_one_order`], ...)
-//! then run too (`conformance_tests!(make, store = new_store)`). Every
-//! backend in this workspace runs the suite through that one macro.
+//! A backend whose storage outlives a handle (SQLite, NATS, Redis) also
+//! gives a `store` factory: each call makes a new, empty store and returns
+//! an opener that opens a new handle on *that* store every time it is
+//! called. The store checks ([`survives_reopen`],
+//! [`instances_share_one_order`], ...) then run too
+//! (`conformance_tests!(make, store = new_store)`). The memory log has
+//! none: its storage is the log, which `close` ends. Every backend in this
+//! workspace runs the suite through that one macro.
 //!
 //! Each check is also a public function, and
 //! [`conformance_checks!`](crate::conformance_checks) and

@@ -9,7 +9,8 @@ use crate::log::LogFailure;
 /// its seq and id, the last seq, durable cursors, idempotency keys within
 /// their window, and the next append continuing at `last + 1` (no seq
 /// reused). `open` must open the same, initially empty, storage on every
-/// call; the check drops each log before opening the next.
+/// call; the check closes each log (and drops it) before opening the next,
+/// so what `close` flushes is what the next open finds.
 pub async fn survives_reopen<F, Fut>(open: F)
 where
     F: Fn() -> Fut,
@@ -31,6 +32,7 @@ where
         .await
         .expect("commit a cursor");
     let before = log.read(0, 100).await.expect("read before closing");
+    log.close().await.expect("close before reopening");
     drop(log);
 
     let log = open().await;
@@ -197,6 +199,23 @@ where
     assert!(matches!(
         log.prune().await,
         Err(PruneError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.read_within(0, 10, 1 << 20).await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.seq_before(chrono::Utc::now()).await,
+        Err(ReadError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.define_consumer("after-close", r#"{"patterns":[">"]}"#)
+            .await,
+        Err(CursorError::Failed(LogFailure::Closed))
+    ));
+    assert!(matches!(
+        log.delete_consumer("before-close").await,
+        Err(CursorError::Failed(LogFailure::Closed))
     ));
     log.close().await.expect("closing twice is fine");
 }
