@@ -1,4 +1,15 @@
 //! Error types of the NATS backend.
+//!
+//! # Contract
+//!
+//! * Opening fails with one [`ConnectError`] that says what was wrong: the
+//!   URL, the stream name, an option, the connection or the stream's
+//!   setup.
+//! * Every other failure is sorted once, in `EngineError`, into
+//!   *unavailable* (not connected, no answer in time: retry later) or
+//!   *storage* (the server refused, or stored data is malformed), and
+//!   reaches callers as the core operation's own error with the shared
+//!   [`LogFailure`] inside; nothing here adds a variant of its own.
 
 use tidings_core::log::LogFailure;
 

@@ -133,7 +133,8 @@
 //!   * `log/read.rs`: `read`, `bounds`, `seq_before`;
 //!   * `log/prune.rs`: retention and the periodic pruner;
 //!   * `log/consumers.rs`: cursors and consumer definitions.
-//! * `record.rs`: the batch record stored per append and its headers;
+//! * `record.rs`: the batch record stored per append (its body says which
+//!   Tidings seqs it holds; it carries no Tidings headers);
 //!   `options.rs`: [`NatsOptions`] and the URL; `error.rs`: the errors and
 //!   how NATS errors map to them.
 

@@ -1,4 +1,14 @@
 //! Options and the `nats://HOST:PORT?stream=NAME` URL form.
+//!
+//! # Contract
+//!
+//! * Options are checked once, when the log opens: core's
+//!   [`LogOptions::validate`] for retention, the idempotency window and
+//!   the prune interval, then the NATS-only ones. A zero is refused with a
+//!   message naming the option; nothing is clamped.
+//! * A URL is refused unless it is `nats://` or `tls://` with a host, no
+//!   path, and no query parameter but `stream`, which must be a valid
+//!   stream name ([`DEFAULT_STREAM`] when absent).
 
 use std::time::Duration;
 

@@ -1,4 +1,14 @@
 //! [`RedisOptions`] and the `redis://HOST:PORT?key=NAME` URL form.
+//!
+//! # Contract
+//!
+//! * Options are checked once, when the log opens: core's
+//!   [`LogOptions::validate`] for retention, the idempotency window and
+//!   the prune interval, then the Redis-only ones. A zero is refused with a
+//!   message naming the option; nothing is clamped.
+//! * [`parse_url`] takes the log's `key` out of the URL (at most once;
+//!   [`DEFAULT_KEY`] when absent) and hands the rest, other query
+//!   parameters included, to the Redis client unchanged.
 
 use std::time::Duration;
 

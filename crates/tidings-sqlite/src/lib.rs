@@ -61,8 +61,12 @@
 //! | `fuzzing.rs` | (hidden) the row codec, exposed for the fuzz target |
 //! | `bin/*.rs` | two test binaries the crash and archive tests start and kill |
 //!
-//! Only the handle talks to the threads, only the writer writes, and only
-//! `sql.rs` and `reader.rs` (and `schema.rs` at open) hold SQL text.
+//! Only the handle talks to the threads, and only the writer writes. The
+//! statements on events, cursors and consumers are in `sql.rs` and
+//! `reader.rs` (the schema's in `schema.rs`); the only other SQL is
+//! connection settings (the `PRAGMA`s in `handle.rs`) and the writer's own
+//! transaction control and health probe (`writer.rs`,
+//! `writer/maintenance.rs`).
 //!
 //! ## Group commit
 //!

@@ -6,9 +6,10 @@
 //!   refuses a zero capacity or limit with [`ConfigError::Zero`] instead of
 //!   building a bus that cannot work.
 //! * A bus over a shared log dispatches the events other processes append
-//!   (unless told otherwise) from a follower task, which needs a tokio
+//!   (unless told otherwise) from its external-appends task
+//!   (`external.rs`), which needs a tokio
 //!   runtime: given with [`BusBuilder::runtime`] or current at `build`,
-//!   else [`ConfigError::NoRuntime`]. The follower task holds the bus
+//!   else [`ConfigError::NoRuntime`]. The task holds the bus
 //!   weakly and ends when the bus is dropped.
 //! * Data contracts ([`BusBuilder::schema`]) are kept in registration
 //!   order; an invalid pattern is reported by `build` as
@@ -190,7 +191,7 @@ impl BusBuilder {
         }
         let log = self.log.unwrap_or_else(|| Arc::new(MemoryLog::new()));
         let external = self.external_appends.unwrap_or_else(|| log.shared());
-        let follower_runtime = if external {
+        let external_runtime = if external {
             let rt = self
                 .runtime
                 .clone()
@@ -216,7 +217,7 @@ impl BusBuilder {
                 log,
             }),
         };
-        if let Some(rt) = follower_runtime {
+        if let Some(rt) = external_runtime {
             rt.spawn(dispatch_external(
                 Arc::downgrade(&bus.inner),
                 bus.inner.log.watch(),

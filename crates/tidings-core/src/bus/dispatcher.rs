@@ -135,7 +135,8 @@ impl Dispatcher {
         let me = thread_token();
         let mut st = self.state.lock();
         // The same seqs may arrive twice (the emitter and, on a shared log,
-        // the log follower): whatever is below `next` was dispatched.
+        // the external-appends task): whatever is below `next` was
+        // dispatched.
         let mut first = first;
         if first < st.next {
             let mut rest = events.clone().filter(|e| e.seq >= st.next).peekable();
@@ -409,7 +410,7 @@ mod tests {
         let seen = Mutex::new(Vec::new());
         let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
         let evs: Vec<SharedEvent> = (1..=5).map(ev).collect();
-        // The follower queues 2..=3 and dispatches 1; the emitter then
+        // The external-appends task queues 2..=3 and dispatches 1; the emitter then
         // brings 1..=3 again, and 3..=5 overlaps both.
         assert_eq!(d.submit(2, evs[1..3].iter(), 0, &run), Submitted::Queued);
         assert_eq!(

@@ -6,7 +6,7 @@
 //! * After a [`SubscribeError`], no subscription was made.
 //! * After a [`WaitError`], [`Bus::wait_for`](super::Bus::wait_for) has
 //!   returned without an event and its subscription is gone.
-//! * After a [`ConfigError`], no bus (and no follower task) was made.
+//! * After a [`ConfigError`], no bus (and no external-appends task) was made.
 
 use std::time::Duration;
 
@@ -80,7 +80,8 @@ pub enum ConfigError {
     /// is invalid.
     #[error("schema pattern: {0}")]
     Pattern(#[from] PatternError),
-    /// Following a shared log needs a tokio runtime.
-    #[error("following a shared log needs a tokio runtime: build the bus inside one, or give it one with BusBuilder::runtime")]
+    /// Dispatching what other processes append to a shared log needs a
+    /// tokio runtime.
+    #[error("dispatching the appends of other processes to a shared log needs a tokio runtime: build the bus inside one, or give it one with BusBuilder::runtime")]
     NoRuntime,
 }

@@ -1,9 +1,10 @@
-//! The follower task of a shared log.
+//! The external-appends task: how a bus over a shared log dispatches what
+//! other processes append.
 //!
 //! # Contract
 //!
 //! * Events other processes append to a shared log are dispatched by this
-//!   bus too, in the same one order as its own: the follower hands the
+//!   bus too, in the same one order as its own: the task hands the
 //!   missing seqs to the dispatcher, which drops the ones a local emitter
 //!   handed in already (no duplicate) and runs them strictly by seq.
 //! * Events pruned from the log before this bus dispatched them are
