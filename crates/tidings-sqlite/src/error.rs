@@ -109,7 +109,7 @@ impl OpenError {
     }
 }
 
-/// Why [`SqliteLog::close_blocking`](crate::SqliteLog::close) could not finish
+/// Why [`SqliteLog::close_blocking`](crate::SqliteLog::close_blocking) could not finish
 /// cleanly. The log is closed either way.
 #[derive(Debug, thiserror::Error)]
 pub enum CloseError {
