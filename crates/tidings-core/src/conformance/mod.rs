@@ -26,6 +26,11 @@
 //! wrap each check itself). Every check starts from an empty log and asserts the contract
 //! written at the top of [`crate::log`]. The checks live by theme:
 //! `append`, `streams`, `retention`, `consumers`, `store`.
+//!
+//! One check is not in the macro: [`outage_fails_fast_and_loses_nothing`]
+//! kills the engine under the log and starts it again, so an engine
+//! backend runs it against an engine process of its own (an
+//! [`EngineProcess`]).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -47,12 +52,14 @@ use crate::log::{
 
 mod append;
 mod consumers;
+mod outage;
 mod retention;
 mod store;
 mod streams;
 
 pub use append::*;
 pub use consumers::*;
+pub use outage::*;
 pub use retention::*;
 pub use store::*;
 pub use streams::*;
