@@ -30,8 +30,9 @@
 //! `peer_per_s` = median without churn, so `ratio` ≈ the throughput kept.
 //! Goal: throughput with churn ≥ 0.9× and p99 ≤ 2× without, and no loss:
 //! a counted event some steady subscriber did not get (sent × subscribers
-//! − deliveries) is lost, and loss or a side measuring 0, at any churner
-//! count, blocks the goal ([`crate::repeat::verdict`]).
+//! − deliveries) is lost, and loss at any churner count, or the phase
+//! without churn measuring 0, blocks the goal ([`crate::repeat::verdict`];
+//! a phase with no delivery at all fails the scenario).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -101,6 +102,25 @@ struct Rec {
     lat: Vec<u64>,
     last_rx: u64,
     last_seq: u64,
+    /// Seqs skipped since the first event (every published event matches
+    /// the steady pattern, so the seqs a subscriber gets are dense).
+    gaps: u64,
+    /// Events delivered again (a seq at or below the last one).
+    duplicates: u64,
+}
+
+impl Rec {
+    /// Records the delivery of `seq`.
+    fn saw(&mut self, seq: u64) {
+        if self.last_seq > 0 {
+            if seq <= self.last_seq {
+                self.duplicates += 1;
+            } else {
+                self.gaps += seq - self.last_seq - 1;
+            }
+        }
+        self.last_seq = self.last_seq.max(seq);
+    }
 }
 
 /// The window of send stamps counted, shared by all subscribers.
@@ -117,8 +137,10 @@ struct Phase {
     published_per_s: f64,
     deliveries: u64,
     /// Counted events some steady subscriber did not get: sent ×
-    /// subscribers − deliveries.
+    /// subscribers − deliveries, or the seqs they skipped if more.
     lost: u64,
+    /// Events some steady subscriber got twice.
+    duplicates: u64,
     churn_ops_per_s: f64,
     churn_errors: u64,
     churn_closed: u64,
@@ -228,10 +250,13 @@ async fn phase(
     window: &Window,
     churners: usize,
 ) -> Result<(Phase, std::collections::BTreeMap<String, u64>)> {
+    let (mut gaps_before, mut dups_before) = (0, 0);
     for s in subs {
         let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
         r.lat.clear();
         r.last_rx = 0;
+        gaps_before += r.gaps;
+        dups_before += r.duplicates;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut ch = Vec::new();
@@ -289,10 +314,14 @@ async fn phase(
             "POST /events answered {}",
             r.status()
         );
-        let text = r.text().await?;
-        if let Some(at) = text.rfind("{\"seq\":") {
-            last_seq = json_u64(&text[at..], "seq").unwrap_or(last_seq);
-        }
+        // The committed events, each with its seq (the wait for the
+        // subscribers below needs the last one).
+        let committed: Vec<serde_json::Value> = r
+            .json()
+            .await
+            .context("POST /events answered no event list")?;
+        let seqs = committed.iter().filter_map(|e| e["seq"].as_u64());
+        last_seq = seqs.max().context("POST /events answered no seq")?;
         if k >= counted_from {
             sent += args.batch as u64;
         }
@@ -339,13 +368,21 @@ async fn phase(
     }
     let mut lat = Vec::new();
     let mut last_rx = 0u64;
+    let (mut gaps, mut duplicates) = (0, 0);
     for s in subs {
         let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
         lat.append(&mut r.lat);
         last_rx = last_rx.max(r.last_rx);
+        gaps += r.gaps;
+        duplicates += r.duplicates;
     }
+    let (gaps, duplicates) = (gaps - gaps_before, duplicates - dups_before);
     let deliveries = lat.len() as u64;
-    let lost = (sent * subs.len() as u64).saturating_sub(deliveries);
+    // Counted events not delivered, or seqs skipped in this phase (a gap
+    // in a warm-up counts too), whichever says more.
+    let lost = (sent * subs.len() as u64)
+        .saturating_sub(deliveries)
+        .max(gaps);
     let p = percentiles(&mut lat).context("no deliveries counted")?;
     let secs = (last_rx.saturating_sub(from_t)) as f64 / 1e9;
     Ok((
@@ -356,6 +393,7 @@ async fn phase(
             published_per_s: sent as f64 / publish_secs,
             deliveries,
             lost,
+            duplicates,
             churn_ops_per_s: (ops_after - ops_before) as f64 / publish_secs,
             churn_errors: errors,
             churn_closed: closed,
@@ -405,7 +443,7 @@ async fn churn(args: &Args) -> Result<Report> {
                     let now = mono_ns();
                     if let (Some(seq), Some(sent)) = (json_u64(t, "seq"), json_u64(t, "t")) {
                         let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
-                        r.last_seq = r.last_seq.max(seq);
+                        r.saw(seq);
                         if sent >= w.from.load(Relaxed) && sent <= w.to.load(Relaxed) {
                             r.lat.push(now.saturating_sub(sent));
                             r.last_rx = now;
@@ -453,15 +491,21 @@ async fn churn(args: &Args) -> Result<Report> {
             thr.push(w.delivered_per_s / b.delivered_per_s);
             p50.push(w.p50_us / b.p50_us);
             p99.push(w.p99_us / b.p99_us);
-            without.values.push(b.delivered_per_s);
-            without.lost += b.lost;
-            with.values.push(w.delivered_per_s);
-            with.lost += w.lost;
+            for (side, ph) in [(&mut without, &b), (&mut with, &w)] {
+                side.values.push(ph.delivered_per_s);
+                side.lost += ph.lost;
+                if ph.duplicates > 0 {
+                    side.failures.push(format!(
+                        "run {run}: {} events delivered twice",
+                        ph.duplicates
+                    ));
+                }
+            }
             ops.push(w.churn_ops_per_s);
             raw.push(json!({
                 "order": if run.is_multiple_of(2) {"without first"} else {"with first"},
-                "without": {"delivered_per_s": b.delivered_per_s, "p50_us": b.p50_us, "p99_us": b.p99_us, "published_per_s": b.published_per_s, "deliveries": b.deliveries, "lost": b.lost},
-                "with": {"delivered_per_s": w.delivered_per_s, "p50_us": w.p50_us, "p99_us": w.p99_us, "published_per_s": w.published_per_s, "deliveries": w.deliveries, "lost": w.lost, "churn_ops_per_s": w.churn_ops_per_s, "churn_errors": w.churn_errors, "churners_closed": w.churn_closed},
+                "without": {"delivered_per_s": b.delivered_per_s, "p50_us": b.p50_us, "p99_us": b.p99_us, "published_per_s": b.published_per_s, "deliveries": b.deliveries, "lost": b.lost, "duplicates": b.duplicates},
+                "with": {"delivered_per_s": w.delivered_per_s, "p50_us": w.p50_us, "p99_us": w.p99_us, "published_per_s": w.published_per_s, "deliveries": w.deliveries, "lost": w.lost, "duplicates": w.duplicates, "churn_ops_per_s": w.churn_ops_per_s, "churn_errors": w.churn_errors, "churners_closed": w.churn_closed},
             }));
         }
         let (_, why) = verdict(true, &with, Some(&without));
@@ -500,6 +544,13 @@ async fn churn(args: &Args) -> Result<Report> {
         &with,
         Some(&without),
     );
+    // Every count's reasons (the headline's included), not only the
+    // headline's.
+    let report = if blocked.is_empty() {
+        report
+    } else {
+        report.with("goal_blocked_by", blocked)
+    };
     Ok(report
         .with(
             "per_s_means",
@@ -527,4 +578,21 @@ pub fn run(args: &Args) -> Result<Report> {
     );
     let rt = super::runtime()?;
     rt.block_on(churn(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rec;
+
+    #[test]
+    fn a_subscriber_counts_skipped_and_repeated_seqs() {
+        let mut r = Rec::default();
+        for seq in [5, 6, 7, 9, 9, 8, 12] {
+            r.saw(seq);
+        }
+        // The first seq is the baseline; 8 is skipped then comes late
+        // (counted a duplicate, as it arrives below the last seq), 10 and
+        // 11 never come.
+        assert_eq!((r.gaps, r.duplicates, r.last_seq), (3, 2, 12));
+    }
 }
