@@ -378,7 +378,8 @@ async fn buses_sharing_a_log_each_dispatch_every_event_in_one_order() {
     for t in tasks {
         t.await.unwrap();
     }
-    // Each bus dispatches the other's events through its follower: wait
+    // Each bus dispatches the other's events through its external-appends
+    // task: wait
     // until both handlers have seen all 100.
     for count in [&mut count_a, &mut count_b] {
         tokio::time::timeout(Duration::from_secs(5), count.wait_for(|n| *n >= 100))

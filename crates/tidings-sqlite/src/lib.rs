@@ -2,7 +2,7 @@
 //!
 //! [`SqliteLog`] implements tidings-core's [`EventLog`] on one SQLite file in
 //! WAL mode. It is the embedded default for a Tidings server: events survive
-//! restarts, followers are woken the moment a commit lands (no polling), and
+//! restarts, streams reading it are woken the moment a commit lands (no polling), and
 //! concurrent publishers share fsyncs.
 //!
 //! ```no_run
@@ -116,7 +116,8 @@
 //!   [`StorageError`]) for other faults.
 //!
 //! Every message names the cause; none of these is `Closed`, which only
-//! ever means [`SqliteLog::close_blocking`] was called (or the last clone dropped).
+//! ever means the log was closed: [`SqliteLog::close_blocking`] or
+//! [`EventLog::close`] was called, or the last clone dropped.
 //!
 //! [`EventLog::health`] is `Degraded { reason, no_space }` from the first
 //! such failure until a write transaction commits again. Besides appends,
@@ -151,7 +152,7 @@
 //! A read whose requester dropped it before a reader thread took it is
 //! skipped, and a requester that went away gets no read-ahead.
 //!
-//! [`EventLog::read_within`] (what core's follower uses) stops the SQL read
+//! [`EventLog::read_within`] (what core's log streams use) stops the SQL read
 //! itself at the byte budget: SQLite computes each row's size from its
 //! stored lengths (about [`Event::approx_bytes`](tidings_core::Event::approx_bytes))
 //! and the reader stops stepping before copying the first row past the

@@ -120,7 +120,8 @@ where
     let _sync = bus
         .on("cbn.>", move |e| {
             // Sync handlers may run on a runtime worker (async emit, the
-            // shared-log follower): step out of it to wait for the read.
+            // external-appends task of a shared log): step out of it to
+            // wait for the read.
             let r = tokio::task::block_in_place(|| rt.block_on(held(&*l, e)));
             seen.lock().push((e.seq, r));
         })
