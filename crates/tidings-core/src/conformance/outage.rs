@@ -87,8 +87,8 @@ async fn wait_until(
 
 /// Appends one event at a time to `log` while `engine` is killed and
 /// started again, and checks the contract at the top of this module.
-/// `fail_within` bounds how long an append may take to answer while the
-/// engine is down (the backend's timeout and some slack). Needs a
+/// `fail_within` bounds how long any append may take to answer, before,
+/// during and after the outage (the backend's timeout and some slack). Needs a
 /// multi-threaded tokio runtime.
 pub async fn outage_fails_fast_and_loses_nothing<E: EngineProcess>(
     log: Arc<dyn EventLog>,
