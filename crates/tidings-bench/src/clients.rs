@@ -14,6 +14,8 @@ use tidings_server::config::Config;
 use tidings_server::server::{start, RunningServer};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::stats::json_u64;
+
 /// A client WebSocket.
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -150,15 +152,16 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
-    /// Records an event with `seq`.
-    pub fn event(&mut self, seq: u64) {
+    /// Records an event with `seq`; true if it is new (not a duplicate).
+    pub fn event(&mut self, seq: u64) -> bool {
         if seq <= self.last {
             self.duplicates += 1;
-            return;
+            return false;
         }
         self.gaps += seq - self.last - 1;
         self.last = seq;
         self.received += 1;
+        true
     }
 
     /// Records a lag notice: `missed` events, resuming at `resume_from`.
@@ -176,6 +179,20 @@ impl SeqTracker {
     pub fn lost(&self, total: u64) -> u64 {
         total.saturating_sub(self.received)
     }
+}
+
+/// The `missed` and `resume_from` of a server's lag notice, or `None` for
+/// any other frame. The server writes the notice's keys sorted
+/// (`{"missed":N,"resume_from":M,"type":"lagged"}`), so it is recognised
+/// by its `type` anywhere in the object, and by having no `seq`.
+pub fn lag_notice(text: &str) -> Option<(u64, u64)> {
+    if !text.contains("\"type\":\"lagged\"") || json_u64(text, "seq").is_some() {
+        return None;
+    }
+    Some((
+        json_u64(text, "missed").unwrap_or(0),
+        json_u64(text, "resume_from").unwrap_or(0),
+    ))
 }
 
 /// Splits SSE text into complete events (`\n\n`-terminated); returns the
@@ -228,6 +245,30 @@ mod tests {
         assert_eq!(t.duplicates, 1);
         assert!(t.done(9));
         assert_eq!(t.lost(10), 6);
+    }
+
+    #[test]
+    fn lag_notices_are_recognised_in_the_servers_key_order() {
+        // What the server sends: serde_json's keys, sorted.
+        let notice = r#"{"missed":7,"resume_from":12,"type":"lagged"}"#;
+        assert_eq!(lag_notice(notice), Some((7, 12)));
+        assert_eq!(
+            lag_notice(r#"{"type":"lagged","missed":2,"resume_from":3}"#),
+            Some((2, 3))
+        );
+        assert_eq!(
+            lag_notice(r#"{"last_seq":5,"patterns":[">"],"type":"connection"}"#),
+            None
+        );
+        assert_eq!(lag_notice(r#"{"seq":4,"data":{"type":"lagged"}}"#), None);
+        let mut t = SeqTracker::default();
+        assert!(t.event(1));
+        let (missed, resume_from) = lag_notice(notice).expect("a notice");
+        t.lagged(missed, resume_from);
+        assert!(t.event(12));
+        assert!(!t.event(12));
+        // The notice accounts for 2..=11: no gap, 7 reported missed.
+        assert_eq!((t.gaps, t.lagged, t.duplicates), (0, 7, 1));
     }
 
     #[test]

@@ -58,9 +58,12 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// The unsigned integer value of the first `"key":` in a JSON text (no
-/// full parse: the envelope's `seq` is its first field, and the latency
-/// payload's `t` is the only key of that name). `None` if absent.
+/// The unsigned integer value of the first `"key":` in a JSON text, for
+/// the frames subscribers receive (no full parse). Sound only where the key
+/// occurs once: in an event frame (WebSocket, SSE, NATS) `seq` is the
+/// envelope's first field and no bench payload has a `seq`, `t`, `s` or
+/// `soak_n` key of its own. Not for POST answers or history pages, which
+/// are lists with sorted keys: parse those as JSON. `None` if absent.
 pub fn json_u64(text: &str, key: &str) -> Option<u64> {
     let needle = format!("\"{key}\":");
     let at = text.find(&needle)? + needle.len();

@@ -115,6 +115,7 @@ async fn raw(
                     _ => break,
                 }
             }
+            got
         }))
     } else {
         None
@@ -136,7 +137,15 @@ async fn raw(
     }
     let r = rate(n, t.elapsed());
     if let Some(reading) = reading {
-        reading.abort();
+        // The reader must have read every message (after the clock
+        // stopped, so its tail is not timed), or the figure is not one of
+        // a publisher with a reader keeping up.
+        let got = tokio::time::timeout(Duration::from_secs(30), reading)
+            .await
+            .map_err(|_| "the ordered reader fell behind: not done 30 s after the last ack")??;
+        if got != n {
+            return Err(format!("the ordered reader read {got} of {n} messages").into());
+        }
     }
     js.delete_stream(&name).await?;
     Ok(r)

@@ -35,7 +35,7 @@ use tidings_core::NewEvent;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{q, ws_subscribe, LocalServer, SeqTracker, StoreKind};
+use crate::clients::{lag_notice, q, ws_subscribe, LocalServer, SeqTracker, StoreKind};
 use crate::nats;
 use crate::progress;
 use crate::repeat::{alternate, Run};
@@ -91,13 +91,8 @@ type Shared = Arc<Mutex<Sub>>;
 /// everything up to `total`.
 fn record(sub: &Shared, text: &str, total: u64, received: &AtomicU64) -> bool {
     let mut s = sub.lock().unwrap_or_else(|e| e.into_inner());
-    if text.starts_with("{\"type\"") {
-        if text.contains("\"lagged\"") {
-            s.tracker.lagged(
-                json_u64(text, "missed").unwrap_or(0),
-                json_u64(text, "resume_from").unwrap_or(0),
-            );
-        }
+    if let Some((missed, resume_from)) = lag_notice(text) {
+        s.tracker.lagged(missed, resume_from);
     } else if let Some(seq) = json_u64(text, "seq") {
         s.tracker.event(seq);
         received.fetch_add(1, Ordering::Relaxed);
@@ -305,8 +300,9 @@ fn side_json(s: &Side) -> serde_json::Value {
 }
 
 fn side_run(s: &Side) -> Run {
+    // A duplicate breaks "every event once" as a missing one does.
     Run::of(s.deliveries_per_s)
-        .lost(s.loss)
+        .lost(s.loss + s.duplicates)
         .detail(side_json(s))
 }
 

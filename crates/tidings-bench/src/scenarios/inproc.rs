@@ -215,7 +215,7 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
             return Err(e.into());
         }
         let handled = count.load(Ordering::Relaxed) - before;
-        Ok(Run::of(r).lost(n.saturating_sub(handled)))
+        Ok(Run::of(r).lost(n.abs_diff(handled)))
     };
     let mut plain = Channel::<Envelope>::new(window);
     let mut shared = Channel::<Arc<Envelope>>::new(window);

@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::mono_ns;
-use crate::clients::{q, sse_events, ws_subscribe, LocalServer, SeqTracker, StoreKind};
+use crate::clients::{lag_notice, q, sse_events, ws_subscribe, LocalServer, SeqTracker, StoreKind};
 use crate::nats;
 use crate::progress;
 use crate::repeat::{alternate, Run, Series};
@@ -104,16 +104,11 @@ type Shared = Arc<Mutex<Samples>>;
 fn record(s: &Shared, text: &str, counted_from: u64, total: u64) -> bool {
     let now = mono_ns();
     let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
-    if text.starts_with("{\"type\"") {
-        if text.contains("\"lagged\"") {
-            s.tracker.lagged(
-                json_u64(text, "missed").unwrap_or(0),
-                json_u64(text, "resume_from").unwrap_or(0),
-            );
-        }
+    if let Some((missed, resume_from)) = lag_notice(text) {
+        s.tracker.lagged(missed, resume_from);
     } else if let (Some(seq), Some(t)) = (json_u64(text, "seq"), json_u64(text, "t")) {
-        s.tracker.event(seq);
-        if t >= counted_from {
+        // A duplicate is counted (it blocks the goal), not sampled again.
+        if s.tracker.event(seq) && t >= counted_from {
             s.lat.push(now.saturating_sub(t));
             if let Some(sent) = json_u64(text, "s") {
                 s.from_send.push(now.saturating_sub(sent));
@@ -441,7 +436,8 @@ fn side_run(paths: &[(&str, &PathResult)], rate: f64, behind: Duration) -> Resul
             p99(p).with_context(|| format!("the {label} subscriber received no counted event"))?;
         worst = worst.max(x);
     }
-    let lost: u64 = paths.iter().map(|(_, p)| p.loss).sum();
+    // A duplicate breaks "every event once" as a missing one does.
+    let lost: u64 = paths.iter().map(|(_, p)| p.loss + p.duplicates).sum();
     let mut detail = serde_json::Map::new();
     for (label, p) in paths {
         detail.insert((*label).to_owned(), path_json(p));

@@ -194,14 +194,17 @@ async fn measure(args: &Args, bin: &std::path::Path, store: Store, run: usize) -
 }
 
 /// How far the answered `seqs` are from "every acknowledged event in the
-/// log exactly once, and nothing else": repeated seqs, plus the difference
-/// between the log's `last` seq and the number acknowledged (the log
-/// started empty, so with nothing lost or doubled they are equal).
+/// log exactly once, and nothing else": repeated seqs, plus the seqs of
+/// `1..=last` (the log started empty) that no answer named, plus answered
+/// seqs the log does not hold (above `last`).
 fn not_exactly_once(mut seqs: Vec<u64>, last: u64) -> u64 {
     let acked = seqs.len() as u64;
     seqs.sort_unstable();
     seqs.dedup();
-    (acked - seqs.len() as u64) + last.abs_diff(acked)
+    let repeated = acked - seqs.len() as u64;
+    let beyond = seqs.iter().filter(|&&s| s == 0 || s > last).count() as u64;
+    let unnamed = last - (seqs.len() as u64 - beyond).min(last);
+    repeated + unnamed + beyond
 }
 
 /// Runs the scenario, `runs` times per store.
@@ -271,9 +274,18 @@ mod tests {
     use super::not_exactly_once;
 
     #[test]
-    fn loss_counts_repeats_and_a_log_of_another_length() {
+    fn loss_counts_repeats_unanswered_and_unlogged_seqs() {
         assert_eq!(not_exactly_once(vec![3, 1, 2], 3), 0);
-        assert_eq!(not_exactly_once(vec![1, 2, 2], 3), 1, "2 answered twice");
+        assert_eq!(
+            not_exactly_once(vec![1, 2, 2], 3),
+            2,
+            "2 answered twice, and 3 in the log but never answered"
+        );
+        assert_eq!(
+            not_exactly_once(vec![1, 2, 4], 3),
+            2,
+            "4 answered but not in the log, 3 in the log but never answered"
+        );
         assert_eq!(
             not_exactly_once(vec![1, 2, 3], 5),
             2,

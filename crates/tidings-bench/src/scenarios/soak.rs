@@ -42,9 +42,12 @@
 //! start seq exactly once and in order (`soak_n` consecutive, seqs rising,
 //! the first being the first after the start, the last being the last
 //! published; WebSocket's start is the welcome's `last_seq`, SSE's the
-//! `after` it asked for); loss must be 0. RSS: every sample after
-//! `--warmup-secs` (default 120, at most half the run) is within ±10% of
-//! the first sample after it. The process exits non-zero if either fails.
+//! `after` it asked for); loss must be 0, and every churn subscriber must
+//! have connected and read from its right first event without a gap or a
+//! repeat. RSS: every sample after `--warmup-secs` (default 120, at most
+//! half the run) is within ±10% of the first sample after it. Every
+//! stalled subscriber must have been dropped. The process exits non-zero
+//! if any check fails.
 //! `tidings_per_s` is the achieved publish rate; there is no peer.
 
 use std::path::PathBuf;
@@ -432,6 +435,9 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
     let rss_ok = flat.is_some_and(|f| f.0);
     let stalled_dropped = stalled_res.iter().filter(|v| v["dropped"] == true).count();
     let loss_ok = loss == 0 && dups == 0 && mismatch == 0 && closed == 0;
+    // The short-lived subscribers promise the same: each connects, starts
+    // at the right event and reads on without a gap or a repeat.
+    let churn_ok = ch_failed == 0 && ch_gaps == 0 && ch_dups == 0 && ch_start_miss == 0;
     let achieved = pubres.events as f64 / pubres.elapsed;
 
     eprintln!("soak: RSS series (t s, VmRSS KiB, RssAnon KiB, RssFile KiB):");
@@ -451,11 +457,11 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
         stalled_res.len()
     );
 
-    let ok = loss_ok && rss_ok;
+    let ok = loss_ok && churn_ok && rss_ok && stalled_dropped == stalled_res.len();
     let r = Report::new("soak", achieved, "none", None)
         .goal(
-            "loss 0 to live subscribers; server VmRSS within ±10% of its post-warm-up baseline; stalled subscribers dropped",
-            ok && stalled_dropped == stalled_res.len(),
+            "loss 0 to live and short-lived subscribers; server VmRSS within ±10% of its post-warm-up baseline; stalled subscribers dropped",
+            ok,
         )
         .with("per_s_means", "achieved publish rate (events/s)")
         .with("duration_secs", pubres.elapsed)
@@ -523,8 +529,9 @@ async fn soak(args: &Args) -> Result<(Report, bool)> {
     Ok((r, ok))
 }
 
-/// Runs the scenario; the bool is false when loss > 0 or the RSS check
-/// failed (the process then exits non-zero).
+/// Runs the scenario; the bool is false when the goal is not met (loss,
+/// a short-lived subscriber's gap or wrong start, RSS not flat, a stalled
+/// subscriber not dropped): the process then exits non-zero.
 pub fn run(args: &Args) -> Result<(Report, bool)> {
     ensure!(args.duration_secs > 0.0, "--duration-secs must be positive");
     ensure!(args.rate > 0, "--rate must be positive");
