@@ -275,27 +275,27 @@ mod tests {
 
     #[test]
     fn loss_counts_repeats_unanswered_and_unlogged_seqs() {
-        assert_eq!(not_exactly_once(vec![3, 1, 2], 3), 0);
-        assert_eq!(
-            not_exactly_once(vec![1, 2, 2], 3),
-            2,
-            "2 answered twice, and 3 in the log but never answered"
-        );
-        assert_eq!(
-            not_exactly_once(vec![1, 2, 4], 3),
-            2,
-            "4 answered but not in the log, 3 in the log but never answered"
-        );
-        assert_eq!(
-            not_exactly_once(vec![1, 2, 3], 5),
-            2,
-            "two events nobody was told of"
-        );
-        assert_eq!(
-            not_exactly_once(vec![1, 2, 3], 2),
-            1,
-            "an answered seq not in the log"
-        );
-        assert_eq!(not_exactly_once(vec![], 0), 0);
+        // (answered seqs, the log's last seq, faults, why)
+        let cases: [(&[u64], u64, u64, &str); 6] = [
+            (&[3, 1, 2], 3, 0, "each once"),
+            (
+                &[1, 2, 2],
+                3,
+                2,
+                "2 answered twice; 3 logged, never answered",
+            ),
+            (
+                &[1, 2, 4],
+                3,
+                2,
+                "4 answered, not logged; 3 logged, never answered",
+            ),
+            (&[1, 2, 3], 5, 2, "two events nobody was told of"),
+            (&[1, 2, 3], 2, 1, "an answered seq not in the log"),
+            (&[], 0, 0, "nothing at all"),
+        ];
+        for (seqs, last, faults, why) in cases {
+            assert_eq!(not_exactly_once(seqs.to_vec(), last), faults, "{why}");
+        }
     }
 }
