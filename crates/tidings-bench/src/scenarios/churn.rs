@@ -46,7 +46,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::mono_ns;
-use crate::clients::{q, ws_subscribe};
+use crate::clients::{lag_notice, q, ws_subscribe, SeqTracker};
 use crate::process::{self, ServerProcess};
 use crate::progress;
 use crate::repeat::{verdict, Series};
@@ -101,26 +101,10 @@ pub struct Args {
 struct Rec {
     lat: Vec<u64>,
     last_rx: u64,
-    last_seq: u64,
-    /// Seqs skipped since the first event (every published event matches
-    /// the steady pattern, so the seqs a subscriber gets are dense).
-    gaps: u64,
-    /// Events delivered again (a seq at or below the last one).
-    duplicates: u64,
-}
-
-impl Rec {
-    /// Records the delivery of `seq`.
-    fn saw(&mut self, seq: u64) {
-        if self.last_seq > 0 {
-            if seq <= self.last_seq {
-                self.duplicates += 1;
-            } else {
-                self.gaps += seq - self.last_seq - 1;
-            }
-        }
-        self.last_seq = self.last_seq.max(seq);
-    }
+    /// Every seq received (all published events match the steady
+    /// pattern, so a subscriber's seqs are dense from 1): gaps, lag
+    /// notices and repeats.
+    tracker: SeqTracker,
 }
 
 /// The window of send stamps counted, shared by all subscribers.
@@ -137,7 +121,8 @@ struct Phase {
     published_per_s: f64,
     deliveries: u64,
     /// Counted events some steady subscriber did not get: sent ×
-    /// subscribers − deliveries, or the seqs they skipped if more.
+    /// subscribers − deliveries, or the seqs they skipped or were told
+    /// they missed, if more.
     lost: u64,
     /// Events some steady subscriber got twice.
     duplicates: u64,
@@ -255,8 +240,8 @@ async fn phase(
         let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
         r.lat.clear();
         r.last_rx = 0;
-        gaps_before += r.gaps;
-        dups_before += r.duplicates;
+        gaps_before += r.tracker.gaps + r.tracker.lagged;
+        dups_before += r.tracker.duplicates;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut ch = Vec::new();
@@ -336,7 +321,7 @@ async fn phase(
         for s in subs {
             let r = s.lock().unwrap_or_else(|e| e.into_inner());
             got += r.lat.len() as u64;
-            done &= r.last_seq >= last_seq;
+            done &= r.tracker.done(last_seq);
         }
         if done {
             break;
@@ -373,13 +358,13 @@ async fn phase(
         let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
         lat.append(&mut r.lat);
         last_rx = last_rx.max(r.last_rx);
-        gaps += r.gaps;
-        duplicates += r.duplicates;
+        gaps += r.tracker.gaps + r.tracker.lagged;
+        duplicates += r.tracker.duplicates;
     }
     let (gaps, duplicates) = (gaps - gaps_before, duplicates - dups_before);
     let deliveries = lat.len() as u64;
-    // Counted events not delivered, or seqs skipped in this phase (a gap
-    // in a warm-up counts too), whichever says more.
+    // Counted events not delivered, or seqs skipped or missed in this
+    // phase (one in a warm-up counts too), whichever says more.
     let lost = (sent * subs.len() as u64)
         .saturating_sub(deliveries)
         .max(gaps);
@@ -441,9 +426,12 @@ async fn churn(args: &Args) -> Result<Report> {
                 if let Message::Text(t) = msg {
                     let t = t.as_str();
                     let now = mono_ns();
-                    if let (Some(seq), Some(sent)) = (json_u64(t, "seq"), json_u64(t, "t")) {
+                    if let Some((missed, resume_from)) = lag_notice(t) {
                         let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
-                        r.saw(seq);
+                        r.tracker.lagged(missed, resume_from);
+                    } else if let (Some(seq), Some(sent)) = (json_u64(t, "seq"), json_u64(t, "t")) {
+                        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+                        r.tracker.event(seq);
                         if sent >= w.from.load(Relaxed) && sent <= w.to.load(Relaxed) {
                             r.lat.push(now.saturating_sub(sent));
                             r.last_rx = now;
@@ -578,21 +566,4 @@ pub fn run(args: &Args) -> Result<Report> {
     );
     let rt = super::runtime()?;
     rt.block_on(churn(args))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Rec;
-
-    #[test]
-    fn a_subscriber_counts_skipped_and_repeated_seqs() {
-        let mut r = Rec::default();
-        for seq in [5, 6, 7, 9, 9, 8, 12] {
-            r.saw(seq);
-        }
-        // The first seq is the baseline; 8 is skipped then comes late
-        // (counted a duplicate, as it arrives below the last seq), 10 and
-        // 11 never come.
-        assert_eq!((r.gaps, r.duplicates, r.last_seq), (3, 2, 12));
-    }
 }
