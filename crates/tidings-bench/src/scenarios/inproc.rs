@@ -22,6 +22,13 @@
 //! * Side figure (`by_value_*`): broadcast of the envelope by value with two
 //!   clock reads (`Uuid::now_v7` and `Utc::now`), as seed 003 sends it
 //!   (`recv` clones it).
+//! * Side figure (`history_floor_*`): the least any bus with history must
+//!   do per event, and no more: the `Arc` envelope made as above, kept in
+//!   a ring of the newest `window` (the oldest leaves it), and handed to
+//!   one handler by a direct call. No channel, no log, no lookup, no
+//!   ordering, no name check. Its ratio to the headline peer bounds what
+//!   any implementation with history on can reach on this machine: if it
+//!   is below 1.0, so is every bus that keeps a window.
 //!
 //! All sides run on the calling thread, no runtime, one subscriber (the
 //! handler; the receiver), at windows of 1,024 and of 10,000 (the bus's
@@ -173,6 +180,42 @@ impl<T: Clone> Channel<T> {
     }
 }
 
+/// The history floor: a ring of the newest `capacity` values, each handed
+/// to a handler by a direct call.
+struct Floor<T> {
+    /// The newest values; at most `capacity`.
+    ring: VecDeque<T>,
+    capacity: usize,
+    /// The seq of the last value made.
+    seq: u64,
+}
+
+impl<T> Floor<T> {
+    fn new(capacity: usize) -> Self {
+        Floor {
+            ring: VecDeque::with_capacity(capacity),
+            capacity,
+            seq: 0,
+        }
+    }
+
+    /// Events per second for `n` values made by `make(seq)`, each handed
+    /// to `handler`.
+    fn rate(&mut self, n: u64, make: impl Fn(u64) -> T, handler: &dyn Fn(&T)) -> f64 {
+        rate(n, || {
+            for _ in 0..n {
+                self.seq += 1;
+                let value = make(self.seq);
+                handler(&value);
+                if self.ring.len() == self.capacity {
+                    self.ring.pop_front();
+                }
+                self.ring.push_back(value);
+            }
+        })
+    }
+}
+
 struct Window {
     window: usize,
     sides: Alternated,
@@ -230,6 +273,22 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
         kept.rate(n, |seq| Arc::new(envelope_one_read(seq, &data)))
             .map(Run::of)
     };
+    let mut floor = Floor::<Arc<Envelope>>::new(window);
+    let floor_count = AtomicU64::new(0);
+    let count_floor = |e: &Arc<Envelope>| {
+        black_box(&e.seq);
+        floor_count.fetch_add(1, Ordering::Relaxed);
+    };
+    let mut history_floor = |n: u64| -> anyhow::Result<Run> {
+        let before = floor_count.load(Ordering::Relaxed);
+        let r = floor.rate(
+            n,
+            |seq| Arc::new(envelope_one_read(seq, &data)),
+            &count_floor,
+        );
+        let handled = floor_count.load(Ordering::Relaxed) - before;
+        Ok(Run::of(r).lost(n.abs_diff(handled)))
+    };
 
     // Warm-up: fill each window twice so eviction runs in steady state.
     let warm = (window as u64 * 2).max(20_000);
@@ -237,8 +296,9 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
     by_value(warm)?;
     arc(warm)?;
     arc_history(warm)?;
+    history_floor(warm)?;
 
-    let pb = progress::bar(runs.max(1) as u64 * 4, &format!("inproc window {window}"));
+    let pb = progress::bar(runs.max(1) as u64 * 5, &format!("inproc window {window}"));
     let sides = alternate(
         runs,
         &mut [
@@ -246,6 +306,7 @@ fn measure(window: usize, events: u64, runs: usize) -> anyhow::Result<Window> {
             ("arc", &mut |_| arc(events)),
             ("by_value", &mut |_| by_value(events)),
             ("arc_history", &mut |_| arc_history(events)),
+            ("history_floor", &mut |_| history_floor(events)),
         ],
         || pb.inc(1),
     );
@@ -257,6 +318,8 @@ const PEER: &str = "tokio::sync::broadcast send+recv of Arc<Envelope>, one clock
 const ARC_HISTORY: &str =
     "tokio::sync::broadcast send+recv of Arc<Envelope>, one clock read, plus a ring of the newest `window` envelopes";
 const BY_VALUE: &str = "tokio::sync::broadcast send+recv of the envelope by value, two clock reads";
+const HISTORY_FLOOR: &str =
+    "not a peer: Arc<Envelope> (one clock read) kept in a ring of the newest `window` and handed to one handler by a direct call, the least any bus with history does";
 
 /// Runs the scenario, `runs` times per side and window.
 pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
@@ -269,7 +332,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     let med = |w: &Window, i: usize| w.sides.series[i].median();
     for w in [&small, &big] {
         eprintln!(
-            "window {:>6}: tidings {:>12.0}/s  broadcast(Arc, 1 clock) {:>12.0}/s  + history ring {:>12.0}/s  broadcast(by value, 2 clocks) {:>12.0}/s  ratio {:.3} (vs + history ring {:.3})",
+            "window {:>6}: tidings {:>12.0}/s  broadcast(Arc, 1 clock) {:>12.0}/s  + history ring {:>12.0}/s  broadcast(by value, 2 clocks) {:>12.0}/s  ratio {:.3} (vs + history ring {:.3}); history floor {:>12.0}/s, floor/peer {:.3}",
             w.window,
             med(w, 0).unwrap_or(f64::NAN),
             med(w, 1).unwrap_or(f64::NAN),
@@ -277,6 +340,8 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             med(w, 2).unwrap_or(f64::NAN),
             ratio(med(w, 0), med(w, 1)).unwrap_or(f64::NAN),
             ratio(med(w, 0), med(w, 3)).unwrap_or(f64::NAN),
+            med(w, 4).unwrap_or(f64::NAN),
+            ratio(med(w, 4), med(w, 1)).unwrap_or(f64::NAN),
         );
     }
     let at_least_1 = |w: &Window| ratio(med(w, 0), med(w, 1)).is_some_and(|r| r >= 1.0);
@@ -302,6 +367,9 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     .with("arc_history_peer", ARC_HISTORY)
     .with("arc_history_runs", big.sides.series[3].to_json())
     .with("ratio_vs_arc_history", ratio(med(&big, 0), med(&big, 3)))
+    .with("history_floor", HISTORY_FLOOR)
+    .with("history_floor_runs", big.sides.series[4].to_json())
+    .with("history_floor_vs_peer", ratio(med(&big, 4), med(&big, 1)))
     .with(
         "window_1024",
         json!({
@@ -312,8 +380,24 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             "ratio_vs_by_value": ratio(med(&small, 0), med(&small, 2)),
             "arc_history_runs": small.sides.series[3].to_json(),
             "ratio_vs_arc_history": ratio(med(&small, 0), med(&small, 3)),
+            "history_floor_runs": small.sides.series[4].to_json(),
+            "history_floor_vs_peer": ratio(med(&small, 4), med(&small, 1)),
             "goal_blocked_by": small_why,
         }),
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_floor_hands_every_value_over_and_keeps_only_the_window() {
+        let mut floor = Floor::<u64>::new(4);
+        let seen = std::cell::RefCell::new(Vec::new());
+        floor.rate(10, |seq| seq * 10, &|v| seen.borrow_mut().push(*v));
+        assert_eq!(*seen.borrow(), (1..=10).map(|s| s * 10).collect::<Vec<_>>());
+        assert_eq!(floor.ring, [70, 80, 90, 100]);
+    }
 }
