@@ -22,13 +22,14 @@
 //! * Side figure (`by_value_*`): broadcast of the envelope by value with two
 //!   clock reads (`Uuid::now_v7` and `Utc::now`), as seed 003 sends it
 //!   (`recv` clones it).
-//! * Side figure (`history_floor_*`): the least any bus with history must
-//!   do per event, and no more: the `Arc` envelope made as above, kept in
-//!   a ring of the newest `window` (the oldest leaves it), and handed to
-//!   one handler by a direct call. No channel, no log, no lookup, no
-//!   ordering, no name check. Its ratio to the headline peer bounds what
-//!   any implementation with history on can reach on this machine: if it
-//!   is below 1.0, so is every bus that keeps a window.
+//! * Side figure (`history_floor_*`), not a peer: the `Arc` envelope made
+//!   as above, kept in a ring of the newest `window` (the oldest leaves
+//!   it), and handed to one handler by a direct call (counted). No
+//!   channel, no log, no lookup, no ordering, no name check. Its ratio to
+//!   the headline peer bounds every bus that allocates each event as the
+//!   peer allocates its envelope and frees it when it leaves a window of
+//!   that size: if the floor is clearly below 1.0, so is every such bus
+//!   on that machine.
 //!
 //! All sides run on the calling thread, no runtime, one subscriber (the
 //! handler; the receiver), at windows of 1,024 and of 10,000 (the bus's
@@ -319,7 +320,7 @@ const ARC_HISTORY: &str =
     "tokio::sync::broadcast send+recv of Arc<Envelope>, one clock read, plus a ring of the newest `window` envelopes";
 const BY_VALUE: &str = "tokio::sync::broadcast send+recv of the envelope by value, two clock reads";
 const HISTORY_FLOOR: &str =
-    "not a peer: Arc<Envelope> (one clock read) kept in a ring of the newest `window` and handed to one handler by a direct call, the least any bus with history does";
+    "not a peer: Arc<Envelope> (one clock read) kept in a ring of the newest `window` and handed to one handler by a direct call: a bound for any bus that allocates its events so and keeps that window";
 
 /// Runs the scenario, `runs` times per side and window.
 pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
