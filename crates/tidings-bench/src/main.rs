@@ -1,6 +1,13 @@
 //! `tidings-bench SCENARIO [options]`: measures Tidings and its peer in the
 //! same run; progress on stderr, the result as the last line on stdout
 //! (one JSON object). See BENCHMARKS.md at the workspace root.
+//!
+//! Exit status: 0 when every side measured cleanly (whether or not the
+//! goal was met); 3 when the goal is blocked (a side failed a run or lost
+//! events: `goal_blocked_by` in the line says which), so a script cannot
+//! take a run with a broken peer for a result; 1 when a soak found loss
+//! or a stall; any other failure to measure is an error (status 1, with
+//! its message on stderr).
 
 use clap::{Parser, Subcommand};
 use tidings_bench::scenarios::{
@@ -55,6 +62,10 @@ fn main() -> anyhow::Result<()> {
     println!("{}", report.to_line());
     if !ok {
         std::process::exit(1);
+    }
+    if let Some(why) = report.blocked_by() {
+        eprintln!("goal blocked: {why}");
+        std::process::exit(3);
     }
     Ok(())
 }

@@ -90,6 +90,19 @@ impl Report {
         r
     }
 
+    /// Why the goal is blocked (a side failed a run or lost events), if it
+    /// is: the `goal_blocked_by` field, as one line.
+    pub fn blocked_by(&self) -> Option<String> {
+        self.extra.get("goal_blocked_by").map(|why| match why {
+            Value::Array(reasons) => reasons
+                .iter()
+                .map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        })
+    }
+
     /// Adds `runs` and the order each run measured the sides in.
     pub fn orders(self, a: &Alternated) -> Report {
         self.with("runs", a.orders.len())
@@ -219,10 +232,9 @@ mod tests {
             t.record(k, Ok(Run::of(a)));
             p.record(k, Ok(Run::of(b)));
         }
-        let v: Value = serde_json::from_str(
-            &Report::compared("s", "peer x", "g", true, &t, Some(&p)).to_line(),
-        )
-        .unwrap();
+        let clean = Report::compared("s", "peer x", "g", true, &t, Some(&p));
+        assert_eq!(clean.blocked_by(), None);
+        let v: Value = serde_json::from_str(&clean.to_line()).unwrap();
         assert_eq!(v["tidings_per_s"], 5.0);
         assert_eq!(v["peer_per_s"], 2.0);
         assert_eq!(v["ratio"], 2.5);
@@ -234,10 +246,9 @@ mod tests {
 
         let mut zero = Series::new("peer x");
         zero.record(0, Ok(Run::of(0.0)));
-        let v: Value = serde_json::from_str(
-            &Report::compared("s", "peer x", "g", true, &t, Some(&zero)).to_line(),
-        )
-        .unwrap();
+        let blocked = Report::compared("s", "peer x", "g", true, &t, Some(&zero));
+        assert!(blocked.blocked_by().unwrap().contains("measured 0"));
+        let v: Value = serde_json::from_str(&blocked.to_line()).unwrap();
         assert_eq!(v["goal_met"], false);
         assert!(v["ratio"].is_null());
         assert!(v["goal_blocked_by"][0]
@@ -247,10 +258,9 @@ mod tests {
 
         let mut lossy = p.clone();
         lossy.record(3, Ok(Run::of(2.0).lost(7)));
-        let v: Value = serde_json::from_str(
-            &Report::compared("s", "peer x", "g", true, &t, Some(&lossy)).to_line(),
-        )
-        .unwrap();
+        let blocked = Report::compared("s", "peer x", "g", true, &t, Some(&lossy));
+        assert!(blocked.blocked_by().unwrap().contains("lost 7"));
+        let v: Value = serde_json::from_str(&blocked.to_line()).unwrap();
         assert_eq!(v["goal_met"], false);
         assert!(v["goal_blocked_by"][0].as_str().unwrap().contains("lost 7"));
     }

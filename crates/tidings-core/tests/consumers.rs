@@ -170,3 +170,37 @@ async fn filters_deliver_exactly_the_matching_events_in_order() {
     bus.emit("move", json!({"world_id": 42})).unwrap();
     assert_eq!(*hits.lock().unwrap(), [e.seq]);
 }
+
+#[test]
+fn a_filter_behind_an_arc_is_shared_and_none_clears_it() {
+    let bus = Bus::builder().build().unwrap();
+    let even: tidings_core::SharedFilter =
+        Arc::new(|e: &tidings_core::Event| e.data["n"].as_u64().is_some_and(|n| n % 2 == 0));
+    let (evens, all) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (a, b, c) = (evens.clone(), evens.clone(), all.clone());
+    let _first = bus
+        .handler("n")
+        .filter_arc(Some(even.clone()))
+        .sync(move |e| a.lock().unwrap().push(e.data["n"].as_u64().unwrap()))
+        .unwrap();
+    let _second = bus
+        .handler("n")
+        .filter_arc(Some(even))
+        .sync(move |e| b.lock().unwrap().push(e.data["n"].as_u64().unwrap()))
+        .unwrap();
+    // `None` clears a filter set before it.
+    let _cleared = bus
+        .handler("n")
+        .filter(|_: &tidings_core::Event| false)
+        .filter_arc(None)
+        .sync(move |e| c.lock().unwrap().push(e.data["n"].as_u64().unwrap()))
+        .unwrap();
+    for n in 0..5u64 {
+        bus.emit("n", json!({ "n": n })).unwrap();
+    }
+    assert_eq!(*evens.lock().unwrap(), [0, 0, 2, 2, 4, 4]);
+    assert_eq!(*all.lock().unwrap(), [0, 1, 2, 3, 4]);
+}

@@ -5,7 +5,7 @@
 //!   1 and from 32 concurrent tasks; batches of 100),
 //! * the same events sent as raw `XADD`s (auto ids, no Lua, no counter, no
 //!   idempotency), one per request from 32 tasks and pipelined 100 at a time,
-//! * events/s delivered by `tidings_core::follow` on a second instance,
+//! * events/s delivered by `tidings_core::stream_from` on a second instance,
 //!   live (while a writer appends) and catching up from the beginning.
 //!
 //! ```text
@@ -231,7 +231,7 @@ async fn run(
     }
     println!();
 
-    // Delivery through follow on a second instance (its own connections).
+    // Delivery through a log stream on a second instance (its own connections).
     let reader: Arc<dyn EventLog> =
         Arc::new(RedisLog::open(url, key, RedisOptions::default()).await?);
     let live = stream_from(reader.clone(), Position::End);
@@ -252,12 +252,12 @@ async fn run(
     while got < n_live {
         match tokio::time::timeout(Duration::from_secs(30), live.next()).await {
             Ok(Some(Ok(Delivery::Event(_)))) => got += 1,
-            other => return Err(format!("live follow failed after {got}: {other:?}").into()),
+            other => return Err(format!("live stream failed after {got}: {other:?}").into()),
         }
     }
     let d_live = started.elapsed();
     let d_write = writer.await??;
-    println!("delivered by tidings_core::follow on a second RedisLog instance:");
+    println!("delivered by tidings_core::stream_from on a second RedisLog instance:");
     println!(
         "  live, while 4 tasks append batches of 100 {}  (writer took {:.2} s)",
         rate(n_live, d_live),

@@ -156,11 +156,12 @@ impl BusBuilder {
     /// assert_eq!(bus.last_seq(), 0);
     /// ```
     pub fn schema(self, pattern: impl IntoPattern, contract: impl DataContract) -> Self {
-        self.shared_schema(pattern, std::sync::Arc::new(contract))
+        self.schema_arc(pattern, std::sync::Arc::new(contract))
     }
 
-    /// [`BusBuilder::schema`] with a contract already shared.
-    pub fn shared_schema(mut self, pattern: impl IntoPattern, contract: SharedContract) -> Self {
+    /// [`BusBuilder::schema`] with a contract already behind an `Arc` (the
+    /// caller keeps a handle to it).
+    pub fn schema_arc(mut self, pattern: impl IntoPattern, contract: SharedContract) -> Self {
         match pattern.into_pattern() {
             Ok(p) => self.contracts.push(p, contract),
             Err(e) => {

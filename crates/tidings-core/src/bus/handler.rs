@@ -133,8 +133,9 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
         self
     }
 
-    /// Like [`HandlerBuilder::filter`], with a filter already shared.
-    pub fn shared_filter(mut self, filter: Option<SharedFilter>) -> Self {
+    /// Like [`HandlerBuilder::filter`], with a filter already behind an
+    /// `Arc` (or none: `None` clears a filter set before).
+    pub fn filter_arc(mut self, filter: Option<SharedFilter>) -> Self {
         self.filter = filter;
         self
     }

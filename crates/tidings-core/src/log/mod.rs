@@ -31,6 +31,18 @@
 //!
 //! Futures returned by the trait are `'static` so streams and detached tasks
 //! can hold them; implementations clone their shared state into them.
+//!
+//! # For backend authors only
+//!
+//! An application needs [`EventLog`], its errors, [`LogOptions`] and
+//! [`MemoryLog`]. The rest of this module's public items exist so that the
+//! backend crates (SQLite, NATS, Redis) keep each rule once instead of
+//! copying it, and are public only because those crates are separate:
+//! [`GroupCommit`] and [`GroupWriter`] (group commit: one call in flight,
+//! the rest queued), [`KeyWindow`] (the idempotency key window),
+//! [`delegate`] and [`BoxFuture`] (the trait's futures from a backend's own
+//! async methods), `failures_into_op_errors!` (a backend's error into each
+//! operation's enum) and [`validate_consumer_name`].
 
 mod group;
 mod keys;
