@@ -3,14 +3,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { TidingsClient } from "../dist/index.js";
 import { startServer, restartOn, tempDir, until, publishSurely, launchChromium, sleep } from "./harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const dist = path.resolve(here, "../dist/index.js");
+const dist = path.resolve(here, "../dist");
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>client test</title>
 <script type="module">
@@ -20,13 +20,35 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>client test</title>
   window.loaded = true;
 </script>`;
 
+/**
+ * The built module at `/dist/NAME.js` (the entry imports its siblings), or
+ * undefined: only `.js` files inside dist/, nothing outside it.
+ */
+function distFile(url) {
+  let name;
+  try {
+    name = decodeURIComponent(new URL(url, "http://localhost").pathname);
+  } catch {
+    return undefined;
+  }
+  if (!name.startsWith("/dist/") || !name.endsWith(".js") || name.includes("\0")) return undefined;
+  const file = path.resolve(dist, "." + name.slice("/dist".length));
+  if (!file.startsWith(dist + path.sep)) return undefined;
+  try {
+    return statSync(file).isFile() ? readFileSync(file) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A static server for the page and the built client, on its own port. */
 function staticServer() {
   const server = http.createServer((req, res) => {
+    const js = req.url === "/" ? undefined : distFile(req.url);
     if (req.url === "/") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(PAGE);
-    } else if (req.url === "/dist/index.js") {
-      res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(readFileSync(dist));
+    } else if (js) {
+      res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(js);
     } else {
       res.writeHead(404).end();
     }

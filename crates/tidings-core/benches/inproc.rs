@@ -5,12 +5,15 @@
 //! (`-- emit_threads` for several emitting threads on one bus)
 //!
 //! Both sides build an envelope with a fresh UUID v7 and timestamp around
-//! a clone of the same JSON payload. Both keep a window of recent events:
-//! Tidings its history ring and memory log, broadcast its ring buffer. The
+//! a clone of the same JSON payload. Tidings keeps a window of recent
+//! events (its history ring and memory log); the broadcast keeps none,
+//! since tokio drops a value as soon as its one receiver has read it. The
 //! window matters (evicting an event frees memory that has gone cold), so
-//! each side is measured with 1,024 and with 10,000 retained events (the
-//! bus's default). The broadcast peer sends the envelope by value (as seed
-//! 003 does; `recv` clones it), and once behind an `Arc` (its cheapest form).
+//! each side is measured with a window (Tidings) or channel capacity
+//! (broadcast) of 1,024 and of 10,000 (the bus's default). The broadcast
+//! peer sends the envelope by value (as seed 003 does; `recv` clones it),
+//! and once behind an `Arc` (its cheapest form). The harness's `inproc`
+//! (BENCHMARKS.md) is the measured comparison; this is for quick looks.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 // The Tidings dashboard. Plain modern JavaScript, served as is by the
 // server; it talks to the server through the TypeScript client's build.
 
-import { TidingsClient, TidingsError } from "/assets/tidings-client.js";
+import { TidingsClient, TidingsError } from "/assets/client/index.js";
 import { RateChart } from "/assets/rates.js";
 
 const TOKEN_KEY = "tidings.token";

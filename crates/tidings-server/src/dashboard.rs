@@ -3,8 +3,11 @@
 //! `GET /stats`, the numbers it polls.
 //!
 //! The page is plain modern JavaScript served as is; it imports the
-//! TypeScript client's committed build (`clients/typescript/dist`) as
-//! `/assets/tidings-client.js`. Every HTML answer carries a strict
+//! TypeScript client's committed build (`clients/typescript/dist`), whose
+//! ES modules are served side by side under `/assets/client/` (the entry is
+//! `/assets/client/index.js`; its relative imports resolve there). The
+//! asset table is a fixed list compiled in, looked up by exact name, so no
+//! path reaches the disk. Every HTML answer carries a strict
 //! Content-Security-Policy: scripts, styles and fetches from this origin
 //! only (plus this host's WebSocket), no inline code, no framing.
 
@@ -19,7 +22,8 @@ use crate::request::{principal, Params};
 use crate::response::{not_found, respond};
 use crate::service::Service;
 
-/// A file served under `/assets/`: its name, content type and bytes.
+/// A file served under `/assets/`: its name (maybe with a directory, as in
+/// `client/index.js`), content type and bytes.
 struct Asset {
     name: &'static str,
     content_type: &'static str,
@@ -27,6 +31,17 @@ struct Asset {
 }
 
 const INDEX: &str = include_str!("../assets/index.html");
+
+/// One module of the client's build, served as `/assets/client/FILE`.
+macro_rules! client_module {
+    ($file:literal) => {
+        Asset {
+            name: concat!("client/", $file),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!(concat!("../../../clients/typescript/dist/", $file)),
+        }
+    };
+}
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -49,11 +64,14 @@ const ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_bytes!("../assets/favicon.svg"),
     },
-    Asset {
-        name: "tidings-client.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../clients/typescript/dist/index.js"),
-    },
+    // Every `.js` file of the client's build (a test checks the list).
+    client_module!("index.js"),
+    client_module!("client.js"),
+    client_module!("errors.js"),
+    client_module!("live.js"),
+    client_module!("sse.js"),
+    client_module!("types.js"),
+    client_module!("ws.js"),
 ];
 
 /// The policy for the page. `connect-src` names this host's WebSocket
@@ -113,7 +131,7 @@ pub async fn index(headers: HeaderMap) -> Response {
     response
 }
 
-/// `GET /assets/{path}`: one of the embedded files, or 404.
+/// `GET /assets/{*path}`: one of the embedded files, by exact name, or 404.
 pub async fn asset(Path(path): Path<String>) -> Response {
     let Some(a) = ASSETS.iter().find(|a| a.name == path) else {
         return not_found().await;
@@ -161,5 +179,73 @@ mod tests {
         let p = content_security_policy(&h);
         assert!(p.contains("connect-src 'self';"), "{p}");
         assert!(!p.contains('*'), "{p}");
+    }
+
+    #[tokio::test]
+    async fn an_asset_is_found_by_its_exact_name_only() {
+        // As the router hands them over: decoded, not normalized.
+        for path in ["client/index.js", "client/ws.js", "app.js"] {
+            let r = asset(Path(path.to_owned())).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+        }
+        for path in [
+            "client/../app.js",
+            "client/./index.js",
+            "client//index.js",
+            "/client/index.js",
+            "client\\index.js",
+            "../Cargo.toml",
+            "client/../../../../Cargo.toml",
+            "client/index.d.ts",
+            "client/",
+            "client",
+            "index.js",
+            "tidings-client.js",
+            "",
+        ] {
+            let r = asset(Path(path.to_owned())).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+
+    /// The names of the client's build that `from "./x.js"` imports in
+    /// `body` (the forms tsc emits: `import ... from`, `export ... from`).
+    fn relative_imports(body: &str) -> Vec<&str> {
+        body.split("from \"./")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect()
+    }
+
+    #[test]
+    fn every_module_of_the_client_build_is_served() {
+        let dist =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/typescript/dist");
+        let mut built: Vec<String> = std::fs::read_dir(&dist)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".js"))
+            .collect();
+        built.sort();
+        let mut served: Vec<String> = ASSETS
+            .iter()
+            .filter_map(|a| a.name.strip_prefix("client/"))
+            .map(str::to_owned)
+            .collect();
+        served.sort();
+        assert_eq!(built, served, "the client modules in ASSETS and dist/");
+        for a in ASSETS.iter().filter(|a| a.name.starts_with("client/")) {
+            let body = std::str::from_utf8(a.body).unwrap();
+            for import in relative_imports(body) {
+                let name = format!("client/{import}");
+                assert!(
+                    ASSETS.iter().any(|b| b.name == name),
+                    "{} imports ./{import}, which is not served",
+                    a.name
+                );
+            }
+        }
+        let entry = ASSETS.iter().find(|a| a.name == "client/index.js").unwrap();
+        assert!(!relative_imports(std::str::from_utf8(entry.body).unwrap()).is_empty());
     }
 }

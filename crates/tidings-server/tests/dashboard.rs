@@ -60,7 +60,7 @@ async fn assets_serve_with_their_content_types() {
     for (path, ty) in [
         ("/assets/app.js", "text/javascript"),
         ("/assets/rates.js", "text/javascript"),
-        ("/assets/tidings-client.js", "text/javascript"),
+        ("/assets/client/index.js", "text/javascript"),
         ("/assets/app.css", "text/css"),
         ("/assets/favicon.svg", "image/svg+xml"),
     ] {
@@ -74,17 +74,47 @@ async fn assets_serve_with_their_content_types() {
         assert_eq!(header(&r, "x-content-type-options"), "nosniff");
         assert!(!r.bytes().await.unwrap().is_empty(), "{path}");
     }
-    let client = get_raw(&s, "/assets/tidings-client.js", None)
+    // The client's entry re-exports its modules, which are served next to
+    // it, so its relative imports resolve (the page imports the entry).
+    let entry = get_raw(&s, "/assets/client/index.js", None)
         .await
         .text()
         .await
         .unwrap();
-    assert!(client.contains("export class TidingsClient"));
+    assert!(
+        entry.contains("export { TidingsClient } from \"./client.js\""),
+        "{entry}"
+    );
+    let r = get_raw(&s, "/assets/client/client.js", None).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        header(&r, "content-type").starts_with("text/javascript"),
+        "{}",
+        header(&r, "content-type")
+    );
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("export class TidingsClient"));
+    let page = get_raw(&s, "/assets/app.js", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("from \"/assets/client/index.js\""));
     for bad in [
         "/assets/nope.js",
         "/assets/../Cargo.toml",
         "/assets/",
         "/assets/app.js/x",
+        "/assets/tidings-client.js",
+        "/assets/client/",
+        "/assets/client/nope.js",
+        "/assets/client/index.d.ts",
+        "/assets/client/index.js/x",
+        "/assets/client/../../Cargo.toml",
     ] {
         let r = get_raw(&s, bad, None).await;
         assert_eq!(r.status(), 404, "{bad}");
