@@ -120,8 +120,7 @@ export class TidingsClient {
      * next event.
      */
     subscribe(patterns, handler, options = {}) {
-        const list = typeof patterns === "string" ? [patterns] : [...patterns];
-        return new Live(this, this.options, list, handler, {
+        return new Live(this, this.options, patterns, handler, {
             ...options,
             transport: options.transport ?? "ws",
         });
@@ -133,8 +132,7 @@ export class TidingsClient {
      * connection, which reopens and gets that event again.
      */
     consumer(name, patterns, handler, options = {}) {
-        const list = typeof patterns === "string" ? [patterns] : [...patterns];
-        return new Live(this, this.options, list, handler, {
+        return new Live(this, this.options, patterns, handler, {
             ...options,
             transport: "ws",
             consumer: name,

@@ -49,7 +49,7 @@ export declare class Live implements Subscription {
         resolve: () => void;
         reject: (e: unknown) => void;
     }[];
-    constructor(client: TidingsClient, clientOptions: ClientOptions, patterns: string[], handler: Handler<TidingsEvent>, options: LiveOptions);
+    constructor(client: TidingsClient, clientOptions: ClientOptions, patterns: string | readonly string[], handler: Handler<TidingsEvent>, options: LiveOptions);
     get patterns(): readonly string[];
     unsubscribe(): void;
     addPattern(pattern: string): Promise<void>;

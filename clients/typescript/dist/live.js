@@ -58,7 +58,7 @@ export class Live {
         this.clientOptions = clientOptions;
         this.handler = handler;
         this.options = options;
-        this.list = [...new Set(patterns)];
+        this.list = [...new Set(typeof patterns === "string" ? [patterns] : patterns)];
         this.lastSeq = options.after;
         this.ready = new Promise((res, rej) => {
             this.readyResolve = res;

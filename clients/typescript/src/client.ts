@@ -143,8 +143,7 @@ export class TidingsClient {
     handler: Handler<EventOf<M>>,
     options: SubscribeOptions = {},
   ): Subscription {
-    const list = typeof patterns === "string" ? [patterns] : [...patterns];
-    return new Live(this, this.options, list, handler as Handler<TidingsEvent>, {
+    return new Live(this, this.options, patterns, handler as Handler<TidingsEvent>, {
       ...options,
       transport: options.transport ?? "ws",
     });
@@ -162,8 +161,7 @@ export class TidingsClient {
     handler: Handler<EventOf<M>>,
     options: ConsumerOptions = {},
   ): Subscription {
-    const list = typeof patterns === "string" ? [patterns] : [...patterns];
-    return new Live(this, this.options, list, handler as Handler<TidingsEvent>, {
+    return new Live(this, this.options, patterns, handler as Handler<TidingsEvent>, {
       ...options,
       transport: "ws",
       consumer: name,

@@ -76,11 +76,11 @@ export class Live implements Subscription {
   constructor(
     readonly client: TidingsClient,
     readonly clientOptions: ClientOptions,
-    patterns: string[],
+    patterns: string | readonly string[],
     private readonly handler: Handler<TidingsEvent>,
     readonly options: LiveOptions,
   ) {
-    this.list = [...new Set(patterns)];
+    this.list = [...new Set(typeof patterns === "string" ? [patterns] : patterns)];
     this.lastSeq = options.after;
     this.ready = new Promise((res, rej) => {
       this.readyResolve = res;
