@@ -142,7 +142,9 @@ mod error;
 mod log;
 mod options;
 mod record;
+mod stats;
 
 pub use error::{ConnectError, StorageError};
 pub use log::NatsLog;
 pub use options::{validate_stream_name, NatsOptions, NatsUrl, Storage, DEFAULT_STREAM};
+pub use stats::NatsStats;

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::error::EngineError;
 use crate::options::NatsOptions;
+use crate::stats::{Counters, NatsStats};
 
 mod consumers;
 mod follower;
@@ -76,6 +77,8 @@ struct Inner {
     /// Who writes which appends, when: one record at a time (each is
     /// guarded by the one before), see [`writer`].
     group: GroupCommit<Inner>,
+    /// What `NatsLog::stats` reports; see `stats.rs` for who bumps what.
+    counters: Counters,
 }
 
 /// Stops the background tasks when the last handle is dropped.
@@ -131,6 +134,11 @@ impl NatsLog {
     /// The underlying client (for health checks: `connection_state()`).
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
+    }
+
+    /// This log's counters since it was opened (see [`NatsStats`]).
+    pub fn stats(&self) -> NatsStats {
+        self.inner.counters.snapshot()
     }
 }
 

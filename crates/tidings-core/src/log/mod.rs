@@ -39,11 +39,13 @@
 //! backend crates (SQLite, NATS, Redis) keep each rule once instead of
 //! copying it, and are public only because those crates are separate:
 //! [`GroupCommit`] and [`GroupWriter`] (group commit: one call in flight,
-//! the rest queued), [`KeyWindow`] (the idempotency key window),
+//! the rest queued), [`WriteCounters`] and [`WriteStats`] (the append
+//! counters a group-committing backend reports), [`KeyWindow`] (the idempotency key window),
 //! [`delegate`] and [`BoxFuture`] (the trait's futures from a backend's own
 //! async methods), `failures_into_op_errors!` (a backend's error into each
 //! operation's enum) and [`validate_consumer_name`].
 
+mod counters;
 mod group;
 mod keys;
 mod memory;
@@ -60,6 +62,7 @@ use chrono::{DateTime, Utc};
 
 use crate::event::{NewEvent, SharedEvent};
 
+pub use counters::{WriteCounters, WriteStats};
 pub use group::{GroupCommit, GroupWriter};
 pub use keys::KeyWindow;
 pub use memory::{MemoryLog, DEFAULT_MAX_COUNT};

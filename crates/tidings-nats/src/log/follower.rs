@@ -27,6 +27,7 @@ use super::state::Tail;
 use super::{now_micros, Inner};
 use crate::error::EngineError;
 use crate::record::Record;
+use crate::stats::Counters;
 
 impl Inner {
     pub(super) async fn wait_seen(&self, stream_seq: u64) -> Result<(), EngineError> {
@@ -97,7 +98,12 @@ impl Inner {
 
 pub(super) async fn follower_loop(inner: Arc<Inner>, mut next: u64) {
     let mut backoff = Duration::from_millis(100);
+    let mut started = false;
     loop {
+        if started {
+            Counters::bump(&inner.counters.follower_restarts);
+        }
+        started = true;
         let config = consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: next.max(1),
@@ -169,6 +175,7 @@ pub(super) async fn follower_loop(inner: Arc<Inner>, mut next: u64) {
                 Ok(rec) => inner.apply(rec),
                 Err(e) => {
                     warn!(stream = %inner.stream_name, error = %e, "follower: skipping a message that is not a Tidings record");
+                    Counters::bump(&inner.counters.messages_skipped);
                     inner.seen_tx.send_replace(seq);
                 }
             }

@@ -202,6 +202,7 @@ impl NatsLog {
             seen_tx,
             restart_follower: tokio::sync::Notify::new(),
             group: GroupCommit::new(1, max_record_events),
+            counters: Default::default(),
         });
         let start = inner.catch_up().await?;
         Ok(NatsLog {

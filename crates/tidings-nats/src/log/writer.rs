@@ -44,6 +44,7 @@ use super::state::{Own, Tail};
 use super::{now_micros, Inner};
 use crate::error::EngineError;
 use crate::record::{encode, Record};
+use crate::stats::Counters;
 
 /// One `append` call waiting for the writer.
 pub(super) struct Request {
@@ -173,6 +174,7 @@ impl Inner {
             let now = Instant::now();
             let (late, keep): (Vec<_>, Vec<_>) = reqs.into_iter().partition(|r| r.deadline <= now);
             reqs = keep;
+            self.counters.appends.failed(late.len());
             for r in late {
                 let _ = r
                     .reply
@@ -185,7 +187,7 @@ impl Inner {
                 return;
             }
             if self.client.connection_state() != async_nats::connection::State::Connected {
-                return fail_all(
+                return self.fail_all(
                     reqs,
                     EngineError::Unavailable("not connected to the NATS server".into()),
                 );
@@ -195,7 +197,7 @@ impl Inner {
                 // Keys are checked against every record up to the one the
                 // publish will be guarded by.
                 if let Err(e) = self.wait_seen(tail.stream_seq).await {
-                    return fail_all(reqs, e);
+                    return self.fail_all(reqs, e);
                 }
             }
             let (results, new_events) = self.plan(&reqs, tail);
@@ -210,11 +212,11 @@ impl Inner {
                         fresh = true;
                         continue;
                     }
-                    Err(e) => return fail_all(reqs, e),
+                    Err(e) => return self.fail_all(reqs, e),
                 }
             }
             if new_events.is_empty() {
-                return answer(reqs, results);
+                return self.answer(reqs, results);
             }
             let first = tail.last + 1;
             let at = now_micros();
@@ -222,7 +224,7 @@ impl Inner {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(stream = %self.stream_name, error = %e, "append failed");
-                    return fail_all(reqs, EngineError::Storage(e));
+                    return self.fail_all(reqs, EngineError::Storage(e));
                 }
             };
             // Registered before the publish: the follower's copy of the
@@ -273,17 +275,18 @@ impl Inner {
                         }
                     }
                     self.raise_watch(new_tail.last);
-                    return answer(reqs, results);
+                    return self.answer(reqs, results);
                 }
                 Err(PublishFail::Lost) => {
                     // Another writer appended first: re-read and re-plan.
                     debug!(stream = %self.stream_name, "lost an append race; retrying");
+                    Counters::bump(&self.counters.lost_races);
                     match self.fetch_tail().await {
                         Ok(t) => {
                             tail = t;
                             fresh = true;
                         }
-                        Err(e) => return fail_all(reqs, e),
+                        Err(e) => return self.fail_all(reqs, e),
                     }
                 }
                 Err(PublishFail::TooLarge(msg)) => {
@@ -294,14 +297,14 @@ impl Inner {
                         }
                         return;
                     }
-                    return fail_all(
+                    return self.fail_all(
                         reqs,
                         EngineError::Storage(format!("the batch is too large for NATS: {msg}")),
                     );
                 }
                 Err(PublishFail::Other(e)) => {
                     warn!(stream = %self.stream_name, error = %e, "append failed");
-                    return fail_all(reqs, e);
+                    return self.fail_all(reqs, e);
                 }
             }
         }
@@ -325,15 +328,21 @@ impl PublishFail {
     }
 }
 
-fn fail_all(reqs: Vec<Request>, e: EngineError) {
-    for r in reqs {
-        let _ = r.reply.send(Err(e.clone().into()));
+impl Inner {
+    /// Fails every request with `e` (counted).
+    fn fail_all(&self, reqs: Vec<Request>, e: EngineError) {
+        self.counters.appends.failed(reqs.len());
+        for r in reqs {
+            let _ = r.reply.send(Err(e.clone().into()));
+        }
     }
-}
 
-fn answer(reqs: Vec<Request>, results: Vec<Result<Vec<Committed>, AppendError>>) {
-    for (r, res) in reqs.into_iter().zip(results) {
-        let _ = r.reply.send(res);
+    /// Answers each request with its result (counted).
+    fn answer(&self, reqs: Vec<Request>, results: Vec<Result<Vec<Committed>, AppendError>>) {
+        self.counters.appends.answered(&results);
+        for (r, res) in reqs.into_iter().zip(results) {
+            let _ = r.reply.send(res);
+        }
     }
 }
 
