@@ -9,6 +9,8 @@
 //!   [`NatsLog::open`]`(server, stream, options)` / [`NatsLog::with_client`].
 //! * [`NatsOptions`] — retention, idempotency window, timeouts, group commit
 //!   and cache sizes, storage type. [`NatsUrl`] parses the URL form.
+//! * [`NatsStats`] — what [`NatsLog::stats`] counts (appends, lost races,
+//!   follower restarts, skipped foreign messages); the server exports them.
 //! * [`ConnectError`] — why opening failed; operations fail with the core
 //!   error types (`AppendError`, `ReadError`, ...).
 //!
@@ -136,7 +138,8 @@
 //! * `record.rs`: the batch record stored per append (its body says which
 //!   Tidings seqs it holds; it carries no Tidings headers);
 //!   `options.rs`: [`NatsOptions`] and the URL; `error.rs`: the errors and
-//!   how NATS errors map to them.
+//!   how NATS errors map to them; `stats.rs`: [`NatsStats`] and the
+//!   counters behind it.
 
 mod error;
 mod log;

@@ -102,7 +102,12 @@ async fn appends_fail_fast_during_an_outage_and_nothing_acked_is_lost() {
         ..NatsOptions::default()
     };
     let url = format!("nats://127.0.0.1:{port}?stream=OUTAGE");
-    let log: Arc<dyn EventLog> = Arc::new(NatsLog::connect(&url, opts).await.expect("connect"));
+    let handle = NatsLog::connect(&url, opts).await.expect("connect");
+    let log: Arc<dyn EventLog> = Arc::new(handle.clone());
     // An append answers within its append_timeout, plus slack.
     outage_fails_fast_and_loses_nothing(log, &mut server, Duration::from_millis(3_500)).await;
+    // The outage shows in the log's counters.
+    let s = handle.stats();
+    assert!(s.appends.failed_appends > 0, "{s:?}");
+    assert!(s.follower_restarts > 0, "{s:?}");
 }

@@ -29,6 +29,8 @@
 //! * [`RedisOptions`]: retention, idempotency window, pruning interval, the
 //!   per-operation timeout, the follower's block time, reconnect backoff.
 //! * [`KeyLayout`]: the names of the Redis keys a log uses.
+//! * [`RedisStats`]: what [`RedisLog::stats`] counts (appends, plain
+//!   groups, lost writes, follower reconnects); the server exports them.
 //! * Errors: [`ConnectError`] for opening, [`StorageError`] for what
 //!   core's `LogFailure::Storage` (the `Failed(..)` variant of each
 //!   operation's error) boxes. Outages map to `LogFailure::Unavailable`.
@@ -178,7 +180,8 @@
 //!   * `log/consumers.rs`: cursors and consumer definitions.
 //! * `scripts.rs`: the Lua scripts and the helpers they share; `codec.rs`: stream entries to and from
 //!   events; `options.rs`: [`RedisOptions`] and the URL; `error.rs`: the
-//!   errors and how Redis errors map to them.
+//!   errors and how Redis errors map to them; `stats.rs`: [`RedisStats`]
+//!   and the counters behind it.
 //!
 //! [`EventLog`]: tidings_core::EventLog
 //! [`EventLog::watch`]: tidings_core::EventLog::watch
@@ -190,7 +193,9 @@ mod error;
 mod log;
 mod options;
 mod scripts;
+mod stats;
 
 pub use error::{ConnectError, StorageError};
 pub use log::{KeyLayout, RedisLog};
 pub use options::{parse_url, RedisOptions, DEFAULT_KEY};
+pub use stats::RedisStats;

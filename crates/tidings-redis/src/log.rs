@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::error::{OpError, StorageError};
 use crate::options::RedisOptions;
+use crate::stats::{Counters, RedisStats};
 
 mod append;
 mod consumers;
@@ -90,6 +91,9 @@ struct Shared {
     closed: std::sync::atomic::AtomicBool,
     /// Who writes which appends, when (see [`append`]).
     group: tidings_core::log::GroupCommit<Shared>,
+    /// What `RedisLog::stats` reports (the follower holds a clone); see
+    /// `stats.rs` for who bumps what.
+    counters: Arc<Counters>,
 }
 
 /// An [`EventLog`] on a Redis stream, shareable by several processes. See
@@ -141,6 +145,11 @@ impl RedisLog {
     /// [`EventLog::watch`] holds).
     pub fn last_seq(&self) -> u64 {
         *self.shared.tx.borrow()
+    }
+
+    /// This log's counters since it was opened (see [`RedisStats`]).
+    pub fn stats(&self) -> RedisStats {
+        self.shared.counters.snapshot()
     }
 }
 

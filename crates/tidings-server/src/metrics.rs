@@ -3,9 +3,13 @@
 //!
 //! The service's own counters are registered here; the bus's counters and
 //! the log's last seq are read at scrape time by a collector, and so are a
-//! store's own statistics (`SqliteCollector` for a SQLite store, added
-//! with [`Metrics::register_collector`] when the service is built). The registry holds no per-channel or
-//! per-pattern series, so every caller may see all of it.
+//! store's own statistics (the collectors in `metrics/stores.rs`: SQLite's writer,
+//! NATS's and Redis' appends and followers, added with
+//! [`Metrics::register_collector`] when the service is built). The
+//! registry holds no per-channel or per-pattern series, so every caller
+//! may see all of it.
+
+pub(crate) mod stores;
 
 use std::fmt;
 use std::time::Duration;
@@ -83,13 +87,13 @@ impl fmt::Debug for Metrics {
 }
 
 /// Encodes `(name, help, value)` counters read at scrape time.
-fn encode_counters(
+fn encode_counters<N: AsRef<str>>(
     encoder: &mut DescriptorEncoder,
-    counters: &[(&str, &str, u64)],
+    counters: &[(N, &str, u64)],
 ) -> Result<(), fmt::Error> {
-    for &(name, help, v) in counters {
-        let c = ConstCounter::new(v);
-        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+    for (name, help, v) in counters {
+        let c = ConstCounter::new(*v);
+        c.encode(encoder.encode_descriptor(name.as_ref(), help, None, c.metric_type())?)?;
     }
     Ok(())
 }
@@ -139,57 +143,6 @@ impl Collector for BusCollector {
             g.metric_type(),
         )?)?;
         Ok(())
-    }
-}
-
-/// A SQLite store's own counters (group commits, fsyncs, retention), read
-/// at each scrape: what the store adds to the server's registry.
-pub(crate) struct SqliteCollector(pub(crate) tidings_sqlite::SqliteLog);
-
-impl fmt::Debug for SqliteCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SqliteCollector")
-    }
-}
-
-impl Collector for SqliteCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let s = self.0.stats();
-        encode_counters(
-            &mut encoder,
-            &[
-                (
-                    "tidings_sqlite_group_commits",
-                    "Group commits the SQLite writer ran.",
-                    s.groups,
-                ),
-                (
-                    "tidings_sqlite_fsyncs",
-                    "WAL fsyncs of the SQLite store.",
-                    s.syncs,
-                ),
-                (
-                    "tidings_sqlite_events_appended",
-                    "Events the SQLite store appended (duplicates not counted).",
-                    s.events_appended,
-                ),
-                (
-                    "tidings_sqlite_events_pruned",
-                    "Events the SQLite store removed by retention.",
-                    s.events_pruned,
-                ),
-                (
-                    "tidings_sqlite_failed_transactions",
-                    "SQLite write transactions that failed and were rolled back.",
-                    s.failed_transactions,
-                ),
-                (
-                    "tidings_sqlite_rows_read",
-                    "Rows the SQLite reader threads copied out.",
-                    s.rows_read,
-                ),
-            ],
-        )
     }
 }
 

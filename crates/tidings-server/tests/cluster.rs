@@ -112,7 +112,27 @@ fn dense(v: &[(u64, String)], from: u64) {
     }
 }
 
-async fn two_servers_share_one_log(store: &str) {
+/// The value of the counter `name` in `base`'s `/metrics`.
+async fn counter(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `engine`: the store's metric prefix (`nats`, `redis`).
+async fn two_servers_share_one_log(store: &str, engine: &str) {
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
@@ -141,6 +161,18 @@ async fn two_servers_share_one_log(store: &str) {
     assert_eq!(seen_a, seen_b, "both servers deliver the same order");
     assert_eq!(history(&http, &a.base).await, seen_a, "server A's history");
     assert_eq!(history(&http, &b.base).await, seen_a, "server B's history");
+    // Each server's store counted the events it appended; together, all.
+    let appended = format!("tidings_{engine}_events_appended");
+    let (by_a, by_b) = (
+        counter(&http, &a.base, &appended).await,
+        counter(&http, &b.base, &appended).await,
+    );
+    assert!(by_a > 0 && by_b > 0, "{by_a} {by_b}");
+    assert_eq!(by_a + by_b, 176);
+    assert_eq!(
+        counter(&http, &a.base, &format!("tidings_{engine}_failed_appends")).await,
+        0
+    );
 
     // Kill A: B keeps serving.
     drop(a);
@@ -169,7 +201,7 @@ async fn two_servers_on_one_nats_stream() {
     };
     let stream = format!("cluster_{}", uuid::Uuid::now_v7().simple());
     let store = format!("{url}?stream={stream}");
-    two_servers_share_one_log(&store).await;
+    two_servers_share_one_log(&store, "nats").await;
     if let Ok(log) = tidings_nats::NatsLog::connect(&store, Default::default()).await {
         let _ = log.destroy().await;
     }
@@ -183,7 +215,7 @@ async fn two_servers_on_one_redis_stream() {
     };
     let key = format!("tidings-cluster-{}", uuid::Uuid::now_v7().simple());
     let store = format!("{url}?key={key}");
-    two_servers_share_one_log(&store).await;
+    two_servers_share_one_log(&store, "redis").await;
     if let Ok(log) = tidings_redis::RedisLog::connect(&store, Default::default()).await {
         let _ = log.destroy().await;
     }

@@ -53,6 +53,7 @@ use super::{bounded, Shared};
 use crate::codec::{self, decode_stored, int, seq_of, text, Encoded, EVENTS_PER_ENTRY};
 use crate::error::{OpError, StorageError};
 use crate::scripts;
+use crate::stats::Counters;
 
 /// Most script calls sent and not yet answered (measured: 1 makes groups of
 /// single appends larger, 4 overlaps large batches better; 2 is between).
@@ -321,6 +322,7 @@ impl Shared {
         let floor = *self.tx.borrow();
         let plain = is_plain(&group, self.options.log.retention.max_count);
         let inv = if plain {
+            Counters::bump(&self.counters.plain_groups);
             self.plain_call(&group, floor)
         } else {
             self.full_call(&group, floor)
@@ -338,6 +340,7 @@ impl Shared {
                 if let OpError::Unavailable(m) = &e {
                     tracing::warn!(key = self.keys.stream, error = %m, "append failed: Redis unavailable");
                 }
+                self.counters.appends.failed(group.len());
                 for r in group {
                     let _ = r.reply.send(Err(e.clone().into()));
                 }
@@ -353,17 +356,23 @@ impl Shared {
             Ok((last, fates)) => {
                 self.publish(last);
                 tracing::trace!(key = self.keys.stream, last, n = group.len(), "appended");
-                for (r, fate) in group.into_iter().zip(fates) {
-                    let _ = r.reply.send(match fate {
+                let results: Vec<_> = fates
+                    .into_iter()
+                    .map(|fate| match fate {
                         Fate::Done(out) => Ok(out),
                         Fate::Conflict { expected, actual } => {
                             Err(AppendError::Conflict { expected, actual })
                         }
-                    });
+                    })
+                    .collect();
+                self.counters.appends.answered(&results);
+                for (r, result) in group.into_iter().zip(results) {
+                    let _ = r.reply.send(result);
                 }
             }
             Err(e) => {
                 if let StorageError::LostWrites { counter, seen } = &e {
+                    Counters::bump(&self.counters.lost_writes);
                     tracing::error!(
                         key = self.keys.stream,
                         counter,
@@ -371,6 +380,7 @@ impl Shared {
                         "Redis lost acknowledged events; appends refused"
                     );
                 }
+                self.counters.appends.failed(group.len());
                 for r in group {
                     let _ = r.reply.send(Err(storage(e.clone())));
                 }

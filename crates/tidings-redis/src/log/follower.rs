@@ -27,6 +27,7 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::watch;
 
 use crate::codec::{parse_id, text};
+use crate::stats::Counters;
 
 /// The pause after a wake that only echoed this process's own appends.
 pub(super) const OWN_WAKE_PAUSE: Duration = Duration::from_millis(1);
@@ -45,6 +46,8 @@ pub(super) struct FollowerSetup {
     pub max_delay: Duration,
     /// Resolves (with an error) when the log is dropped.
     pub stop: watch::Receiver<()>,
+    /// The log's counters (reconnects are counted here).
+    pub counters: Arc<Counters>,
 }
 
 /// The id of the newest entry in an `XREAD` reply (RESP2 or RESP3 shape).
@@ -119,6 +122,7 @@ pub(super) async fn follow(mut s: FollowerSetup) {
             }
         };
         if std::mem::take(&mut failing) {
+            Counters::bump(&s.counters.follower_reconnects);
             tracing::info!(
                 key = s.stream,
                 last = s.last,

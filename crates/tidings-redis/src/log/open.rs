@@ -200,6 +200,7 @@ fn spawn_tasks(
         timeout: shared.options.timeout,
         max_delay: shared.options.max_reconnect_delay,
         stop: stop.clone(),
+        counters: shared.counters.clone(),
     }));
     let r = &shared.options.log.retention;
     if let (Some(interval), true) = (
@@ -250,6 +251,7 @@ impl RedisLog {
             stop,
             closed: std::sync::atomic::AtomicBool::new(false),
             group: GroupCommit::new(append::MAX_IN_FLIGHT, append::MAX_GROUP_EVENTS),
+            counters: Default::default(),
         });
         spawn_tasks(&shared, client, tx, last, stop_rx);
         tracing::debug!(key, last, "opened Redis event log");

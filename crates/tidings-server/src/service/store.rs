@@ -9,7 +9,7 @@ use tidings_sqlite::{Durability, SqliteLog, SqliteOptions};
 use prometheus_client::collector::Collector;
 
 use crate::config::{Config, ConfigError, StoreUrl};
-use crate::metrics::SqliteCollector;
+use crate::metrics::stores::{NatsCollector, RedisCollector, SqliteCollector};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +69,22 @@ impl Store {
                     log: log_options,
                     ..Default::default()
                 };
-                Ok(Store::of(
-                    tidings_nats::NatsLog::connect(&url, options).await?,
-                ))
+                let log = tidings_nats::NatsLog::connect(&url, options).await?;
+                Ok(Store {
+                    metrics: Some(Box::new(NatsCollector(log.clone()))),
+                    log: Arc::new(log),
+                })
             }
             StoreUrl::Redis(url) => {
                 let options = tidings_redis::RedisOptions {
                     log: log_options,
                     ..Default::default()
                 };
-                Ok(Store::of(
-                    tidings_redis::RedisLog::connect(&url, options).await?,
-                ))
+                let log = tidings_redis::RedisLog::connect(&url, options).await?;
+                Ok(Store {
+                    metrics: Some(Box::new(RedisCollector(log.clone()))),
+                    log: Arc::new(log),
+                })
             }
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
