@@ -151,3 +151,4 @@ pub use error::{ConnectError, StorageError};
 pub use log::NatsLog;
 pub use options::{validate_stream_name, NatsOptions, NatsUrl, Storage, DEFAULT_STREAM};
 pub use stats::NatsStats;
+pub use tidings_core::log::WriteStats;

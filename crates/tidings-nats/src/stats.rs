@@ -8,8 +8,8 @@
 //!   race when a publish is refused for a stale tail, a follower restart
 //!   when the follower recreates its consumer, a skipped message when the
 //!   follower finds one that is not a Tidings record.
-//! * Counters only grow, with relaxed atomics: each is exact on its own; a
-//!   snapshot of several is not atomic.
+//! * Counters only grow, as core's `WriteCounters` (its contract says what
+//!   a timed-out or abandoned append counts as).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,15 +19,16 @@ use tidings_core::log::{WriteCounters, WriteStats};
 /// clones together; other processes' handles count their own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NatsStats {
-    /// This handle's appends: groups (one record each, when any event was
-    /// fresh), events, duplicates, conflicts, failures.
+    /// The appends: groups (one record each, when any event was fresh),
+    /// events, duplicates, conflicts, failures.
     pub appends: WriteStats,
-    /// Records refused because another process appended first (each is
-    /// followed by a tail read and another publish).
+    /// Records refused for a stale tail: usually another process appended
+    /// first (also: our own earlier publish landed though its ack was
+    /// lost). Usually followed by a tail read and another publish.
     pub lost_races: u64,
     /// Times the follower started (or tried to start) its consumer again
-    /// after the first: after a reconnect, a stall, a hole, or a failed
-    /// start.
+    /// after the first: after a reconnect, a stall, the consumer's
+    /// messages ending, or a failed start.
     pub follower_restarts: u64,
     /// Messages on the stream's subject that were not Tidings records, and
     /// were skipped.

@@ -199,3 +199,4 @@ pub use error::{ConnectError, StorageError};
 pub use log::{KeyLayout, RedisLog};
 pub use options::{parse_url, RedisOptions, DEFAULT_KEY};
 pub use stats::RedisStats;
+pub use tidings_core::log::WriteStats;

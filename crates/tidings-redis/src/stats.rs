@@ -5,12 +5,12 @@
 //!
 //! * Each counter is bumped where the thing it counts happened: appends by
 //!   the writer when it answers a group (core's `WriteCounters`), a plain
-//!   group when it is sent to the smaller script, a lost-writes refusal
+//!   group when the smaller script answered it, a lost-writes refusal
 //!   when the script finds Redis' counter below what this instance saw
 //!   committed, a follower reconnect when the follower's connection comes
 //!   back after it lost Redis.
-//! * Counters only grow, with relaxed atomics: each is exact on its own; a
-//!   snapshot of several is not atomic.
+//! * Counters only grow, as core's `WriteCounters` (its contract says what
+//!   a timed-out or abandoned append counts as).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,11 +20,11 @@ use tidings_core::log::{WriteCounters, WriteStats};
 /// its clones together; other processes' handles count their own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RedisStats {
-    /// This handle's appends: groups (one script call each), events,
-    /// duplicates, conflicts, failures.
+    /// The appends: groups (one script call each), events, duplicates,
+    /// conflicts, failures.
     pub appends: WriteStats,
-    /// Groups sent to the smaller script (no key, no expectation, no count
-    /// retention).
+    /// Of `appends.groups`, those the smaller script answered (no key, no
+    /// expectation, no count retention).
     pub plain_groups: u64,
     /// Groups refused because Redis' counter was below a seq this instance
     /// saw committed: Redis lost acknowledged events

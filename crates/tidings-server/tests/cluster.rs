@@ -169,10 +169,10 @@ async fn two_servers_share_one_log(store: &str, engine: &str) {
     );
     assert!(by_a > 0 && by_b > 0, "{by_a} {by_b}");
     assert_eq!(by_a + by_b, 176);
-    assert_eq!(
-        counter(&http, &a.base, &format!("tidings_{engine}_failed_appends")).await,
-        0
-    );
+    for base in [&a.base, &b.base] {
+        let failed = format!("tidings_{engine}_failed_appends");
+        assert_eq!(counter(&http, base, &failed).await, 0);
+    }
 
     // Kill A: B keeps serving.
     drop(a);

@@ -89,12 +89,13 @@ async fn wait_until(
 /// started again, and checks the contract at the top of this module.
 /// `fail_within` bounds how long any append may take to answer, before,
 /// during and after the outage (the backend's timeout and some slack). Needs a
-/// multi-threaded tokio runtime.
+/// multi-threaded tokio runtime. Returns how many appends were answered
+/// `Unavailable` (so a backend's test can check its own counters).
 pub async fn outage_fails_fast_and_loses_nothing<E: EngineProcess>(
     log: Arc<dyn EventLog>,
     engine: &mut E,
     fail_within: Duration,
-) {
+) -> u64 {
     // A stream from the beginning, running through the whole outage.
     let seen: Arc<Mutex<Vec<(u64, uuid::Uuid)>>> = Arc::default();
     let read_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -250,4 +251,5 @@ pub async fn outage_fails_fast_and_loses_nothing<E: EngineProcess>(
         tally.unavailable(),
         read_errors.load(std::sync::atomic::Ordering::Relaxed)
     );
+    tally.unavailable()
 }

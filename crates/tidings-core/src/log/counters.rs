@@ -3,23 +3,32 @@
 //!
 //! # Contract
 //!
-//! * A backend calls [`WriteCounters::answered`] once per group it answered
-//!   from the engine's reply (results in hand), and
-//!   [`WriteCounters::failed`] once per group it failed as a whole; nothing
-//!   else moves these counters.
+//! * A backend calls [`WriteCounters::answered`] once per group it answers
+//!   with results (written, or decided without a write when every append
+//!   of it was a duplicate or refused), and [`WriteCounters::failed`] with
+//!   the number of appends it answered with a failure (a whole group, or
+//!   the late ones of one) or that failed on their caller's side (a
+//!   timeout, no answer). Nothing else moves these counters.
+//! * An append whose caller timed out but which then committed counts in
+//!   both `failed_appends` and `events_appended`: the store holds it. An
+//!   append whose caller dropped its future before any answer counts only
+//!   if its group is answered with results.
 //! * Counters only grow, with relaxed atomics: each is exact on its own; a
-//!   snapshot of several ([`WriteCounters::snapshot`]) is not atomic.
+//!   snapshot of several ([`WriteCounters::snapshot`]) is not atomic. The
+//!   backends' own counters (`NatsStats`, `RedisStats`) keep the same
+//!   rule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{AppendError, Committed};
 
 /// A snapshot of [`WriteCounters`]: a backend's appends since it was
-/// opened, through this handle (other processes' appends not counted).
+/// opened, through this handle and its clones (other processes' appends
+/// not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Groups of appends answered from the engine (each one write, or none
-    /// when every event of it was a duplicate or refused).
+    /// Groups of appends answered with results (each one write, or none
+    /// when every append of it was a duplicate or refused).
     pub groups: u64,
     /// Events appended (duplicates not counted).
     pub events_appended: u64,
@@ -27,7 +36,8 @@ pub struct WriteStats {
     pub duplicates: u64,
     /// Appends refused for an `expected_last` mismatch.
     pub conflicts: u64,
-    /// Appends answered with a failure (outage, timeout, storage error).
+    /// Appends that failed (outage, timeout, storage error), answered by
+    /// the backend or given up by their caller.
     pub failed_appends: u64,
     /// The most events one group appended.
     pub largest_group: u64,
@@ -67,7 +77,7 @@ impl WriteCounters {
         self.largest_group.fetch_max(fresh, Ordering::Relaxed);
     }
 
-    /// A group of `appends` appends was failed as a whole.
+    /// `appends` appends failed without results.
     pub fn failed(&self, appends: usize) {
         self.failed_appends
             .fetch_add(appends as u64, Ordering::Relaxed);

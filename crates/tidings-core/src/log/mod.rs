@@ -34,13 +34,15 @@
 //!
 //! # For backend authors only
 //!
-//! An application needs [`EventLog`], its errors, [`LogOptions`] and
-//! [`MemoryLog`]. The rest of this module's public items exist so that the
+//! An application needs what the crate root re-exports from here
+//! ([`EventLog`], its errors, [`LogOptions`], [`MemoryLog`], [`Page`],
+//! [`Position`], `stream_from`, ...) and, reading a backend's stats,
+//! [`WriteStats`]. The rest of this module's public items exist so that the
 //! backend crates (SQLite, NATS, Redis) keep each rule once instead of
 //! copying it, and are public only because those crates are separate:
 //! [`GroupCommit`] and [`GroupWriter`] (group commit: one call in flight,
-//! the rest queued), [`WriteCounters`] and [`WriteStats`] (the append
-//! counters a group-committing backend reports), [`KeyWindow`] (the idempotency key window),
+//! the rest queued), [`WriteCounters`] (the append counters a
+//! group-committing backend keeps), [`KeyWindow`] (the idempotency key window),
 //! [`delegate`] and [`BoxFuture`] (the trait's futures from a backend's own
 //! async methods), `failures_into_op_errors!` (a backend's error into each
 //! operation's enum) and [`validate_consumer_name`].

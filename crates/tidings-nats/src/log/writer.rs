@@ -29,7 +29,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::log::LogFailure;
 
 use async_nats::jetstream;
 use async_nats::{header, HeaderMap};
@@ -174,14 +173,14 @@ impl Inner {
             let now = Instant::now();
             let (late, keep): (Vec<_>, Vec<_>) = reqs.into_iter().partition(|r| r.deadline <= now);
             reqs = keep;
-            self.counters.appends.failed(late.len());
-            for r in late {
-                let _ = r
-                    .reply
-                    .send(Err(AppendError::Failed(LogFailure::Unavailable(format!(
+            if !late.is_empty() {
+                self.fail_all(
+                    late,
+                    EngineError::Unavailable(format!(
                         "the append did not complete within {:?}",
                         self.opts.append_timeout
-                    )))));
+                    )),
+                );
             }
             if reqs.is_empty() {
                 return;
@@ -329,12 +328,13 @@ impl PublishFail {
 }
 
 impl Inner {
-    /// Fails every request with `e` (counted).
+    /// Fails every request with `e` (counted, if its caller still waits).
     fn fail_all(&self, reqs: Vec<Request>, e: EngineError) {
-        self.counters.appends.failed(reqs.len());
-        for r in reqs {
-            let _ = r.reply.send(Err(e.clone().into()));
-        }
+        let told = reqs
+            .into_iter()
+            .filter_map(|r| r.reply.send(Err(e.clone().into())).ok())
+            .count();
+        self.counters.appends.failed(told);
     }
 
     /// Answers each request with its result (counted).

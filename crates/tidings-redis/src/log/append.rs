@@ -253,11 +253,15 @@ impl Shared {
             GroupCommit::submit(&self, req).await;
             answer.await
         };
-        match tokio::time::timeout(limit, written).await {
-            Ok(Ok(result)) => result,
+        // A failure answered by the writer is counted there; one the caller
+        // gives itself (timed out, or no answer will come) is counted here.
+        let result = match tokio::time::timeout(limit, written).await {
+            Ok(Ok(result)) => return result,
             Ok(Err(_)) => Err(AppendError::Failed(LogFailure::Closed)),
             Err(_) => Err(OpError::timed_out(limit).into()),
-        }
+        };
+        self.counters.appends.failed(1);
+        result
     }
 
     /// The call of [`scripts::APPEND`] for `group` (see its arguments).
@@ -322,7 +326,6 @@ impl Shared {
         let floor = *self.tx.borrow();
         let plain = is_plain(&group, self.options.log.retention.max_count);
         let inv = if plain {
-            Counters::bump(&self.counters.plain_groups);
             self.plain_call(&group, floor)
         } else {
             self.full_call(&group, floor)
@@ -340,10 +343,11 @@ impl Shared {
                 if let OpError::Unavailable(m) = &e {
                     tracing::warn!(key = self.keys.stream, error = %m, "append failed: Redis unavailable");
                 }
-                self.counters.appends.failed(group.len());
-                for r in group {
-                    let _ = r.reply.send(Err(e.clone().into()));
-                }
+                let told = group
+                    .into_iter()
+                    .filter_map(|r| r.reply.send(Err(e.clone().into())).ok())
+                    .count();
+                self.counters.appends.failed(told);
                 return;
             }
         };
@@ -366,6 +370,9 @@ impl Shared {
                     })
                     .collect();
                 self.counters.appends.answered(&results);
+                if plain {
+                    Counters::bump(&self.counters.plain_groups);
+                }
                 for (r, result) in group.into_iter().zip(results) {
                     let _ = r.reply.send(result);
                 }
@@ -380,10 +387,11 @@ impl Shared {
                         "Redis lost acknowledged events; appends refused"
                     );
                 }
-                self.counters.appends.failed(group.len());
-                for r in group {
-                    let _ = r.reply.send(Err(storage(e.clone())));
-                }
+                let told = group
+                    .into_iter()
+                    .filter_map(|r| r.reply.send(Err(storage(e.clone()))).ok())
+                    .count();
+                self.counters.appends.failed(told);
             }
         }
     }

@@ -67,8 +67,8 @@ impl Collector for SqliteCollector {
 fn write_counters(engine: &str, s: &WriteStats) -> Vec<(String, &'static str, u64)> {
     [
         (
-            "groups",
-            "Groups of appends written (one engine write each).",
+            "group_commits",
+            "Groups of appends answered with results (one engine write each, none when all were duplicates or refused).",
             s.groups,
         ),
         (
@@ -88,7 +88,7 @@ fn write_counters(engine: &str, s: &WriteStats) -> Vec<(String, &'static str, u6
         ),
         (
             "failed_appends",
-            "Appends answered with a failure (outage, timeout, storage error).",
+            "Appends that failed (outage, timeout, storage error).",
             s.failed_appends,
         ),
     ]
@@ -113,7 +113,7 @@ impl Collector for NatsCollector {
         counters.extend([
             (
                 "tidings_nats_lost_races".to_owned(),
-                "Records refused because another server appended first (then re-planned).",
+                "Records refused for a stale tail, usually because another server appended first.",
                 s.lost_races,
             ),
             (
@@ -147,7 +147,7 @@ impl Collector for RedisCollector {
         counters.extend([
             (
                 "tidings_redis_plain_groups".to_owned(),
-                "Groups sent to the smaller append script (no key, expectation or count retention).",
+                "Groups the smaller append script answered (no key, expectation or count retention).",
                 s.plain_groups,
             ),
             (
