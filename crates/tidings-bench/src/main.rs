@@ -3,8 +3,9 @@
 //! (one JSON object). See BENCHMARKS.md at the workspace root.
 //!
 //! Exit status: 0 when every side measured cleanly (whether or not the
-//! goal was met); 3 when the goal is blocked (a side failed a run or lost
-//! events: `goal_blocked_by` in the line says which), so a script cannot
+//! goal was met); 3 when the goal is blocked (a side, the headline pair's
+//! or any other the scenario measures, failed a run or lost events:
+//! `goal_blocked_by` in the line says which), so a script cannot
 //! take a run with a broken peer for a result; 1 when a soak found loss
 //! or a stall; any other failure to measure is an error (status 1, with
 //! its message on stderr).

@@ -175,41 +175,42 @@ pub fn verdict(
     tidings: &Series,
     peer: Option<&Series>,
 ) -> (bool, Vec<String>) {
-    let mut why = Vec::new();
-    if tidings.median().is_none() {
-        why.push("tidings: no run succeeded".to_owned());
-    }
-    if !tidings.failures.is_empty() {
-        why.push(format!(
-            "tidings failed {} run(s): {}",
-            tidings.failures.len(),
-            tidings.failures.join("; ")
-        ));
-    }
-    if tidings.lost > 0 {
-        why.push(format!("tidings lost {} event(s)", tidings.lost));
-    }
+    let mut why = faults("tidings", tidings);
     if let Some(p) = peer {
-        match p.median() {
-            None => why.push(format!("peer {}: no run succeeded", p.name)),
-            Some(m) if m == 0.0 || !m.is_finite() => {
-                why.push(format!("peer {} measured {m}: no ratio", p.name))
-            }
-            Some(_) => {}
-        }
-        if !p.failures.is_empty() {
-            why.push(format!(
-                "peer {} failed {} run(s): {}",
-                p.name,
-                p.failures.len(),
-                p.failures.join("; ")
-            ));
-        }
-        if p.lost > 0 {
-            why.push(format!("peer {} lost {} event(s)", p.name, p.lost));
+        let label = format!("peer {}", p.name);
+        why.extend(faults(&label, p));
+        if let Some(m) = p.median().filter(|m| *m == 0.0 || !m.is_finite()) {
+            why.push(format!("{label} measured {m}: no ratio"));
         }
     }
     (met_on_medians && why.is_empty(), why)
+}
+
+/// Why a side beside the headline pair makes a measurement unsound (no
+/// run succeeded, a run failed, an event was lost), named by the side's
+/// own name; empty when it is sound. Scenarios add these to the report
+/// with [`crate::Report::blocked_also`].
+pub fn unsound(side: &Series) -> Vec<String> {
+    faults(&side.name, side)
+}
+
+/// The faults of `side`, each starting with `label`.
+fn faults(label: &str, side: &Series) -> Vec<String> {
+    let mut why = Vec::new();
+    if side.median().is_none() {
+        why.push(format!("{label}: no run succeeded"));
+    }
+    if !side.failures.is_empty() {
+        why.push(format!(
+            "{label} failed {} run(s): {}",
+            side.failures.len(),
+            side.failures.join("; ")
+        ));
+    }
+    if side.lost > 0 {
+        why.push(format!("{label} lost {} event(s)", side.lost));
+    }
+    why
 }
 
 /// `a / b` when both are finite and `b` is not 0.
@@ -335,6 +336,13 @@ mod tests {
         tf.record(1, Err(anyhow::anyhow!("x")));
         assert!(!verdict(true, &tf, Some(&p)).0);
         assert!(!verdict(true, &Series::new("t"), None).0);
+
+        // A side beside the headline pair, by its own name.
+        assert!(unsound(&p).is_empty());
+        let mut side = series(&[1.0]);
+        side.record(1, Ok(Run::of(1.0).lost(3)));
+        assert_eq!(unsound(&side), ["s lost 3 event(s)"]);
+        assert_eq!(unsound(&Series::new("x")), ["x: no run succeeded"]);
     }
 
     #[test]

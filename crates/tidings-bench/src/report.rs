@@ -90,6 +90,32 @@ impl Report {
         r
     }
 
+    /// Adds `why` (reasons from [`repeat::unsound`] or [`repeat::verdict`]
+    /// for a side or pair beside the headline, each prefixed with `label`
+    /// when it is not empty) to `goal_blocked_by`; any reason makes the goal
+    /// unmet. So every side of a scenario can block its goal and fail the
+    /// run, not only the headline pair.
+    pub fn blocked_also(mut self, label: &str, why: Vec<String>) -> Report {
+        if why.is_empty() {
+            return self;
+        }
+        self.goal_met = false;
+        let entry = self
+            .extra
+            .entry("goal_blocked_by".to_owned())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.extend(why.into_iter().map(|w| {
+                Value::String(if label.is_empty() {
+                    w
+                } else {
+                    format!("{label}: {w}")
+                })
+            }));
+        }
+        self
+    }
+
     /// Why the goal is blocked (a side failed a run or lost events), if it
     /// is: the `goal_blocked_by` field, as one line.
     pub fn blocked_by(&self) -> Option<String> {
@@ -260,6 +286,24 @@ mod tests {
         lossy.record(3, Ok(Run::of(2.0).lost(7)));
         let blocked = Report::compared("s", "peer x", "g", true, &t, Some(&lossy));
         assert!(blocked.blocked_by().unwrap().contains("lost 7"));
+        // A side beside the headline adds its reasons and blocks the goal.
+        let side = clean
+            .clone()
+            .blocked_also("window 1024", vec!["tidings lost 2 event(s)".into()]);
+        assert!(!side.goal_met);
+        assert_eq!(
+            side.blocked_by().as_deref(),
+            Some("window 1024: tidings lost 2 event(s)")
+        );
+        let both = blocked
+            .clone()
+            .blocked_also("", vec!["redis lost 1 event(s)".into()]);
+        assert!(both.blocked_by().unwrap().contains("lost 7"));
+        assert!(both
+            .blocked_by()
+            .unwrap()
+            .ends_with("; redis lost 1 event(s)"));
+        assert!(clean.clone().blocked_also("x", vec![]).goal_met);
         let v: Value = serde_json::from_str(&blocked.to_line()).unwrap();
         assert_eq!(v["goal_met"], false);
         assert!(v["goal_blocked_by"][0].as_str().unwrap().contains("lost 7"));

@@ -383,9 +383,10 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             "ratio_vs_arc_history": ratio(med(&small, 0), med(&small, 3)),
             "history_floor_runs": small.sides.series[4].to_json(),
             "history_floor_vs_peer": ratio(med(&small, 4), med(&small, 1)),
-            "goal_blocked_by": small_why,
+            "goal_blocked_by": small_why.clone(),
         }),
-    );
+    )
+    .blocked_also("window 1024", small_why);
     Ok(report)
 }
 
