@@ -5,16 +5,12 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::log::WriteStats;
-use tidings_core::{AppendError, EventLog, NewEvent};
-use tidings_nats::{NatsLog, NatsOptions, NatsStats};
+use tidings_core::conformance::write_stats_count_each_outcome;
+use tidings_core::{EventLog, NewEvent};
+use tidings_nats::{NatsLog, NatsOptions};
 
-fn event(key: Option<&str>) -> NewEvent {
-    let e = NewEvent::new("stats.item", json!(1)).unwrap();
-    match key {
-        Some(k) => e.key(k),
-        None => e,
-    }
+fn event() -> NewEvent {
+    NewEvent::new("stats.item", json!(1)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,33 +22,8 @@ async fn appends_duplicates_conflicts_and_lost_races_are_counted() {
     let log = NatsLog::open(&server, &stream, NatsOptions::default())
         .await
         .expect("open");
-    assert_eq!(log.stats(), NatsStats::default());
-
-    // One plain append, a batch whose second event repeats the first's key,
-    // the same key again later, and a conflict: four groups.
-    log.append(vec![event(None)], None).await.unwrap();
-    log.append(vec![event(Some("k")), event(Some("k")), event(None)], None)
-        .await
-        .unwrap();
-    let again = log.append(vec![event(Some("k"))], None).await.unwrap();
-    assert!(again[0].duplicate);
-    let refused = log.append(vec![event(None)], Some(1)).await;
-    assert!(
-        matches!(refused, Err(AppendError::Conflict { .. })),
-        "{refused:?}"
-    );
+    write_stats_count_each_outcome(&log, || log.stats().appends).await;
     let s = log.stats();
-    assert_eq!(
-        s.appends,
-        WriteStats {
-            groups: 4,
-            events_appended: 3,
-            duplicates: 2,
-            conflicts: 1,
-            failed_appends: 0,
-            largest_group: 2,
-        }
-    );
     assert_eq!((s.lost_races, s.messages_skipped), (0, 0));
 
     // Another handle on the same stream appends at the same time: each
@@ -68,11 +39,11 @@ async fn appends_duplicates_conflicts_and_lost_races_are_counted() {
         let (a, b) = (log.clone(), other.clone());
         let one = tokio::spawn(async move {
             for _ in 0..20 {
-                a.append(vec![event(None)], None).await.unwrap();
+                a.append(vec![event()], None).await.unwrap();
             }
         });
         for _ in 0..20 {
-            b.append(vec![event(None)], None).await.unwrap();
+            b.append(vec![event()], None).await.unwrap();
         }
         one.await.unwrap();
     }
@@ -98,7 +69,7 @@ async fn appends_duplicates_conflicts_and_lost_races_are_counted() {
     while log.stats().messages_skipped == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(log.append(vec![event(None)], None).await.is_err());
+    assert!(log.append(vec![event()], None).await.is_err());
     let s = log.stats();
     assert_eq!(s.messages_skipped, 1, "{s:?}");
     assert_eq!(s.appends.failed_appends, 1, "{s:?}");

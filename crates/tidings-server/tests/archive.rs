@@ -464,14 +464,7 @@ async fn a_server_killed_between_archive_and_delete_loses_and_doubles_nothing() 
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let text = http
-        .get(format!("{base}/export"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(&http, &format!("{base}/export")).await;
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -114,14 +114,7 @@ fn dense(v: &[(u64, String)], from: u64) {
 
 /// The value of the counter `name` in `base`'s `/metrics`.
 async fn counter(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(http, &format!("{base}/metrics")).await;
     let line = format!("{name}_total ");
     text.lines()
         .find_map(|l| l.strip_prefix(&line))

@@ -27,10 +27,11 @@
 //! written at the top of [`crate::log`]. The checks live by theme:
 //! `append`, `streams`, `retention`, `consumers`, `store`.
 //!
-//! One check is not in the macro: [`outage_fails_fast_and_loses_nothing`]
+//! Two checks are not in the macro: [`outage_fails_fast_and_loses_nothing`]
 //! kills the engine under the log and starts it again, so an engine
 //! backend runs it against an engine process of its own (an
-//! [`EngineProcess`]).
+//! [`EngineProcess`]); [`write_stats_count_each_outcome`] checks the
+//! append counters only group-committing backends keep.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -52,6 +53,7 @@ use crate::log::{
 
 mod append;
 mod consumers;
+mod counters;
 mod outage;
 mod retention;
 mod store;
@@ -59,6 +61,7 @@ mod streams;
 
 pub use append::*;
 pub use consumers::*;
+pub use counters::*;
 pub use outage::*;
 pub use retention::*;
 pub use store::*;

@@ -227,6 +227,11 @@ pub fn spawn_binary(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) 
     (child, base)
 }
 
+/// The body of `GET url`, as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A server's whole history, paging `GET /events`.
 pub async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
     let mut out = Vec::new();
