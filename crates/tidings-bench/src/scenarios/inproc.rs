@@ -371,6 +371,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     .with("history_floor", HISTORY_FLOOR)
     .with("history_floor_runs", big.sides.series[4].to_json())
     .with("history_floor_vs_peer", ratio(med(&big, 4), med(&big, 1)))
+    .with("ratio_vs_history_floor", ratio(med(&big, 0), med(&big, 4)))
     .with(
         "window_1024",
         json!({
@@ -383,6 +384,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             "ratio_vs_arc_history": ratio(med(&small, 0), med(&small, 3)),
             "history_floor_runs": small.sides.series[4].to_json(),
             "history_floor_vs_peer": ratio(med(&small, 4), med(&small, 1)),
+            "ratio_vs_history_floor": ratio(med(&small, 0), med(&small, 4)),
             "goal_blocked_by": small_why.clone(),
         }),
     )
