@@ -1,7 +1,8 @@
 //! What each store adds to the server's registry: its own counters, read
-//! at each scrape from the store's `stats()`. One collector per store
-//! kind; the append counters NATS and Redis share (core's `WriteStats`)
-//! are encoded by one function, under each engine's prefix.
+//! at each scrape from the store's `stats()`: [`SqliteCollector`] for
+//! SQLite's writer, and one [`EngineCollector`] for NATS and Redis, which
+//! encodes the append counters they share (core's `WriteStats`) and each
+//! engine's own, under the engine's prefix.
 
 use std::fmt;
 
@@ -62,105 +63,118 @@ impl Collector for SqliteCollector {
     }
 }
 
-/// `(name, help, value)` of the append counters every group-committing
-/// store reports, named `tidings_<engine>_...`.
-fn write_counters(engine: &str, s: &WriteStats) -> Vec<(String, &'static str, u64)> {
-    [
-        (
-            "group_commits",
-            "Groups of appends answered with results (one engine write each, none when all were duplicates or refused).",
-            s.groups,
-        ),
-        (
-            "events_appended",
-            "Events appended through this server (duplicates not counted).",
-            s.events_appended,
-        ),
-        (
-            "duplicates",
-            "Events answered with the original because their key was seen.",
-            s.duplicates,
-        ),
-        (
-            "conflicts",
-            "Appends refused for an expected-last-seq mismatch.",
-            s.conflicts,
-        ),
-        (
-            "failed_appends",
-            "Appends that failed (outage, timeout, storage error).",
-            s.failed_appends,
-        ),
-    ]
-    .into_iter()
-    .map(|(name, help, v)| (format!("tidings_{engine}_{name}"), help, v))
-    .collect()
+/// What an engine store reports at each scrape: the append counters every
+/// group-committing store keeps, and the engine's own counters as
+/// `(name after tidings_<engine>_, help, value)`.
+type EngineRead =
+    Box<dyn Fn() -> (WriteStats, Vec<(&'static str, &'static str, u64)>) + Send + Sync>;
+
+/// An engine store's counters (NATS, Redis), named `tidings_<engine>_...`:
+/// one collector for both, the engines differing only in what they read.
+pub(crate) struct EngineCollector {
+    engine: &'static str,
+    read: EngineRead,
 }
 
-/// A NATS store's counters: appends, lost races, follower restarts.
-pub(crate) struct NatsCollector(pub(crate) tidings_nats::NatsLog);
+impl EngineCollector {
+    /// NATS: appends, lost races, follower restarts, skipped messages.
+    pub(crate) fn nats(log: tidings_nats::NatsLog) -> EngineCollector {
+        EngineCollector {
+            engine: "nats",
+            read: Box::new(move || {
+                let s = log.stats();
+                let own = vec![
+                    (
+                        "lost_races",
+                        "Records refused for a stale tail, usually because another server appended first.",
+                        s.lost_races,
+                    ),
+                    (
+                        "follower_restarts",
+                        "Times the log's follower started its consumer again.",
+                        s.follower_restarts,
+                    ),
+                    (
+                        "messages_skipped",
+                        "Messages on the log's subject that were not Tidings records.",
+                        s.messages_skipped,
+                    ),
+                ];
+                (s.appends, own)
+            }),
+        }
+    }
 
-impl fmt::Debug for NatsCollector {
+    /// Redis: appends, plain groups, lost writes, follower reconnects.
+    pub(crate) fn redis(log: tidings_redis::RedisLog) -> EngineCollector {
+        EngineCollector {
+            engine: "redis",
+            read: Box::new(move || {
+                let s = log.stats();
+                let own = vec![
+                    (
+                        "plain_groups",
+                        "Groups the smaller append script answered (no key, expectation or count retention).",
+                        s.plain_groups,
+                    ),
+                    (
+                        "lost_writes",
+                        "Groups refused because Redis lost events this server saw committed.",
+                        s.lost_writes,
+                    ),
+                    (
+                        "follower_reconnects",
+                        "Times the log's follower got its connection back after losing Redis.",
+                        s.follower_reconnects,
+                    ),
+                ];
+                (s.appends, own)
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for EngineCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NatsCollector")
+        write!(f, "EngineCollector({})", self.engine)
     }
 }
 
-impl Collector for NatsCollector {
+impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let s = self.0.stats();
-        let mut counters = write_counters("nats", &s.appends);
-        counters.extend([
+        let (s, own) = (self.read)();
+        let shared = [
             (
-                "tidings_nats_lost_races".to_owned(),
-                "Records refused for a stale tail, usually because another server appended first.",
-                s.lost_races,
+                "group_commits",
+                "Groups of appends answered with results (one engine write each, none when all were duplicates or refused).",
+                s.groups,
             ),
             (
-                "tidings_nats_follower_restarts".to_owned(),
-                "Times the log's follower started its consumer again.",
-                s.follower_restarts,
+                "events_appended",
+                "Events appended through this server (duplicates not counted).",
+                s.events_appended,
             ),
             (
-                "tidings_nats_messages_skipped".to_owned(),
-                "Messages on the log's subject that were not Tidings records.",
-                s.messages_skipped,
-            ),
-        ]);
-        encode_counters(&mut encoder, &counters)
-    }
-}
-
-/// A Redis store's counters: appends, lost writes, follower reconnects.
-pub(crate) struct RedisCollector(pub(crate) tidings_redis::RedisLog);
-
-impl fmt::Debug for RedisCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RedisCollector")
-    }
-}
-
-impl Collector for RedisCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let s = self.0.stats();
-        let mut counters = write_counters("redis", &s.appends);
-        counters.extend([
-            (
-                "tidings_redis_plain_groups".to_owned(),
-                "Groups the smaller append script answered (no key, expectation or count retention).",
-                s.plain_groups,
+                "duplicates",
+                "Events answered with the original because their key was seen.",
+                s.duplicates,
             ),
             (
-                "tidings_redis_lost_writes".to_owned(),
-                "Groups refused because Redis lost events this server saw committed.",
-                s.lost_writes,
+                "conflicts",
+                "Appends refused for an expected-last-seq mismatch.",
+                s.conflicts,
             ),
             (
-                "tidings_redis_follower_reconnects".to_owned(),
-                "Times the log's follower got its connection back after losing Redis.",
-                s.follower_reconnects,
+                "failed_appends",
+                "Appends that failed (outage, timeout, storage error).",
+                s.failed_appends,
             ),
-        ]);
+        ];
+        let counters: Vec<_> = shared
+            .into_iter()
+            .chain(own)
+            .map(|(name, help, v)| (format!("tidings_{}_{name}", self.engine), help, v))
+            .collect();
         encode_counters(&mut encoder, &counters)
     }
 }

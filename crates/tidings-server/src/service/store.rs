@@ -9,7 +9,7 @@ use tidings_sqlite::{Durability, SqliteLog, SqliteOptions};
 use prometheus_client::collector::Collector;
 
 use crate::config::{Config, ConfigError, StoreUrl};
-use crate::metrics::stores::{NatsCollector, RedisCollector, SqliteCollector};
+use crate::metrics::stores::{EngineCollector, SqliteCollector};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ impl Store {
                 };
                 let log = tidings_nats::NatsLog::connect(&url, options).await?;
                 Ok(Store {
-                    metrics: Some(Box::new(NatsCollector(log.clone()))),
+                    metrics: Some(Box::new(EngineCollector::nats(log.clone()))),
                     log: Arc::new(log),
                 })
             }
@@ -82,7 +82,7 @@ impl Store {
                 };
                 let log = tidings_redis::RedisLog::connect(&url, options).await?;
                 Ok(Store {
-                    metrics: Some(Box::new(RedisCollector(log.clone()))),
+                    metrics: Some(Box::new(EngineCollector::redis(log.clone()))),
                     log: Arc::new(log),
                 })
             }
