@@ -8,7 +8,9 @@
 //! `goal_blocked_by` in the line says which), so a script cannot
 //! take a run with a broken peer for a result; 1 when a soak found loss
 //! or a stall; any other failure to measure is an error (status 1, with
-//! its message on stderr).
+//! its message on stderr). One exception: `memory` reports its peer as
+//! none when no `nats-server` binary is found (its goal is Tidings' own
+//! bytes per connection).
 
 use clap::{Parser, Subcommand};
 use tidings_bench::scenarios::{

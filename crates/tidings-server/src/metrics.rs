@@ -155,29 +155,31 @@ impl Metrics {
         let lagged = Counter::default();
         let rejected = Counter::default();
         let append = Histogram::new(BUCKETS);
+        // `register` ends each help text with a full stop itself; the
+        // collectors' descriptors are written out as given.
         registry.register(
             "tidings_delivered",
-            "Events delivered to clients.",
+            "Events delivered to clients",
             delivered.clone(),
         );
         registry.register(
             "tidings_connections",
-            "Open client connections.",
+            "Open client connections",
             connections.clone(),
         );
         registry.register(
             "tidings_lagged",
-            "Lag notices sent to clients.",
+            "Lag notices sent to clients",
             lagged.clone(),
         );
         registry.register(
             "tidings_rejected_requests",
-            "Requests refused with a 4xx status.",
+            "Requests refused with a 4xx status",
             rejected.clone(),
         );
         registry.register(
             "tidings_append_seconds",
-            "Time to commit a publish to the log.",
+            "Time to commit a publish to the log",
             append.clone(),
         );
         registry.register_collector(Box::new(BusCollector(bus)));
@@ -241,12 +243,12 @@ impl Metrics {
         }
         per_call.register(
             "tidings_consumer_lag",
-            "Events after a durable consumer's cursor.",
+            "Events after a durable consumer's cursor",
             lag,
         );
         per_call.register(
             "tidings_filter_failures",
-            "Events a filter could not evaluate (not delivered).",
+            "Events a filter could not evaluate (not delivered)",
             ConstCounter::new(filter_failures),
         );
         let mut out = String::new();
@@ -309,6 +311,14 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "{line}");
+        }
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+        assert!(helps.len() >= 10, "{text}");
+        for help in helps {
+            assert!(
+                help.ends_with('.') && !help.ends_with(".."),
+                "one full stop: {help}"
+            );
         }
     }
 }

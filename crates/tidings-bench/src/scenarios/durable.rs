@@ -46,7 +46,7 @@ use tidings_sqlite::{Durability, OpenCheck, SqliteLog, SqliteOptions};
 
 use crate::nats;
 use crate::progress;
-use crate::repeat::{alternate, ratio, verdict, Alternated, Run, Series};
+use crate::repeat::{alternate, ratio, unsound, verdict, Alternated, Run, Series};
 use crate::Report;
 
 /// Options of `durable`.
@@ -445,6 +445,12 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
                 .map(move |w| format!("{label}: {w}"))
         })
         .collect();
+    // The sync pairs' fsync loop (their ceiling) is published too.
+    let loops_why: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| p.sides.series.get(2))
+        .flat_map(unsound)
+        .collect();
     let pairs_json: Vec<_> = pairs
         .iter()
         .map(|p| {
@@ -469,5 +475,6 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
     .with("batch_interval_ms", args.batch_interval_ms)
     .with("duration_secs", args.duration_secs)
     .with("pairs", pairs_json)
-    .blocked_also("", others_why))
+    .blocked_also("", others_why)
+    .blocked_also("", loops_why))
 }

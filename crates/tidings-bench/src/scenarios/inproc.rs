@@ -54,7 +54,7 @@ use tidings_core::{Bus, LogOptions, MemoryLog, Retention};
 use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::progress;
-use crate::repeat::{alternate, ratio, verdict, Alternated, Run};
+use crate::repeat::{alternate, ratio, unsound, verdict, Alternated, Run};
 use crate::workload::payload;
 use crate::Report;
 
@@ -346,6 +346,10 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
         );
     }
     let at_least_1 = |w: &Window| ratio(med(w, 0), med(w, 1)).is_some_and(|r| r >= 1.0);
+    // The side figures (by value, + history ring, the floor) are published
+    // too: a failed or lossy run of any of them blocks the goal.
+    let sides_why =
+        |w: &Window| -> Vec<String> { w.sides.series[2..].iter().flat_map(unsound).collect() };
     let (small_ok, small_why) = verdict(
         at_least_1(&small),
         &small.sides.series[0],
@@ -388,7 +392,9 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
             "goal_blocked_by": small_why.clone(),
         }),
     )
-    .blocked_also("window 1024", small_why);
+    .blocked_also("window 1024", small_why)
+    .blocked_also("window 10000", sides_why(&big))
+    .blocked_also("window 1024", sides_why(&small));
     Ok(report)
 }
 

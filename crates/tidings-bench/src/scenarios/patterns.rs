@@ -314,6 +314,7 @@ pub fn run(args: &Args, runs: usize) -> anyhow::Result<Report> {
         Some(peer),
     )
     .blocked_also("", unsound(single))
+    .blocked_also("", unsound(globs))
     .orders(&sides)
     .with("subscriptions", pats.len())
     .with("distinct_names_max", names.len())

@@ -319,6 +319,7 @@ pub fn run(args: &Args, runs: usize) -> Result<Report> {
     )
         // follow is Tidings too: its failure or loss blocks the goal as read's.
     .blocked_also("", unsound(fol))
+    .blocked_also("", unsound(rawp))
     .orders(&sides)
     .with("events", args.events)
     .with("page", args.page)

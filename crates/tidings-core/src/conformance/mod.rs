@@ -27,11 +27,12 @@
 //! written at the top of [`crate::log`]. The checks live by theme:
 //! `append`, `streams`, `retention`, `consumers`, `store`.
 //!
-//! Two checks are not in the macro: [`outage_fails_fast_and_loses_nothing`]
+//! Three checks are not in the macro: [`outage_fails_fast_and_loses_nothing`]
 //! kills the engine under the log and starts it again, so an engine
 //! backend runs it against an engine process of its own (an
-//! [`EngineProcess`]); [`write_stats_count_each_outcome`] checks the
-//! append counters only group-committing backends keep.
+//! [`EngineProcess`]); [`write_stats_count_each_outcome`] and
+//! [`outage_shows_in_the_counters`] check the append counters only
+//! group-committing backends keep.
 
 use std::collections::HashSet;
 use std::future::Future;

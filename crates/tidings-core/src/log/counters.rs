@@ -9,10 +9,17 @@
 //!   the number of appends it answered with a failure (a whole group, or
 //!   the late ones of one) or that failed on their caller's side (a
 //!   timeout, no answer). Nothing else moves these counters.
-//! * An append whose caller timed out but which then committed counts in
-//!   both `failed_appends` and `events_appended`: the store holds it. An
-//!   append whose caller dropped its future before any answer counts only
-//!   if its group is answered with results.
+//! * Every append its caller saw fail counts once in `failed_appends`,
+//!   however it failed.
+//! * `events_appended` counts the events of the groups the backend saw
+//!   written. It can be lower than what the store holds, never higher: a
+//!   write that landed although its append failed is not counted there
+//!   when the backend never learned it landed (a caller's timeout that
+//!   cancelled the write it was running itself, an engine acknowledgement
+//!   that timed out). A write that ran in another caller's turn and landed
+//!   after its own caller gave up is counted in both. An append whose
+//!   caller dropped its future before any answer counts only if its group
+//!   is answered with results.
 //! * Counters only grow, with relaxed atomics: each is exact on its own; a
 //!   snapshot of several ([`WriteCounters::snapshot`]) is not atomic. The
 //!   backends' own counters (`NatsStats`, `RedisStats`) keep the same

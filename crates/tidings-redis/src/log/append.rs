@@ -242,7 +242,7 @@ impl Shared {
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
             .map_err(storage)?;
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let req = Request {
             events,
             expected,
@@ -251,14 +251,24 @@ impl Shared {
         let limit = self.options.timeout;
         let written = async {
             GroupCommit::submit(&self, req).await;
-            answer.await
+            (&mut answer).await
         };
-        // A failure answered by the writer is counted there; one the caller
-        // gives itself (timed out, or no answer will come) is counted here.
+        // A failure answered by the writer is counted there (only if it
+        // reached this caller); one the caller gives itself (timed out, or
+        // no answer will come) is counted here. On a timeout the channel is
+        // closed first, so the writer can no longer answer, and an answer
+        // that arrived meanwhile is taken instead: each append is counted
+        // once.
         let result = match tokio::time::timeout(limit, written).await {
             Ok(Ok(result)) => return result,
             Ok(Err(_)) => Err(AppendError::Failed(LogFailure::Closed)),
-            Err(_) => Err(OpError::timed_out(limit).into()),
+            Err(_) => {
+                answer.close();
+                if let Ok(result) = answer.try_recv() {
+                    return result;
+                }
+                Err(OpError::timed_out(limit).into())
+            }
         };
         self.counters.appends.failed(1);
         result

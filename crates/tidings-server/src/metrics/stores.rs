@@ -91,7 +91,7 @@ impl EngineCollector {
                     ),
                     (
                         "follower_restarts",
-                        "Times the log's follower started its consumer again.",
+                        "Times the log's follower started, or tried to start, its consumer again (a failed start counts too).",
                         s.follower_restarts,
                     ),
                     (
