@@ -68,13 +68,12 @@ fn bus(history: bool, handler: bool) -> (Bus, Option<tidings_core::Subscription>
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut arg = |default: u64| {
-        args.next()
-            .map(|a| a.parse().expect("arguments are counts"))
-            .unwrap_or(default)
-    };
-    let (rounds, n) = (arg(3), arg(2_000_000));
+    let counts: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("arguments are counts"))
+        .collect();
+    let rounds = counts.first().copied().unwrap_or(3);
+    let n = counts.get(1).copied().unwrap_or(2_000_000);
     let data = json!({"username": "Gribnak", "from_room": "tavern", "to_room": "street"});
     let seen = AtomicU64::new(0);
     let handler = |e: &SharedEvent| {
