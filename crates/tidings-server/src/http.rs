@@ -14,7 +14,7 @@ use tidings_core::Committed;
 use crate::request::{content_type, principal, read_body, Params};
 use crate::response::respond;
 use crate::service::{
-    decode_binary_cloudevent, decode_publish, wire, ErrorKind, ExportRequest, Format, Health,
+    decode_ack, decode_binary_cloudevent, decode_publish, wire, ExportRequest, Format, Health,
     Service, ServiceError,
 };
 
@@ -246,25 +246,11 @@ pub async fn ack_consumer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Ack {
-        seq: u64,
-    }
     let result = async {
         let who = principal(&svc, &headers, &Params::parse(q.as_deref()))?;
         let bytes = read_body(&svc, &headers, body).await?;
-        if !content_type(&headers).is_some_and(|t| t.starts_with("application/json")) {
-            return Err(ServiceError::new(
-                ErrorKind::UnsupportedMediaType,
-                "unsupported_media_type",
-                "send {\"seq\":N} as application/json",
-            ));
-        }
-        let ack: Ack = serde_json::from_slice(&bytes).map_err(|e| {
-            ServiceError::bad_request("invalid_ack", format!("expected {{\"seq\":N}}: {e}"))
-        })?;
-        Ok::<_, ServiceError>(Json(svc.ack(&who, &name, ack.seq).await?))
+        let seq = decode_ack(content_type(&headers), &bytes)?;
+        Ok::<_, ServiceError>(Json(svc.ack(&who, &name, seq).await?))
     }
     .await;
     respond(&svc, result)

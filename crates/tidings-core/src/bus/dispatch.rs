@@ -108,6 +108,11 @@ impl Inner {
             if self.submit_iter(first.seq, fresh, depth) == Submitted::Nested {
                 return None;
             }
+        } else if self.dispatcher.dispatching_here() {
+            // Only duplicates, emitted from inside a handler: their
+            // originals may be queued behind the event this very thread is
+            // dispatching, so waiting for them would never end.
+            return None;
         }
         Some(wait_for)
     }

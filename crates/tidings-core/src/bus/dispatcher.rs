@@ -60,6 +60,11 @@ struct State {
     ready: BTreeMap<u64, Queued>,
     /// The thread currently dispatching, if any.
     combiner: Option<usize>,
+    /// Seqs below this that were never handed in are gone (a shared log
+    /// pruned them before this bus dispatched them): a combiner that
+    /// reaches such a gap moves past it instead of waiting. Set by
+    /// [`Dispatcher::skip_to`] while someone dispatches; only grows.
+    skip: u64,
 }
 
 /// What [`Dispatcher::submit`] did with a batch.
@@ -104,6 +109,7 @@ impl Dispatcher {
                 next,
                 ready: BTreeMap::new(),
                 combiner: None,
+                skip: 0,
             }),
             done: AtomicU64::new(next),
             sync_waiters: AtomicUsize::new(0),
@@ -111,6 +117,13 @@ impl Dispatcher {
             async_waiters: AtomicUsize::new(0),
             notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether the calling thread is the one dispatching (it runs a sync
+    /// handler, or an [`exclusive`](Self::exclusive) closure): it must not
+    /// wait for a seq, which may be queued behind the event it runs.
+    pub fn dispatching_here(&self) -> bool {
+        self.state.lock().combiner == Some(thread_token())
     }
 
     /// Every seq below the returned value has been dispatched.
@@ -225,8 +238,9 @@ impl Dispatcher {
         let _release = Release(self);
         loop {
             let next = st.next;
-            match st.ready.first_key_value() {
-                Some((&k, _)) if k <= next => {
+            let first_ready = st.ready.first_key_value().map(|(&k, _)| k);
+            match first_ready {
+                Some(k) if k <= next => {
                     let (_, q) = st.ready.pop_first().expect("just seen");
                     if q.events.last().is_none_or(|e| e.seq < next) {
                         continue; // already dispatched from another source
@@ -241,6 +255,11 @@ impl Dispatcher {
                     st = self.state.lock();
                     st.next = last + 1;
                 }
+                // A gap the log no longer holds: on to the next batch
+                // held, or to the first seq the log still has.
+                _ if st.skip > next => {
+                    st.next = first_ready.map_or(st.skip, |k| k.min(st.skip));
+                }
                 _ => break,
             }
         }
@@ -252,9 +271,13 @@ impl Dispatcher {
 
     /// Declares every seq below `seq` gone (pruned from a shared log before
     /// this bus dispatched it), so dispatch goes on from `seq`.
+    /// While someone dispatches, the skip is left to that combiner (it
+    /// moves past the gap when it reaches it), so it is never lost.
     pub fn skip_to(&self, seq: u64) {
         let mut st = self.state.lock();
-        if st.combiner.is_none() && seq > st.next {
+        if st.combiner.is_some() {
+            st.skip = st.skip.max(seq);
+        } else if seq > st.next {
             st.next = seq;
             while st.ready.first_key_value().is_some_and(|(&k, _)| k < seq) {
                 st.ready.pop_first();
@@ -449,6 +472,37 @@ mod tests {
         );
         assert_eq!(*seen.lock(), vec![10]);
         assert_eq!(d.done(), 11);
+    }
+
+    #[test]
+    fn a_skip_asked_while_dispatching_is_kept_for_the_gap() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let (e1, e3, e7) = (ev(1), ev(3), ev(7));
+        // Asked while this batch runs (the combiner is busy): seqs below 7
+        // that were never handed in are gone.
+        let run = |e: &SharedEvent, _| {
+            seen.lock().push(e.seq);
+            if e.seq == 1 {
+                d.skip_to(7);
+            }
+        };
+        // 3 is held already: it is dispatched, the gaps around it skipped.
+        assert_eq!(
+            d.submit(3, std::iter::once(&e3), 0, &run),
+            Submitted::Queued
+        );
+        assert_eq!(
+            d.submit(1, std::iter::once(&e1), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), vec![1, 3]);
+        assert_eq!(d.done(), 7, "past the pruned 2 and 4-6");
+        assert_eq!(
+            d.submit(7, std::iter::once(&e7), 0, &run),
+            Submitted::Dispatched
+        );
+        assert_eq!(*seen.lock(), vec![1, 3, 7]);
     }
 
     #[test]

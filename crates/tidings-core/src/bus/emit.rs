@@ -4,7 +4,9 @@
 //!
 //! * **Commit before notify.** An emit appends to the log first; only the
 //!   committed events (with their seqs) are handed to dispatch. A failed
-//!   emit committed nothing.
+//!   emit committed nothing, unless its log failed after the engine
+//!   committed (see [`EmitError`](super::EmitError)); a bus over a shared
+//!   log then dispatches those events when it reads them back.
 //! * **Sync emits return after their handlers.** `emit` and `emit_batch`
 //!   block until the log committed and every sync handler of the events
 //!   ran; the `_async` variants await the same without blocking the

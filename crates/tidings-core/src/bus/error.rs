@@ -2,7 +2,10 @@
 //!
 //! # Contract
 //!
-//! * After an [`EmitError`], nothing was committed.
+//! * After an [`EmitError`], nothing was committed, except possibly after
+//!   [`EmitError::Append`] with [`AppendError::Failed`]: a log that does
+//!   I/O may have committed the events before the answer was lost (see
+//!   [`AppendError`]); retry with an idempotency key.
 //! * After a [`SubscribeError`], no subscription was made.
 //! * After a [`WaitError`], [`Bus::wait_for`](super::Bus::wait_for) has
 //!   returned without an event and its subscription is gone.
@@ -14,7 +17,9 @@ use crate::contract::Refusal;
 use crate::log::{AppendError, ReadError};
 use crate::name::{NameError, PatternError};
 
-/// Why an emit failed. Nothing was committed in any of these cases.
+/// Why an emit failed. Nothing was committed, except possibly after an
+/// append that [`AppendError::Failed`] (the outcome is then unknown; retry
+/// with an idempotency key).
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
     /// The event name is invalid.

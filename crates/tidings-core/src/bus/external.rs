@@ -10,6 +10,9 @@
 //! * Events pruned from the log before this bus dispatched them are
 //!   skipped with a warning (the dispatcher moves past them), never waited
 //!   for forever.
+//! * Each seq is read and handed in once: while another thread dispatches
+//!   (its batch queued behind), the task waits for the log to move, never
+//!   reads in a loop. Pruned seqs are skipped once, too.
 //! * A read error is logged and retried; the task never gives up while
 //!   the bus lives.
 //! * The task holds the bus weakly: it ends when the bus is dropped or the
@@ -28,9 +31,12 @@ pub(super) async fn dispatch_external(
     bus: Weak<Inner>,
     mut watch: tokio::sync::watch::Receiver<u64>,
 ) {
+    // Every seq below it was handed to the dispatcher (or skipped) by this
+    // task; the dispatcher may not have reached them yet.
+    let mut handed = 0;
     loop {
         let Some(inner) = bus.upgrade() else { return };
-        let next = inner.dispatcher.done();
+        let next = inner.dispatcher.done().max(handed);
         let last = *watch.borrow_and_update();
         if last >= next {
             match inner.log.read(next - 1, 512).await {
@@ -45,8 +51,10 @@ pub(super) async fn dispatch_external(
                             inner.dispatcher.skip_to(first.seq);
                         }
                         inner.submit(&page.events, 0);
+                        handed = page.events.last().map_or(handed, |e| e.seq + 1);
                     } else if page.last_seq >= next {
                         inner.dispatcher.skip_to(page.last_seq + 1);
+                        handed = page.last_seq + 1;
                     } else {
                         drop(inner);
                         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -194,7 +194,13 @@ pub enum CloseError {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Why an append was refused. Nothing was appended in any of these cases.
+/// Why an append was refused or failed.
+///
+/// After `EmptyBatch`, `Conflict` or `NoSpace` nothing was appended. After
+/// `Failed` the outcome is unknown when the log does I/O: the engine may
+/// have committed the batch before the answer was lost (a connection
+/// dropped, a timeout, a close). Retry with an idempotency key to make
+/// sure the events are committed once.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// The batch was empty.

@@ -142,6 +142,27 @@ pub fn decode_publish(content_type: Option<&str>, body: &[u8]) -> Result<Decoded
     }
 }
 
+/// Decodes an HTTP ack body, `{"seq": N}` as `application/json`, into
+/// its seq.
+pub fn decode_ack(content_type: Option<&str>, body: &[u8]) -> Result<u64, ServiceError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ack {
+        seq: u64,
+    }
+    if content_type.map(media_type).as_deref() != Some("application/json") {
+        return Err(ServiceError::new(
+            ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+            "send {\"seq\":N} as application/json",
+        ));
+    }
+    let ack: Ack = serde_json::from_slice(body).map_err(|e| {
+        ServiceError::bad_request("invalid_ack", format!("expected {{\"seq\":N}}: {e}"))
+    })?;
+    Ok(ack.seq)
+}
+
 fn decode_envelopes(body: &[u8]) -> Result<Decoded, ServiceError> {
     let value: Value = parse_json(body, "malformed_json")?;
     let one = |v: Value, i: Option<usize>| -> Result<Incoming, ServiceError> {
@@ -203,6 +224,26 @@ mod tests {
         ] {
             let e = decode_publish(refused, body).unwrap_err();
             assert_eq!(e.kind, ErrorKind::UnsupportedMediaType, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn an_ack_is_one_seq_in_json() {
+        assert_eq!(
+            decode_ack(Some("application/json"), br#"{"seq":7}"#).unwrap(),
+            7
+        );
+        let kind = |t: Option<&str>, body: &[u8]| decode_ack(t, body).unwrap_err().kind;
+        for t in [None, Some("text/plain"), Some("application/jsonx")] {
+            assert_eq!(
+                kind(t, br#"{"seq":7}"#),
+                ErrorKind::UnsupportedMediaType,
+                "{t:?}"
+            );
+        }
+        for body in [&br#"{"seq":-1}"#[..], br#"{"seq":1,"x":2}"#, b"[]", b"{"] {
+            let e = decode_ack(Some("application/json"), body).unwrap_err();
+            assert_eq!(e.code, "invalid_ack", "{body:?}");
         }
     }
 

@@ -42,7 +42,7 @@ use crate::auth::{Auth, Principal};
 use crate::config::Config;
 use crate::metrics::{Metrics, Transport};
 
-pub use decode::{decode_binary_cloudevent, decode_publish, Decoded, Incoming};
+pub use decode::{decode_ack, decode_binary_cloudevent, decode_publish, Decoded, Incoming};
 pub use error::{ErrorKind, ServiceError};
 pub use export::{Export, ExportRequest};
 pub use schemas::{SchemaLoadError, Schemas};
