@@ -482,7 +482,7 @@ mod tests {
             source: n.source,
             time: n.time,
             data: n.data,
-            key: (seq % 2 == 0).then(|| format!("ns\u{1f}k{seq}")),
+            key: seq.is_multiple_of(2).then(|| format!("ns\u{1f}k{seq}")),
             priority: None,
         }
     }

@@ -83,7 +83,7 @@ fn priority_from(code: i64) -> Option<Priority> {
 /// `t_us` (whole microseconds): `t_us >= micros_ceil(t)` iff `t_us >= t`.
 pub(crate) fn micros_ceil(t: DateTime<Utc>) -> i64 {
     let us = t.timestamp_micros();
-    if t.timestamp_subsec_nanos() % 1000 != 0 {
+    if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
         us.saturating_add(1)
     } else {
         us

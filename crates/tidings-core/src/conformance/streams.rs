@@ -200,7 +200,13 @@ where
     Fut: Future<Output = Opened>,
 {
     let log = fresh(&make, LogOptions::default()).await;
-    let name = |i: u64| if i % 3 == 0 { "ovf.skip" } else { "ovf.in.x" };
+    let name = |i: u64| {
+        if i.is_multiple_of(3) {
+            "ovf.skip"
+        } else {
+            "ovf.in.x"
+        }
+    };
     // History from before the bus existed.
     for i in 0..20 {
         log.append(vec![ev(name(i), i)], None)
@@ -227,7 +233,7 @@ where
     let task = tokio::spawn(async move {
         let mut k = 50u64;
         while k < 150 {
-            if k % 10 == 0 {
+            if k.is_multiple_of(10) {
                 let batch = (k..k + 4).map(|j| ev(name(j), j)).collect();
                 writer
                     .emit_batch_async(batch, None)

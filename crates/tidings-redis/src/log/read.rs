@@ -34,7 +34,7 @@ const SEQ_BEFORE_STEP: usize = 1_000;
 /// when the stored, truncated time is at or after `t`).
 fn micros_ceil(t: DateTime<Utc>) -> i64 {
     let us = t.timestamp_micros();
-    if t.timestamp_subsec_nanos() % 1000 != 0 {
+    if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
         us.saturating_add(1)
     } else {
         us
