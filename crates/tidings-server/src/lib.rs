@@ -11,13 +11,17 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /events` | one event `{"name","data","source"?,"key"?}`, a JSON array (atomic batch), or a CloudEvent (`application/cloudevents+json`, `-batch+json`); `?expect_last=SEQ` for optimistic concurrency |
+//! | `POST /events` | one event `{"name","data"?,"source"?,"key"?,"time"?,"priority"?}`, a JSON array (atomic batch), or a CloudEvent (`application/cloudevents+json`, `-batch+json`); `?expect_last=SEQ` for optimistic concurrency |
 //! | `GET /events?pattern=P&after=SEQ&limit=N` | history, oldest first: `{"events","next_after","last_seq"}` |
 //! | `GET /channels` | seed 002's `{"status":"success","channels":{..},"total_channels":N}` |
 //! | `GET /ws/events/{channel}` | seed 002's channel socket |
 //! | `GET /ws?pattern=P&after=SEQ` | WebSocket subscription; commands in [`ws`] |
 //! | `GET /sse?pattern=P&after=SEQ` | Server-Sent Events; `Last-Event-ID` resumes |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus text |
+//! | `GET /export?after=SEQ&until=SEQ&pattern=P` | NDJSON, streamed: archive then log, one gap-free range |
+//! | `GET /schemas` | the data contracts in force |
+//! | `GET /consumers`, `GET`/`DELETE /consumers/{name}`, `POST /consumers/{name}/ack` | durable consumers: list, inspect, delete, acknowledge `{"seq":N}` |
+//! | `GET /`, `GET /assets/{*path}`, `GET /stats` | the dashboard, its files, its figures |
 //!
 //! Errors are [`service::ServiceError`]s (a kind and a code, no status);
 //! [`response::status`] alone maps them to 400, 401, 403, 404, 408, 409,

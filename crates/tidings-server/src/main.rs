@@ -34,7 +34,8 @@ enum Command {
         /// Directory for the embedded store (default ./tidings-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The log: sqlite:PATH or memory: (default sqlite in the data dir).
+        /// The log: sqlite:PATH, memory:, nats://HOST:PORT?stream=NAME or
+        /// redis://HOST:PORT?key=NAME (default sqlite in the data dir).
         #[arg(long)]
         store: Option<String>,
         /// A TOML config file.

@@ -52,11 +52,14 @@ struct Queued {
 }
 
 struct State {
-    /// Invariant: every seq below `next` has been dispatched or is being
-    /// dispatched by the combiner; none at or above it has started.
+    /// Invariant: every seq below `next` has been dispatched. While a
+    /// combiner runs a batch, `next` is that batch's first seq (its events
+    /// are being dispatched); no seq past the batch has started.
     next: u64,
-    /// Batches not yet dispatched, by first seq. Invariant: all keys are
-    /// `>= next`.
+    /// Batches not yet dispatched, by first seq. A key may be below `next`
+    /// (a batch handed in by two sources, or one whose gap was skipped):
+    /// when popped, its events below `next` are dropped, not dispatched
+    /// again.
     ready: BTreeMap<u64, Queued>,
     /// The thread currently dispatching, if any.
     combiner: Option<usize>,

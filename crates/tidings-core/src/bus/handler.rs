@@ -217,10 +217,6 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
         let handle = self.bus.runtime()?;
         let pattern = self.pattern.into_pattern()?;
         let bus = self.bus.clone();
-        let counters = self
-            .owner
-            .as_ref()
-            .map(|o| bus.inner.registry.owner_counters(o));
         let mut stream = bus.open_stream(
             vec![pattern],
             self.priority,
@@ -230,6 +226,9 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
             self.filter,
         );
         let id = stream.id();
+        // The counters the subscription was registered with (taken only
+        // now, so they are the owner's entry while it has this one).
+        let counters = bus.inner.registry.counters_of(id);
         let task_bus = bus.clone();
         handle.spawn(async move {
             while let Some(item) = stream.next().await {

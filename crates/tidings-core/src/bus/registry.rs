@@ -65,6 +65,9 @@ pub(crate) struct Sub {
     pub kind: SubKind,
     /// Invariant: false from the moment the subscription is removed; dispatch
     /// checks it before every call, so no call starts after removal returns.
+    /// One exception: a plugin's subscriptions handed over at a seq
+    /// (`Registry::hand_over`) stay active, so a dispatch that already
+    /// found one still runs it for the events up to that seq.
     pub active: AtomicBool,
     /// For `once` handlers: set by the one dispatch that gets to run it.
     pub fired: AtomicBool,
@@ -221,9 +224,11 @@ impl Registry {
         (ids.len(), at)
     }
 
-    /// The counters of `owner`'s handler calls (created if new).
-    pub fn owner_counters(&self, owner: &Arc<str>) -> Arc<OwnerCounters> {
-        self.table.lock().owner(owner).counters.clone()
+    /// The owner's counters subscription `id` records its calls in: the
+    /// ones it was registered with (`None` without an owner, or once it is
+    /// gone).
+    pub fn counters_of(&self, id: u64) -> Option<Arc<OwnerCounters>> {
+        self.table.lock().subs.get(&id)?.counters.clone()
     }
 
     /// Keeps `owner`'s counters while it has no subscription (`true`), or

@@ -13,9 +13,14 @@
 //!   other things), while an unknown key in the file is refused by
 //!   `deny_unknown_fields` with the key's name;
 //! * list settings take a comma list from the environment
-//!   (`TIDINGS_CORS_ORIGINS=a,b`) as well as a TOML array.
+//!   (`TIDINGS_CORS_ORIGINS=a,b`) as well as a TOML array;
+//! * a text setting takes its environment value as written, or unquoted
+//!   if it is a quoted TOML string ([`TEXT_KEYS`]): a secret of digits
+//!   stays text, where TOML would read a number and refuse it with a type
+//!   error.
 //!
-//! A test checks that [`KEYS`] names every setting of [`Config`].
+//! Tests check that [`KEYS`] names every setting of [`Config`] and that
+//! [`TEXT_KEYS`] names every text one.
 
 use std::path::Path;
 
@@ -55,16 +60,41 @@ const KEYS: &[&str] = &[
     "auth.jwt_audience",
 ];
 
+/// The settings whose value is text: an environment value is taken as
+/// written, never read as TOML.
+const TEXT_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "store",
+    "durability",
+    "archive_dir",
+    "auth.jwt_secret",
+    "auth.jwt_issuer",
+    "auth.jwt_audience",
+];
+
 /// The environment variable of a setting.
 pub fn env_name(key: &str) -> String {
     format!("TIDINGS_{}", key.replace('.', "_").to_uppercase())
 }
 
+/// `raw` read as a TOML value, if it is one.
+fn as_toml(raw: &str) -> Option<toml::Value> {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()?
+        .remove("v")
+}
+
 fn env_value(key: &str, raw: &str) -> toml::Value {
-    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        if let Some(v) = t.get("v") {
-            return v.clone();
-        }
+    if TEXT_KEYS.contains(&key) {
+        // A quoted TOML string is unquoted; anything else is the text.
+        return match as_toml(raw) {
+            Some(v @ toml::Value::String(_)) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        };
+    }
+    if let Some(v) = as_toml(raw) {
+        return v;
     }
     if key == "cors_origins" || key == "allowed_hosts" {
         return toml::Value::Array(
@@ -159,5 +189,36 @@ mod tests {
         let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
         keys.sort();
         assert_eq!(keys, settings);
+    }
+
+    /// A text setting keeps an environment value that TOML would read as
+    /// a number or a boolean; every other setting refuses a word, so a
+    /// text setting missing from [`TEXT_KEYS`] fails here.
+    #[test]
+    fn text_keys_name_every_text_setting() {
+        let load = |key: &str, raw: &str| {
+            Config::load(None, vec![(env_name(key), raw.to_owned())], vec![])
+        };
+        let secret = load("auth.jwt_secret", "12345678901234567890123456789012").unwrap();
+        assert_eq!(
+            secret.auth.jwt_secret.as_deref(),
+            Some("12345678901234567890123456789012")
+        );
+        let audience = load("auth.jwt_audience", "true").unwrap();
+        assert_eq!(audience.auth.jwt_audience.as_deref(), Some("true"));
+        assert_eq!(
+            load("data_dir", "2024").unwrap().data_dir,
+            Path::new("2024")
+        );
+        for key in KEYS {
+            let list = matches!(*key, "cors_origins" | "allowed_hosts");
+            if TEXT_KEYS.contains(key) || list {
+                continue;
+            }
+            assert!(
+                matches!(load(key, "word"), Err(ConfigError::Parse(_))),
+                "{key} took a word: is it a text setting missing from TEXT_KEYS?"
+            );
+        }
     }
 }
