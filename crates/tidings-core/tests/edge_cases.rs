@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tidings_core::log::{AppendFuture, Bounds, BoxFuture, Page};
 use tidings_core::{
-    Bus, CursorError, Delivery, EventLog, MemoryLog, NewEvent, PruneError, ReadError,
+    Bus, CursorError, Delivery, EventLog, LogOptions, MemoryLog, NewEvent, PruneError, ReadError,
+    Retention,
 };
 
 /// A real memory log whose appends complete only after a delay, like a log
@@ -505,4 +506,66 @@ async fn the_external_appends_task_waits_while_another_thread_dispatches() {
         during <= 3,
         "{during} reads of the log during one 300 ms handler"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_appends_task_reads_a_bounded_way_ahead_of_dispatch() {
+    let memory = MemoryLog::with_options(LogOptions::retention(Retention {
+        max_count: Some(1_000_000),
+        max_age: None,
+    }))
+    .unwrap();
+    let log = SlowLog {
+        inner: memory.clone(),
+        delay: Duration::ZERO,
+        shared: true,
+        reads: Default::default(),
+        gate: None,
+    };
+    let reads = log.reads.clone();
+    let bus = Bus::builder().log(log).build().unwrap();
+    let at_end = Arc::new(AtomicUsize::new(usize::MAX));
+    let (r, a) = (reads.clone(), at_end.clone());
+    let _slow = bus
+        .on("slow", move |_| {
+            // Meanwhile another process appends 20,000 events at once.
+            std::thread::sleep(Duration::from_millis(500));
+            a.store(r.load(Ordering::Relaxed), Ordering::Relaxed);
+        })
+        .unwrap();
+    let others = Arc::new(AtomicUsize::new(0));
+    let o = others.clone();
+    let _count = bus
+        .on("other", move |_| {
+            o.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = reads.load(Ordering::Relaxed);
+    let b = bus.clone();
+    let emit = tokio::task::spawn_blocking(move || b.emit("slow", json!(null)).unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // In one batch, so the task finds full pages of 512 to read.
+    let batch = (0..20_000)
+        .map(|i| NewEvent::new("other", json!(i)).unwrap())
+        .collect();
+    memory.append_now(batch, None).unwrap();
+    emit.await.unwrap();
+    // Pages of 512 read while the slow handler held up dispatch: the
+    // task stops about 4,096 events ahead, not at the log's end (40 pages).
+    let pages = at_end.load(Ordering::Relaxed) - before;
+    assert!(
+        pages <= 12,
+        "{pages} pages read ahead of a stalled dispatch"
+    );
+    // And nothing is lost: every foreign event is dispatched.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while others.load(Ordering::Relaxed) < 20_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{others:?} of 20,000 dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(others.load(Ordering::Relaxed), 20_000);
 }

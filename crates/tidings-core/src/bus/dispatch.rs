@@ -135,6 +135,12 @@ impl Inner {
             .submit(first, events, depth, &|e, d| self.run_one(e, d))
     }
 
+    /// Moves dispatch past seqs below `seq` the log no longer holds (see
+    /// [`super::dispatcher::Dispatcher::skip_to`]).
+    pub(super) fn skip_to(&self, seq: u64) {
+        self.dispatcher.skip_to(seq, &|e, d| self.run_one(e, d));
+    }
+
     /// Runs `f` between two events (see [`super::dispatcher::Dispatcher::exclusive`]):
     /// no event is dispatched while it runs, except, when called from
     /// inside a handler, the rest of the event being dispatched.

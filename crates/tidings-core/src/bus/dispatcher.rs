@@ -272,21 +272,20 @@ impl Dispatcher {
         drop(st);
     }
 
-    /// Declares every seq below `seq` gone (pruned from a shared log before
-    /// this bus dispatched it), so dispatch goes on from `seq`.
-    /// While someone dispatches, the skip is left to that combiner (it
-    /// moves past the gap when it reaches it), so it is never lost.
-    pub fn skip_to(&self, seq: u64) {
+    /// Declares every seq below `seq` that was never handed in gone
+    /// (pruned from a shared log before this bus dispatched it): dispatch
+    /// moves past those gaps, and still runs the batches it holds. While
+    /// someone dispatches, that combiner moves past the gaps when it
+    /// reaches them; otherwise the caller does, as the combiner, running
+    /// held batches with `run`.
+    pub fn skip_to(&self, seq: u64, run: &dyn Fn(&SharedEvent, u32)) {
         let mut st = self.state.lock();
-        if st.combiner.is_some() {
-            st.skip = st.skip.max(seq);
-        } else if seq > st.next {
-            st.next = seq;
-            while st.ready.first_key_value().is_some_and(|(&k, _)| k < seq) {
-                st.ready.pop_first();
-            }
-            self.publish_done(seq, &st);
+        st.skip = st.skip.max(seq);
+        if st.combiner.is_some() || st.skip <= st.next {
+            return;
         }
+        st.combiner = Some(thread_token());
+        self.combine_and_release(st, run);
     }
 
     /// Records progress (called with the state lock held) and wakes waiters.
@@ -467,7 +466,7 @@ mod tests {
         let d = Dispatcher::new(1);
         let seen = Mutex::new(Vec::new());
         let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
-        d.skip_to(10);
+        d.skip_to(10, &run);
         let e = ev(10);
         assert_eq!(
             d.submit(10, std::iter::once(&e), 0, &run),
@@ -487,7 +486,7 @@ mod tests {
         let run = |e: &SharedEvent, _| {
             seen.lock().push(e.seq);
             if e.seq == 1 {
-                d.skip_to(7);
+                d.skip_to(7, &|_, _| unreachable!("the combiner runs what is held"));
             }
         };
         // 3 is held already: it is dispatched, the gaps around it skipped.
@@ -506,6 +505,22 @@ mod tests {
             Submitted::Dispatched
         );
         assert_eq!(*seen.lock(), vec![1, 3, 7]);
+    }
+
+    #[test]
+    fn a_skip_while_idle_still_runs_the_batches_held() {
+        let d = Dispatcher::new(1);
+        let seen = Mutex::new(Vec::new());
+        let run = |e: &SharedEvent, _| seen.lock().push(e.seq);
+        let e3 = ev(3);
+        assert_eq!(
+            d.submit(3, std::iter::once(&e3), 0, &run),
+            Submitted::Queued
+        );
+        // 1, 2 and 4 were pruned before anyone handed them in; 3 is held.
+        d.skip_to(5, &run);
+        assert_eq!(*seen.lock(), vec![3]);
+        assert_eq!(d.done(), 5);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! * Each seq is read and handed in once: while another thread dispatches
 //!   (its batch queued behind), the task waits for the log to move, never
 //!   reads in a loop. Pruned seqs are skipped once, too.
+//! * It reads at most [`READ_AHEAD`] events past what was dispatched:
+//!   when dispatch falls behind, it waits for it rather than queueing
+//!   the log in memory.
 //! * A read error is logged and retried; the task never gives up while
 //!   the bus lives.
 //! * The task holds the bus weakly: it ends when the bus is dropped or the
@@ -22,6 +25,11 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use super::Inner;
+
+/// How far past what was dispatched the task reads and queues (events):
+/// when dispatch falls further behind, it waits instead of holding more
+/// of the log in memory.
+const READ_AHEAD: u64 = 4_096;
 
 /// Dispatches events other processes appended to a shared log: whenever the
 /// log is ahead of the dispatcher, reads the missing seqs and hands them in
@@ -36,7 +44,15 @@ pub(super) async fn dispatch_external(
     let mut handed = 0;
     loop {
         let Some(inner) = bus.upgrade() else { return };
-        let next = inner.dispatcher.done().max(handed);
+        let done = inner.dispatcher.done();
+        if handed > done + READ_AHEAD {
+            // Bounded, so the task holds the bus only briefly and ends
+            // soon after the bus is dropped.
+            let behind = inner.dispatcher.wait_done_async(handed - READ_AHEAD);
+            let _ = tokio::time::timeout(Duration::from_millis(100), behind).await;
+            continue;
+        }
+        let next = done.max(handed);
         let last = *watch.borrow_and_update();
         if last >= next {
             match inner.log.read(next - 1, 512).await {
@@ -48,12 +64,12 @@ pub(super) async fn dispatch_external(
                                 to = first.seq - 1,
                                 "shared log pruned events before this bus dispatched them"
                             );
-                            inner.dispatcher.skip_to(first.seq);
+                            inner.skip_to(first.seq);
                         }
                         inner.submit(&page.events, 0);
                         handed = page.events.last().map_or(handed, |e| e.seq + 1);
                     } else if page.last_seq >= next {
-                        inner.dispatcher.skip_to(page.last_seq + 1);
+                        inner.skip_to(page.last_seq + 1);
                         handed = page.last_seq + 1;
                     } else {
                         drop(inner);

@@ -226,9 +226,9 @@ impl<'a, P: IntoPattern> HandlerBuilder<'a, P> {
             self.filter,
         );
         let id = stream.id();
-        // The counters the subscription was registered with (taken only
-        // now, so they are the owner's entry while it has this one).
-        let counters = bus.inner.registry.counters_of(id);
+        // The counters the subscription was registered with (the owner's
+        // entry while it has this one).
+        let counters = stream.owner_counters();
         let task_bus = bus.clone();
         handle.spawn(async move {
             while let Some(item) = stream.next().await {

@@ -224,13 +224,6 @@ impl Registry {
         (ids.len(), at)
     }
 
-    /// The owner's counters subscription `id` records its calls in: the
-    /// ones it was registered with (`None` without an owner, or once it is
-    /// gone).
-    pub fn counters_of(&self, id: u64) -> Option<Arc<OwnerCounters>> {
-        self.table.lock().subs.get(&id)?.counters.clone()
-    }
-
     /// Keeps `owner`'s counters while it has no subscription (`true`), or
     /// stops keeping them (`false`; dropped now if it has none).
     pub fn pin_owner(&self, owner: &Arc<str>, pinned: bool) {

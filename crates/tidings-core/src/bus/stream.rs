@@ -94,6 +94,11 @@ impl EventStream {
         self.subs.first().map_or(0, |s| s.id)
     }
 
+    /// The owner's counters its subscriptions were registered with.
+    pub(crate) fn owner_counters(&self) -> Option<Arc<super::stats::OwnerCounters>> {
+        self.subs.first()?.counters.clone()
+    }
+
     /// The stream's patterns, in the order they were added.
     pub fn patterns(&self) -> Vec<Pattern> {
         self.subs.iter().map(|s| s.pattern.clone()).collect()
