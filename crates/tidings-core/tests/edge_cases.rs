@@ -475,17 +475,23 @@ fn a_handler_repeating_a_key_gets_the_original_without_waiting_for_it() {
     assert_eq!(*seen.lock().unwrap(), [2, 3], "the bus goes on");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_external_appends_task_waits_while_another_thread_dispatches() {
-    // Appends answer at once, so the emitting thread dispatches its event
-    // itself, while the task finds the same event in the log.
-    let log = SlowLog {
-        inner: MemoryLog::new(),
+/// A log other processes append to (as NATS and Redis logs are) whose
+/// appends answer at once, counting its reads.
+fn shared_at_once(inner: MemoryLog) -> SlowLog {
+    SlowLog {
+        inner,
         delay: Duration::ZERO,
         shared: true,
         reads: Default::default(),
         gate: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_appends_task_waits_while_another_thread_dispatches() {
+    // Appends answer at once, so the emitting thread dispatches its event
+    // itself, while the task finds the same event in the log.
+    let log = shared_at_once(MemoryLog::new());
     let reads = log.reads.clone();
     let bus = Bus::builder().log(log).build().unwrap();
     let _slow = bus
@@ -515,13 +521,7 @@ async fn the_external_appends_task_reads_a_bounded_way_ahead_of_dispatch() {
         max_age: None,
     }))
     .unwrap();
-    let log = SlowLog {
-        inner: memory.clone(),
-        delay: Duration::ZERO,
-        shared: true,
-        reads: Default::default(),
-        gate: None,
-    };
+    let log = shared_at_once(memory.clone());
     let reads = log.reads.clone();
     let bus = Bus::builder().log(log).build().unwrap();
     let at_end = Arc::new(AtomicUsize::new(usize::MAX));
