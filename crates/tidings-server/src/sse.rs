@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::metrics::Transport;
-use crate::request::{principal, Params};
+use crate::request::{check_origin, principal, Params};
 use crate::response::respond;
 use crate::service::{Format, Open, Outgoing, Service, ServiceError, Target};
 
@@ -31,6 +31,10 @@ pub async fn sse(
 ) -> Response {
     let opened = async {
         let params = Params::parse(q.as_deref());
+        // A cross-site page may open an EventSource with the visitor's
+        // cookies and network; CORS only hides the answer, while opening a
+        // consumer here has effects (it takes the consumer over).
+        check_origin(&svc, &headers)?;
         let who = principal(&svc, &headers, &params)?;
         let mut after = params.number("after")?;
         if let Some(v) = headers.get("last-event-id") {

@@ -102,6 +102,9 @@ async fn upgrade(
         Ok(session) => ws
             .read_buffer_size(READ_BUFFER)
             .max_message_size(MAX_MESSAGE)
+            // A frame is buffered whole before the message limit applies:
+            // without this a client could make the server hold 16 MiB.
+            .max_frame_size(MAX_MESSAGE)
             .on_upgrade(move |socket| run(svc, socket, session)),
         // Seed 002's channel sockets learn of a full channel from a close
         // frame (1013, try again later), as they always have.

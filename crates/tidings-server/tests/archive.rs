@@ -179,6 +179,13 @@ async fn bad_export_requests_are_400_and_unarchived_gaps_are_410() {
     assert_eq!(body[0]["first_available_seq"], 8);
     let (st, lines) = export(&s, "", None).await;
     assert_eq!((st, seqs(&lines)), (200, (8..=12).collect::<Vec<_>>()));
+    // From the start up to a pruned seq: nothing asked for is held.
+    let (st, body) = export(&s, "until=3", None).await;
+    assert_eq!(st, 410, "{body:?}");
+    assert_eq!(body[0]["first_available_seq"], 8);
+    // After the last seq there is nothing to export (and no overflow).
+    let (st, lines) = export(&s, "after=18446744073709551615", None).await;
+    assert_eq!((st, lines.len()), (200, 0));
 }
 
 #[tokio::test]

@@ -79,7 +79,14 @@ impl CloudEvent {
             data: self.data,
             // CloudEvents: source + id identify an event; a repeat is a
             // duplicate (within the caller's key namespace, like any key).
-            key: Some(format!("ce:{}:{}", self.source, self.id)),
+            // The source's length keeps two pairs from sharing a key
+            // (`urn:a` + `1` against `urn` + `a:1`).
+            key: Some(format!(
+                "ce:{}:{}:{}",
+                self.source.len(),
+                self.source,
+                self.id
+            )),
             source: Some(self.source),
             priority: None,
             time: self.time,
@@ -254,7 +261,20 @@ mod tests {
             br#"{"specversion":"1.0","type":"a.b","source":"/s","id":"1"}"#,
         )
         .unwrap();
-        assert_eq!(d.events[0].key.as_deref(), Some("ce:/s:1"));
+        assert_eq!(d.events[0].key.as_deref(), Some("ce:2:/s:1"));
+        let key = |source: &str, id: &str| {
+            let body = json!({"specversion": "1.0", "type": "a.b", "source": source, "id": id});
+            let d = decode_publish(
+                Some("application/cloudevents+json"),
+                body.to_string().as_bytes(),
+            );
+            d.unwrap().events[0].key.clone()
+        };
+        assert_ne!(
+            key("urn:shop", "1"),
+            key("urn", "shop:1"),
+            "distinct pairs, distinct keys"
+        );
         let e = decode_publish(
             Some("application/cloudevents+json"),
             br#"{"specversion":"0.3","type":"a.b","source":"/s","id":"1"}"#,
@@ -360,7 +380,7 @@ mod binary_tests {
         let e = &d.events[0];
         assert_eq!(e.name, "order.placed");
         assert_eq!(e.data, serde_json::json!({"total": 3}));
-        assert_eq!(e.key.as_deref(), Some("ce:/shop:A-1"));
+        assert_eq!(e.key.as_deref(), Some("ce:5:/shop:A-1"));
         assert_eq!(e.time.unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
         let d = decode_binary_cloudevent(&headers(&[]), Some("text/plain"), b"hi").unwrap();
         assert_eq!(d.events[0].data, "hi");

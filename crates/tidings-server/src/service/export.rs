@@ -135,8 +135,21 @@ impl Service {
         let held = held_from(&manifest(archive_dir.clone()).await?, bounds.first);
         let until = req.until.unwrap_or(bounds.last).min(bounds.last);
         let after = match req.after {
-            None | Some(0) => held.saturating_sub(1),
-            Some(a) if a + 1 < held && a < until => {
+            // From the start: 410 only when every seq asked for is gone.
+            None | Some(0) if until == 0 || until >= held => held.saturating_sub(1),
+            None | Some(0) => {
+                return Err(ServiceError::new(
+                    ErrorKind::Gone,
+                    "gone",
+                    format!(
+                        "seqs 1..={until} are neither in the log nor in the archive (pruned without an archive); \
+                         the range held starts at seq {held}"
+                    ),
+                )
+                .with("first_retained_seq", bounds.first)
+                .with("first_available_seq", held));
+            }
+            Some(a) if a.saturating_add(1) < held && a < until => {
                 return Err(ServiceError::new(
                     ErrorKind::Gone,
                     "gone",

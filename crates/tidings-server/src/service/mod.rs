@@ -349,7 +349,7 @@ impl Service {
                 // Retention pruned what follows `after`: say so, and where
                 // the log starts now, rather than skip it silently.
                 let first = page.events.first().map_or(last_seq + 1, |e| e.seq);
-                if first > after + 1 && last_seq > after {
+                if first > after.saturating_add(1) && last_seq > after {
                     return Err(gone(after, first));
                 }
             }
