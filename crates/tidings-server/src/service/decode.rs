@@ -263,7 +263,7 @@ mod tests {
         .unwrap();
         assert_eq!(d.events[0].key.as_deref(), Some("ce:2:/s:1"));
         let key = |source: &str, id: &str| {
-            let body = json!({"specversion": "1.0", "type": "a.b", "source": source, "id": id});
+            let body = serde_json::json!({"specversion": "1.0", "type": "a.b", "source": source, "id": id});
             let d = decode_publish(
                 Some("application/cloudevents+json"),
                 body.to_string().as_bytes(),
