@@ -50,10 +50,8 @@
 //! refuses ("wrong last sequence"); the writer re-reads the tail (stream info
 //! and a direct get of the newest record) and re-numbers. Two servers can thus
 //! never assign the same seq or leave a gap. A record published into an
-//! empty stream carries `Nats-Msg-Id: tidings-<F>` instead (an expected
-//! last sequence of 0 is not checked by the server): a second record
-//! claiming the same first seq is reported duplicate and retried. (Only
-//! then: the server's duplicate tracking costs every message it is on.)
+//! empty stream is guarded the same way, with an expected last sequence
+//! of 0, which the server checks too.
 //! An `expected_last` append is refused with `Conflict` only against a tail
 //! just read from the server, and accepted under the same guard.
 //!

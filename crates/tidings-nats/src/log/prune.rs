@@ -65,7 +65,7 @@ impl Inner {
                 // tail survives, then purge below it.
                 let marker =
                     encode(tail.last + 1, now_micros(), &[]).map_err(EngineError::Storage)?;
-                match self.publish(tail.last + 1, 0, marker, ss.last).await {
+                match self.publish(marker, ss.last).await {
                     Ok(ack) => {
                         cut = ack.sequence;
                         new_first = Some(tail.last + 1);

@@ -54,30 +54,26 @@ pub(super) struct Request {
 }
 
 impl Inner {
-    /// Publishes the record `payload` (`count` events from Tidings seq
-    /// `first`) guarded by the expected last stream seq.
+    /// Publishes the record `payload` guarded by the expected last stream
+    /// seq.
     pub(super) async fn publish(
         &self,
-        first: u64,
-        count: usize,
         payload: Bytes,
         expected_stream_seq: u64,
     ) -> Result<jetstream::publish::PublishAck, PublishFail> {
         // Only the guard: the record's body already says which Tidings
         // seqs it holds, and every header costs the client a hashed map
         // entry and allocations per publish.
+        // Into an empty stream too: the server checks an expected last
+        // sequence of 0 (nats-server 2.9 refuses it once the stream holds
+        // a message). A message id would guard only for the server's
+        // duplicate window, after which a handle still at the empty tail
+        // could publish seq `first` a second time.
         let mut headers = HeaderMap::new();
-        if expected_stream_seq > 0 {
-            headers.insert(
-                header::NATS_EXPECTED_LAST_SEQUENCE,
-                expected_stream_seq.to_string(),
-            );
-        } else if count > 0 {
-            // The server does not check an expected last sequence of 0:
-            // the first record of a stream is guarded by its message id
-            // instead (a second record claiming seq `first` is a duplicate).
-            headers.insert(header::NATS_MESSAGE_ID, format!("tidings-{first}"));
-        }
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SEQUENCE,
+            expected_stream_seq.to_string(),
+        );
         let timeout = self.opts.request_timeout;
         let classify = |e: jetstream::context::PublishError| {
             use jetstream::context::PublishErrorKind as K;
@@ -249,9 +245,7 @@ impl Inner {
                     );
                 }
             }
-            let published = self
-                .publish(first, record.events.len(), payload, tail.stream_seq)
-                .await;
+            let published = self.publish(payload, tail.stream_seq).await;
             if published.is_err() {
                 self.state.lock().forget_own(expected_at, &record);
             }
