@@ -218,6 +218,17 @@ async fn consumers_are_scoped_by_their_patterns() {
     ))
     .await;
     assert!(r.is_err(), "nor take it over");
+    // Opening it with its own patterns: the answer does not show the
+    // other scope's definition.
+    let r = s
+        .http
+        .get(s.url("/sse?consumer=o&pattern=payroll.*&token=payroll"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("orders"), "{body}");
     assert_eq!(s.get("/consumers").await.0, 401);
 }
 

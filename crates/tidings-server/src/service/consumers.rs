@@ -78,6 +78,7 @@ impl Service {
     /// is closed (takeover).
     pub(super) async fn open_consumer(
         self: &Arc<Self>,
+        who: &Principal,
         name: &str,
         patterns: &[Pattern],
         after: Option<u64>,
@@ -93,6 +94,27 @@ impl Service {
             builder = builder.filter(text, f as SharedFilter);
         }
         let consumer = builder.stream().await.map_err(|e| match e {
+            // Another scope's definition is not shown (its patterns and
+            // filter may name what this token cannot read): the name is
+            // simply not one this token may use, as `GET` says.
+            ConsumerError::Mismatch {
+                ref existing,
+                ref existing_filter,
+                ..
+            } if !may_use(
+                who,
+                &ConsumerSpec {
+                    patterns: existing.clone(),
+                    filter: existing_filter.clone(),
+                },
+            ) =>
+            {
+                ServiceError::new(
+                    ErrorKind::NotFound,
+                    "consumer_not_found",
+                    format!("no consumer {name:?} this token may use"),
+                )
+            }
             ConsumerError::Mismatch { .. } => {
                 ServiceError::new(ErrorKind::Conflict, "consumer_conflict", e.to_string())
             }

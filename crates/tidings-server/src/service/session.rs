@@ -294,7 +294,7 @@ impl Session {
             ),
             Some(name) => {
                 let (consumer, live) = service
-                    .open_consumer(name, &patterns, open.after, filter)
+                    .open_consumer(&who, name, &patterns, open.after, filter)
                     .await?;
                 Source::Consumer {
                     consumer: Box::new(consumer),
