@@ -204,3 +204,33 @@ fn a_filter_behind_an_arc_is_shared_and_none_clears_it() {
     assert_eq!(*evens.lock().unwrap(), [0, 0, 2, 2, 4, 4]);
     assert_eq!(*all.lock().unwrap(), [0, 1, 2, 3, 4]);
 }
+
+#[tokio::test]
+async fn a_new_consumers_start_is_kept_before_its_first_ack() {
+    let bus = Bus::new();
+    for i in 0..6 {
+        bus.emit("story.x", json!(i)).unwrap();
+    }
+    let open = || {
+        bus.consumer("late")
+            .pattern("story.>")
+            .start(tidings_core::Position::After(4))
+            .stream()
+    };
+    let mut c = open().await.unwrap();
+    assert_eq!(next_seq(&mut c).await, 5);
+    assert_eq!(
+        bus.log().cursor("late").await.unwrap(),
+        Some(4),
+        "saved at once"
+    );
+    drop(c); // nothing acknowledged
+             // Reopened (the start asked for again, or any other): after 4, not before.
+    let mut c = bus
+        .consumer("late")
+        .pattern("story.>")
+        .stream()
+        .await
+        .unwrap();
+    assert_eq!(next_seq(&mut c).await, 5);
+}

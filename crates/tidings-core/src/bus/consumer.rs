@@ -199,7 +199,8 @@ impl ConsumerBuilder {
             // Defined by something else (a bare cursor): ours now.
             None => {}
         }
-        let from = match log.cursor(&self.name).await? {
+        let cursor = log.cursor(&self.name).await?;
+        let from = match cursor {
             Some(seq) => Position::After(seq),
             None => self.start,
         };
@@ -211,6 +212,11 @@ impl ConsumerBuilder {
             Position::After(n) => n,
             _ => stream.last_seq(),
         };
+        if cursor.is_none() && start > 0 {
+            // A new consumer starting after `start`: saved now, so a
+            // restart before its first ack does not begin again earlier.
+            log.commit_cursor(&self.name, start).await?;
+        }
         let (acked, rx) = tokio::sync::watch::channel(start);
         let committed = Arc::new(AtomicU64::new(start));
         runtime.spawn(commit_loop(
