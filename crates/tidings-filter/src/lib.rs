@@ -22,7 +22,11 @@
 //! ```
 //!
 //! An expression that does not parse is a [`FilterError`] quoting the
-//! problem. An event the expression cannot be evaluated on (a missing
+//! problem. So is one that nests a comprehension (`all`, `exists`,
+//! `exists_one`, `map`, `filter`) inside another: each level multiplies the
+//! work per event, and filters run where every subscriber's events are
+//! dispatched, so a few nested levels over a literal list would stall the
+//! whole bus for every client. One level is linear in the lists it walks. An event the expression cannot be evaluated on (a missing
 //! field, a type mismatch, a result that is not a boolean) is **not
 //! delivered** and counted ([`CelFilter::failures`]); it never panics.
 
@@ -47,6 +51,14 @@ pub enum FilterError {
     /// It is empty.
     #[error("the filter is empty")]
     Empty,
+    /// It nests a comprehension inside another.
+    #[error("invalid filter {expr:?}: `{inner}` inside another comprehension; comprehensions cannot be nested (the cost would multiply per level)")]
+    Nested {
+        /// The expression.
+        expr: String,
+        /// The inner comprehension's macro.
+        inner: String,
+    },
     /// It does not parse.
     #[error("invalid filter {expr:?}: {message}")]
     Parse {
@@ -89,6 +101,12 @@ impl CelFilter {
         }
         if expr.trim().is_empty() {
             return Err(FilterError::Empty);
+        }
+        if let Some(inner) = nested_comprehension(expr) {
+            return Err(FilterError::Nested {
+                expr: expr.to_owned(),
+                inner,
+            });
         }
         // The parser must never take the process down, whatever it is given.
         let env = Arc::new(Env::stdlib());
@@ -139,6 +157,59 @@ impl CelFilter {
 
 /// JSON as CEL values: integers that fit are `int` (so `data.n == 42`
 /// holds), other numbers `double`.
+/// The first comprehension macro called inside another's arguments, if
+/// any: `.all(`, `.exists(`, `.exists_one(`, `.map(` or `.filter(` while
+/// an earlier one's parenthesis is still open (string literals skipped).
+fn nested_comprehension(expr: &str) -> Option<String> {
+    const MACROS: [&str; 5] = ["all", "exists", "exists_one", "map", "filter"];
+    let bytes = expr.as_bytes();
+    // Paren depth of each open comprehension call.
+    let mut open: Vec<usize> = Vec::new();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            // A comment runs to the end of the line.
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'\'') => {
+                // Skip the literal: escapes count unless it is raw (r"..").
+                let raw = i > 0 && matches!(bytes[i - 1], b'r' | b'R');
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' && !raw { 2 } else { 1 };
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                if open.last() == Some(&depth) {
+                    open.pop();
+                }
+                depth = depth.saturating_sub(1);
+            }
+            b'.' => {
+                let rest = &expr[i + 1..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let after = rest[name.len()..].trim_start();
+                if MACROS.contains(&name.as_str()) && after.starts_with('(') {
+                    if !open.is_empty() {
+                        return Some(name);
+                    }
+                    open.push(depth + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 fn json(v: &serde_json::Value) -> Value {
     use serde_json::Value as J;
     match v {
@@ -242,5 +313,32 @@ mod tests {
             CelFilter::compile(&"a".repeat(MAX_LEN + 1)),
             Err(FilterError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn comprehensions_cannot_be_nested() {
+        let nested = |e: &str| matches!(CelFilter::compile(e), Err(FilterError::Nested { .. }));
+        for ok in [
+            r#"data.items.exists(i, i.price > 100)"#,
+            r#"data.a.all(x, x > 0) && data.b.exists(y, y == 2)"#,
+            r#"[1, 2].map(x, x * 2) == [2, 4]"#,
+            r#"data.note == ".exists(a, [1].exists(b, true))""#,
+            r#"data.s.contains("(") && data.t.exists(x, x == ")")"#,
+        ] {
+            assert!(!nested(ok), "{ok}");
+            assert!(CelFilter::compile(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"data.items.exists(i, i.tags.exists(t, t == "x"))"#,
+            r#"[0,1,2].exists(a, [0,1,2].exists(b, [0,1,2].exists(c, a+b+c == 99)))"#,
+            r#"data.l.map(x, data.l.filter(y, y == x))"#,
+            // Hidden behind a raw string or a comment quote: still seen.
+            "r\"\\\" == data.s || [1].exists(a, [1].exists(b, true)) || data.t == \"\"",
+            "data.x == 1 // \"\n|| [1].exists(a, [1].exists(b, true)) // \"",
+        ] {
+            assert!(nested(bad), "{bad}");
+        }
+        let e = CelFilter::compile("[1].all(a, [1].exists(b, true))").unwrap_err();
+        assert!(e.to_string().contains("cannot be nested"), "{e}");
     }
 }
