@@ -258,12 +258,15 @@ impl Inner {
                     {
                         let mut st = self.state.lock();
                         st.raise_tail(new_tail);
-                        let now = now_micros();
-                        st.keys.remember_all(&record.events, now, now);
+                        // Timed by the record's own append time, as every
+                        // other process times it, so the key leaves the
+                        // window at the same moment everywhere.
+                        st.keys
+                            .remember_all(&record.events, record.at, now_micros());
                         if ack.sequence != expected_at {
-                            // Only the first record of a stream, guarded by
-                            // its message id rather than the last seq, can
-                            // land elsewhere; the follower decodes that one.
+                            // The guard makes this the seq after the one
+                            // expected; should the server ever place it
+                            // elsewhere, the follower decodes it.
                             st.forget_own(expected_at, &record);
                         }
                     }
