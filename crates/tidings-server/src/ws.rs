@@ -30,9 +30,7 @@ use futures_util::{SinkExt, StreamExt};
 use crate::metrics::Transport;
 use crate::request::{check_origin, principal, Params};
 use crate::response::respond;
-use crate::service::{
-    error_json, CloseReason, Format, Open, Outgoing, Service, Session, Target, CHANNEL_FULL,
-};
+use crate::service::{CloseReason, Format, Open, Outgoing, Service, Session, Target, CHANNEL_FULL};
 
 /// Close code: normal closure.
 const NORMAL: u16 = 1000;
@@ -182,10 +180,7 @@ async fn run(svc: Arc<Service>, socket: WebSocket, mut session: Session) {
                     Some(reply) => vec![text(reply.to_string())],
                     None => continue,
                 },
-                Some(Ok(Message::Binary(_))) => vec![text(error_json(&crate::service::ServiceError::bad_request(
-                    "unknown_command",
-                    "binary messages are not commands; send JSON text",
-                )).to_string())],
+                Some(Ok(Message::Binary(_))) => vec![text(session.not_a_command().to_string())],
                 Some(Ok(Message::Pong(_))) => {
                     unanswered = None;
                     continue;

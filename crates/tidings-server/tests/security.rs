@@ -209,6 +209,33 @@ async fn commands_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn binary_frames_and_stray_acks_count_against_the_command_rate() {
+    use futures_util::SinkExt;
+    let s = memory_server(|c| c.commands_per_sec = 5).await;
+    let mut ws = s.ws("/ws").await;
+    next_json(&mut ws).await;
+    for i in 0..30 {
+        if i % 2 == 0 {
+            ws.send(Message::Binary(vec![1, 2, 3].into()))
+                .await
+                .unwrap();
+        } else {
+            // Not a consumer: an ack is just another command here.
+            send_json(&mut ws, json!({"op": "ack", "seq": 1})).await;
+        }
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        let r = next_json(&mut ws).await;
+        assert_eq!(r["type"], "error", "{r}");
+        if r["code"] == "limit_reached" {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 18, "{limited} of 30 refused for the rate");
+}
+
+#[tokio::test]
 async fn the_connection_limit_holds_under_concurrent_connects() {
     let s = memory_server(|c| c.max_connections = 5).await;
     let attempts = (0..40).map(|_| {

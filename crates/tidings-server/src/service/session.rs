@@ -444,21 +444,40 @@ impl Session {
 
     /// Runs a client's command; returns the reply to send, if any.
     pub fn command(&mut self, text: &str) -> Option<Value> {
-        // Acks are not rate limited: there is at most one per delivered
-        // event, so the delivery rate already bounds them.
+        // A consumer's acks are not rate limited: there is one per
+        // delivered event, so the delivery rate already bounds them. Any
+        // other message, an ack on a connection that is no consumer
+        // included, is.
         let parsed = Command::parse(text);
-        let is_ack = matches!(parsed, Ok(Command::Ack { .. }));
-        if !is_ack && !self.commands.take() {
-            return Some(error_json(&ServiceError::limit(format!(
-                "too many commands: at most {} per second (commands_per_sec)",
-                self.service.config.commands_per_sec
-            ))));
+        let consumer_ack = matches!(parsed, Ok(Command::Ack { .. }))
+            && matches!(self.source, Source::Consumer { .. });
+        if !consumer_ack && !self.commands.take() {
+            return Some(self.too_many_commands());
         }
         match parsed.and_then(|cmd| self.run(cmd)) {
             Ok(Value::Null) => None,
             Ok(v) => Some(v),
             Err(e) => Some(error_json(&e)),
         }
+    }
+
+    /// A message that is not a command (a binary frame): refused, and
+    /// counted against the command rate like any other.
+    pub fn not_a_command(&mut self) -> Value {
+        if !self.commands.take() {
+            return self.too_many_commands();
+        }
+        error_json(&ServiceError::bad_request(
+            "unknown_command",
+            "binary messages are not commands; send JSON text",
+        ))
+    }
+
+    fn too_many_commands(&self) -> Value {
+        error_json(&ServiceError::limit(format!(
+            "too many commands: at most {} per second (commands_per_sec)",
+            self.service.config.commands_per_sec
+        )))
     }
 
     fn run(&mut self, cmd: Command) -> Result<Value, ServiceError> {
