@@ -246,13 +246,21 @@ impl Auth {
             return match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => {
                     let c = data.claims;
-                    let name = c.sub.unwrap_or_else(|| "jwt".into());
-                    let mut p = Principal::from_lists(
-                        name.clone(),
-                        format!("sub:{name}"),
-                        &c.publish,
-                        &c.subscribe,
-                    )?;
+                    // Keys live in the subject's namespace; a token with no
+                    // subject gets one of its scope, so tokens with other
+                    // rights never share (or block) each other's keys.
+                    let (name, namespace) = match c.sub {
+                        Some(sub) => (sub.clone(), format!("sub:{sub}")),
+                        None => {
+                            let scope = format!("{:?}{:?}", c.publish, c.subscribe);
+                            let hash: String = digest(&scope)[..12]
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect();
+                            ("jwt".to_owned(), format!("scope:{hash}"))
+                        }
+                    };
+                    let mut p = Principal::from_lists(name, namespace, &c.publish, &c.subscribe)?;
                     p.expires = c.exp.and_then(|s| DateTime::from_timestamp(s, 0));
                     Ok(p)
                 }
@@ -422,6 +430,17 @@ mod tests {
         assert!(relaxed
             .authenticate(Some(&jwt(serde_json::json!({"sub": "a"}))))
             .is_ok());
+
+        // No subject: the namespace follows the token's rights.
+        let ns = |claims| relaxed.authenticate(Some(&jwt(claims))).unwrap().namespace;
+        let a = ns(serde_json::json!({"publish": ["a.>"], "subscribe": ["a.>"]}));
+        let b = ns(serde_json::json!({"publish": ["b.>"], "subscribe": ["b.>"]}));
+        assert_ne!(a, b, "other rights, other keys");
+        assert_eq!(
+            a,
+            ns(serde_json::json!({"publish": ["a.>"], "subscribe": ["a.>"]}))
+        );
+        assert!(a.starts_with("scope:"), "{a}");
     }
 
     #[test]
