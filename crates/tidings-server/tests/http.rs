@@ -302,6 +302,15 @@ async fn cors_allows_only_configured_origins() {
     req.headers_mut()
         .insert("Origin", "http://app.test".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    // So are event streams, by the same rule.
+    let sse_from = |origin: &'static str| {
+        s.http
+            .get(s.url("/sse?pattern=a"))
+            .header("Origin", origin)
+            .send()
+    };
+    assert_eq!(sse_from("http://evil.test").await.unwrap().status(), 403);
+    assert_eq!(sse_from("http://app.test").await.unwrap().status(), 200);
 }
 
 #[tokio::test]
