@@ -324,16 +324,25 @@ impl Dispatcher {
     }
 
     /// Waits, without blocking the thread, until `seq` has been dispatched.
+    /// Cancel-safe: a waiter dropped mid-wait (a timed-out or cancelled
+    /// caller) counts itself out again.
     pub async fn wait_done_async(&self, seq: u64) {
+        /// Counts one async waiter while it lives.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
         while self.done.load(SeqCst) <= seq {
             self.async_waiters.fetch_add(1, SeqCst);
+            let _waiting = Waiting(&self.async_waiters);
             let notified = self.notify.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             if self.done.load(SeqCst) <= seq {
                 notified.await;
             }
-            self.async_waiters.fetch_sub(1, SeqCst);
         }
     }
 }
@@ -578,6 +587,15 @@ mod tests {
             Submitted::Dispatched,
             "the combiner role was released"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_async_waiter_counts_itself_out() {
+        let d = Dispatcher::new(1);
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), d.wait_done_async(5));
+        assert!(waiting.await.is_err(), "seq 5 was never dispatched");
+        assert_eq!(d.async_waiters.load(SeqCst), 0);
     }
 
     #[tokio::test]
